@@ -1,0 +1,366 @@
+"""The frozen CLIP backbone: the only module that imports open_clip.
+
+It loads any open_clip model (by name and pretrained tag, or from a local weights file), keeps it
+frozen and in eval mode, and exposes what prompt learning needs: image encoding, BPE tokenising,
+and a text encoder driven by token *embeddings*, so learned context vectors can be spliced in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+__all__ = [
+    "IMAGENET_CLASSNAMES",
+    "OPENAI_IMAGENET_TEMPLATES",
+    "BackboneError",
+    "FrozenCLIP",
+    "PreprocessConfig",
+    "file_sha256",
+    "list_backbones",
+]
+
+
+class BackboneError(ValueError):
+    """A backbone cannot be built or used as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images must be prepared for a backbone (from open_clip's own preprocessing config)."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+    @classmethod
+    def from_open_clip(cls, cfg: dict) -> PreprocessConfig:
+        size = cfg["size"]
+        if isinstance(size, (tuple, list)):
+            if size[0] != size[1]:
+                raise BackboneError(f"Non-square input size {size} is not supported.")
+            size = size[0]
+        return cls(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"))
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation}
+
+
+def list_backbones() -> list[str]:
+    """Names of every architecture open_clip knows, including promptlab's tiny test models."""
+    return open_clip.list_models()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in chunks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_model_name(model_name: str) -> None:
+    known = list_backbones()
+    if model_name in known:
+        return
+    close = difflib.get_close_matches(model_name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise BackboneError(f"Unknown backbone {model_name!r}.{hint} Run `promptlab backbones` to list all names.")
+
+
+def _resolve_weights(model_name: str, pretrained: str | None, weights_path: str | None) -> tuple[str | None, dict]:
+    """Finds the weights file to load and the preprocessing config that goes with it.
+
+    Returns:
+        (path to a weights file or None for random weights, preprocessing overrides).
+    """
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    if pretrained and not tag_cfg and not weights_path:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise BackboneError(
+            f"Backbone {model_name!r} has no pretrained tag {pretrained!r}; known tags: {tags or 'none'}. "
+            "Pass one of them, or weights_path for a local file."
+        )
+    preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+    if weights_path:
+        if not Path(weights_path).is_file():
+            raise BackboneError(f"Weights file {weights_path!r} does not exist; check the path.")
+        return str(weights_path), preprocess
+    if not pretrained:
+        return None, preprocess
+    try:
+        return open_clip.download_pretrained(tag_cfg), preprocess
+    except Exception as error:  # hub and URL downloads raise many types
+        source = tag_cfg.get("hf_hub") or tag_cfg.get("url") or "?"
+        raise BackboneError(
+            f"Cannot download weights for {model_name!r} pretrained={pretrained!r} from {source} "
+            f"({type(error).__name__}). "
+            'On a machine with network access run `python -c "import open_clip; '
+            f"open_clip.create_model('{model_name}', pretrained='{pretrained}')\"` and copy the downloaded file, "
+            "then pass it as weights_path (e.g. --model.init_args.weights_path /path/to/open_clip_model.safetensors)."
+        ) from error
+
+
+class FrozenCLIP(nn.Module):
+    """A frozen open_clip CLIP model with a prompt-aware text encoder.
+
+    Args:
+        model_name: open_clip architecture name (``ViT-B-16``, ``RN50``, ``clip-tiny``...).
+        pretrained: open_clip pretrained tag (``openai``...) or None for random weights.
+        weights_path: local weights file; takes precedence over downloading the tag's weights (the tag,
+            if given, still selects the preprocessing).
+        precision: weight precision of the frozen model.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-16",
+        pretrained: str | None = "openai",
+        weights_path: str | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__()
+        _check_model_name(model_name)
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.weights_file, preprocess_overrides = _resolve_weights(model_name, pretrained, weights_path)
+        if self.weights_file is None:
+            log.info("Backbone %s has random weights (no pretrained tag or weights file).", model_name)
+        try:
+            self.model = open_clip.create_model(
+                model_name,
+                pretrained=self.weights_file,
+                precision=precision,
+                force_preprocess_cfg=preprocess_overrides,
+            )
+        except (RuntimeError, KeyError, ValueError) as error:
+            if self.weights_file is None:
+                raise
+            raise BackboneError(
+                f"Weights file {self.weights_file!r} does not fit backbone {model_name!r} ({str(error)[:200]}); "
+                "pass the weights of that architecture or change the backbone name."
+            ) from error
+        self.preprocess = PreprocessConfig.from_open_clip(self.model.visual.preprocess_cfg)
+        self._text = _TextTower(self.model, model_name)
+        self.requires_grad_(False)
+        self.eval()
+
+    # -- frozen behaviour --------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> FrozenCLIP:
+        """Stays in eval mode whatever Lightning asks: dropout and norms must not change."""
+        return super().train(False)
+
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the weights file, or None for random weights."""
+        return file_sha256(self.weights_file) if self.weights_file else None
+
+    # -- properties -------------------------------------------------------------------------------
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint image-text embedding."""
+        return self.model.visual.output_dim
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(learned temperature), 100 for OpenAI CLIP."""
+        return self.model.logit_scale.exp()
+
+    @property
+    def context_length(self) -> int:
+        return self._text.context_length
+
+    @property
+    def text_width(self) -> int:
+        return self._text.width
+
+    # -- images -----------------------------------------------------------------------------------
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, D) features."""
+        features = self.model.encode_image(images.to(self._weight_dtype()))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    # -- text -------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> SimpleTokenizer:
+        return self._text.require_prompt_learning()
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (N, context_length) token ids, exactly as open_clip tokenises them."""
+        return self._text.tokenizer(texts).to(self.model.logit_scale.device)
+
+    def word_ids(self, text: str) -> list[int]:
+        """BPE ids of ``text`` without start/end tokens (for building prompts piece by piece)."""
+        return self.tokenizer.encode(text)
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(..., L) ids -> (..., L, width) frozen token embeddings."""
+        return self._text.token_embedding(token_ids.to(self.model.logit_scale.device))
+
+    def prompt_length(self, token_ids: torch.Tensor) -> int:
+        """Shortest sequence length that gives exact features for these prompts.
+
+        The text transformer is causal, so rows after the pooled (EOT) position never influence it:
+        truncating to max(EOT index) + 1 is exact and much cheaper than the full 77 tokens.
+        """
+        if not self._text.is_causal or self._text.pool_type not in ("argmax", "eos", "first"):
+            return token_ids.shape[-1]
+        return int(self._text.pool_index(token_ids).max()) + 1
+
+    def pool_index(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(N, L) ids -> (N,) position whose output row becomes the text feature."""
+        return self._text.pool_index(token_ids)
+
+    def encode_prompts(
+        self,
+        embeddings: torch.Tensor,
+        pool_index: torch.Tensor,
+        normalize: bool = True,
+        truncate: bool = True,
+        chunk_size: int = 256,
+    ) -> torch.Tensor:
+        """Encodes prompts given as token embeddings.
+
+        Prompts are sorted by EOT position and encoded in chunks, each truncated to its own longest
+        prompt (exact for a causal text transformer), so one long class name does not make every
+        prompt pay for its length.
+
+        Args:
+            embeddings: (N, L, width) token embeddings, L <= context_length.
+            pool_index: (N,) position of each prompt's EOT token.
+            normalize: L2-normalise the output.
+            truncate: drop the rows after each chunk's last EOT (ignored when it would not be exact).
+            chunk_size: prompts per text-transformer call (bounds activation memory).
+
+        Returns:
+            (N, D) text features, equal to open_clip ``encode_text`` of the same tokens.
+        """
+        truncate = truncate and self._text.is_causal and self._text.pool_type in ("argmax", "eos", "first")
+        order = pool_index.argsort() if truncate else torch.arange(len(pool_index), device=pool_index.device)
+        chunks = []
+        for index in order.split(chunk_size):
+            chunk_index = pool_index[index]
+            length = int(chunk_index.max()) + 1 if truncate else embeddings.shape[1]
+            chunks.append(self._text.encode(embeddings[index, :length], chunk_index))
+        features = torch.cat(chunks)[order.argsort()]  # back to the input order
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_token_ids(self, token_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(N, context_length) ids -> (N, D) features, truncated to the last EOT when exact."""
+        if not self._text.supports_embeddings:
+            features = self.model.encode_text(token_ids)
+            return F.normalize(features, dim=-1) if normalize else features
+        token_ids = token_ids[:, : self.prompt_length(token_ids)]  # embed only what is encoded
+        return self.encode_prompts(self.embed_tokens(token_ids), self.pool_index(token_ids), normalize)
+
+    def encode_text(self, texts: list[str], normalize: bool = True, batch_size: int = 256) -> torch.Tensor:
+        """Texts -> (N, D) features, in batches (1000 classes x 80 templates would not fit at once)."""
+        chunks = [
+            self.encode_token_ids(self.tokenize(texts[i : i + batch_size]), normalize)
+            for i in range(0, len(texts), batch_size)
+        ]
+        return torch.cat(chunks)
+
+    def _weight_dtype(self) -> torch.dtype:
+        return self.model.logit_scale.dtype if self.model.logit_scale.is_floating_point() else torch.float32
+
+
+class _TextTower:
+    """The parts of an open_clip text tower that prompt learning drives (CLIP or CustomTextCLIP).
+
+    Attributes are read from the tower at each call: ``module.to(device)`` replaces buffers such as
+    ``attn_mask``, so holding on to them would leave stale copies on the old device.
+    """
+
+    def __init__(self, model: nn.Module, model_name: str) -> None:
+        # open_clip's CLIP keeps the text parts on the model; CustomTextCLIP in `model.text`.
+        self.tower = getattr(model, "text", model)
+        self.unsupported_reason: str | None = None
+        if self.tower is not model and not isinstance(self.tower, open_clip.transformer.TextTransformer):
+            self.unsupported_reason = f"its text tower is a {type(self.tower).__name__} (a Hugging Face text model)"
+        elif getattr(self.tower, "cls_emb", None) is not None:
+            self.unsupported_reason = "its text tower appends a CLS token (CoCa-style)"
+        self.context_length = getattr(self.tower, "context_length", 77)
+        self.tokenizer = open_clip.get_tokenizer(model_name, context_length=self.context_length)
+        self.pool_type = getattr(self.tower, "text_pool_type", None) or getattr(self.tower, "pool_type", "argmax")
+        self.eos_id = getattr(self.tower, "text_eos_id", None) or getattr(self.tower, "eos_id", None)
+
+    @property
+    def width(self) -> int:
+        return self.tower.token_embedding.embedding_dim
+
+    def token_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
+        self.require_prompt_learning()
+        return self.tower.token_embedding(token_ids)
+
+    @property
+    def supports_embeddings(self) -> bool:
+        return self.unsupported_reason is None and isinstance(self.tokenizer, SimpleTokenizer)
+
+    def require_prompt_learning(self) -> SimpleTokenizer:
+        if self.unsupported_reason:
+            raise BackboneError(
+                f"Prompt learning is not supported for this backbone: {self.unsupported_reason}. "
+                "Use a CLIP model with open_clip's own text transformer (e.g. ViT-B-16, RN50)."
+            )
+        if not isinstance(self.tokenizer, SimpleTokenizer):
+            raise BackboneError(
+                "Prompt learning needs open_clip's CLIP BPE tokenizer, this backbone uses "
+                f"{type(self.tokenizer).__name__}; use a CLIP model such as ViT-B-16 or RN50."
+            )
+        return self.tokenizer
+
+    @property
+    def is_causal(self) -> bool:
+        """True when the attention mask is exactly the causal (upper-triangular -inf) mask."""
+        mask = getattr(self.tower, "attn_mask", None)
+        if mask is None or mask.dim() != 2:
+            return False
+        expected = torch.full_like(mask, float("-inf")).triu(1)
+        return bool(torch.equal(mask, expected))
+
+    def pool_index(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "argmax":  # EOT has the highest id in OpenAI's BPE
+            return token_ids.argmax(dim=-1)
+        if self.pool_type == "eos":
+            return (token_ids == self.eos_id).int().argmax(dim=-1)
+        if self.pool_type == "first":
+            return torch.zeros(token_ids.shape[0], dtype=torch.long, device=token_ids.device)
+        return torch.full((token_ids.shape[0],), token_ids.shape[-1] - 1, device=token_ids.device)
+
+    def encode(self, embeddings: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
+        self.require_prompt_learning()
+        tower = self.tower
+        length = embeddings.shape[1]
+        positional = tower.positional_embedding
+        x = embeddings.to(positional.dtype) + positional[:length]  # (N, L, width)
+        mask = tower.attn_mask[:length, :length] if tower.attn_mask is not None else None
+        x = tower.transformer(x, attn_mask=mask)
+        x = tower.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), pool_index]  # (N, width)
+        if isinstance(tower.text_projection, nn.Linear):
+            return tower.text_projection(x)
+        if tower.text_projection is not None:
+            return x @ tower.text_projection
+        return x

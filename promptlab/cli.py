@@ -1,0 +1,154 @@
+"""The ``promptlab`` command: LightningCLI for fit/validate/test/predict, plus export and classify."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from promptlab.data import FewShotDataModule
+from promptlab.methods import CLIPClassifier
+
+log = logging.getLogger("promptlab")
+
+
+class PromptLabCLI(LightningCLI):
+    """LightningCLI with class names and the dataset template linked from the data to the model."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("data.prompt_template", "model.init_args.dataset_template", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the last epoch after `fit`.")
+
+    def _set_seed(self) -> None:
+        # Unless a seed is given, seed everything with the few-shot seed, as the reference does.
+        config = self.config.get(str(self.subcommand), self.config)
+        if config.get("seed_everything") is True:
+            config["seed_everything"] = config["data"]["seed"]
+        super()._set_seed()
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
+            self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabCLI:
+    """Builds the experiment CLI (``run=False``: instantiate from ``args`` without a subcommand)."""
+    return PromptLabCLI(
+        CLIPClassifier,
+        FewShotDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+        },
+        args=args,
+        run=run,
+    )
+
+
+def export_command(argv: list[str]) -> int:
+    """``promptlab export``: a run folder, a checkpoint or a config (zero-shot) -> classifier file."""
+    from promptlab.export import CLASSIFIER_FILE_NAME, export_classifier, export_run, load_method
+
+    parser = argparse.ArgumentParser(prog="promptlab export", description=export_command.__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run folder written by `promptlab fit` (e.g. runs/lightning_logs/version_0)")
+    source.add_argument("--checkpoint", help="a promptlab .ckpt file")
+    source.add_argument("-c", "--config", action="append", help="config file(s) of an untrained (zero-shot) model")
+    parser.add_argument("--output", "-o", help=f"output file (default: <run>/{CLASSIFIER_FILE_NAME})")
+    parser.add_argument("--embed_backbone", action="store_true", help="store the image tower's weights in the file")
+    args, rest = parser.parse_known_args(argv)
+    if args.run:
+        path = export_run(args.run, args.output, args.embed_backbone)
+    elif args.checkpoint:
+        path = export_classifier(load_method(args.checkpoint), args.output or CLASSIFIER_FILE_NAME, args.embed_backbone)
+    else:
+        config_args = [a for c in args.config for a in ("-c", c)] + rest
+        cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
+        path = export_classifier(
+            cli.model,
+            args.output or CLASSIFIER_FILE_NAME,
+            args.embed_backbone,
+            data_version=cli.datamodule.data_version,
+        )
+    print(f"Wrote classifier {path}")
+    return 0
+
+
+def classify_command(argv: list[str]) -> int:
+    """``promptlab classify``: predicts classes of images with an exported classifier."""
+    from promptlab.classifier import Classifier
+    from promptlab.data.datamodule import prediction_samples
+    from promptlab.data.images import ImageLoadError
+    from promptlab.reporting import write_predictions
+
+    parser = argparse.ArgumentParser(prog="promptlab classify", description=classify_command.__doc__)
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--classifier", required=True, help="file written by `promptlab export`")
+    parser.add_argument("--weights_path", help="local backbone weights, if the file does not embed them")
+    parser.add_argument("--top_k", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--output", "-o", help="write predictions to a .csv or .json file")
+    args = parser.parse_args(argv)
+
+    classifier = Classifier.load(args.classifier, args.weights_path, args.device)
+    paths = [sample.path for sample in prediction_samples(args.images)]
+    rows, unreadable = [], []
+    for path in paths:  # one at a time, so that one bad file does not stop the others
+        try:
+            (prediction,) = classifier.predict(path, top_k=args.top_k)
+        except ImageLoadError as error:
+            unreadable.append(str(error))
+            continue
+        rows.append({"path": path, **prediction.__dict__})
+    if args.output:
+        write_predictions(rows, Path(args.output))
+        print(f"Wrote {len(rows)} predictions to {args.output}")
+    else:
+        for row in rows:
+            others = ", ".join(f"{name} {p:.1%}" for name, p in row["top_k"][1:])
+            print(f"{row['path']}\t{row['label']}\t{row['probability']:.1%}" + (f"\t({others})" if others else ""))
+    for message in unreadable:
+        print(f"skipped: {message}", file=sys.stderr)
+    return 1 if unreadable and not rows else 0
+
+
+def backbones_command(argv: list[str]) -> int:
+    """``promptlab backbones``: lists the architecture names promptlab can load."""
+    from promptlab.backbone import list_backbones
+
+    print("\n".join(list_backbones()))
+    return 0
+
+
+TOOLS = {"export": export_command, "classify": classify_command, "backbones": backbones_command}
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``promptlab`` console script and ``python -m promptlab``."""
+    from promptlab.errors import USER_ERRORS
+
+    args = list(sys.argv[1:] if args is None else args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    for noise in (r".*module\(s\) in eval mode.*", r".*LeafSpec.*"):  # the frozen backbone is meant to be in eval
+        warnings.filterwarnings("ignore", message=noise)
+    if args and args[0] in TOOLS:
+        try:
+            return TOOLS[args[0]](args[1:])
+        except USER_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    try:
+        lightning_cli(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

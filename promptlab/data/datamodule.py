@@ -1,0 +1,207 @@
+"""The few-shot LightningDataModule: image folders, CoOp split files and the 11 standard datasets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from promptlab.backbone import PreprocessConfig
+from promptlab.data.catalog import STANDARD_DATASETS
+from promptlab.data.datasets import ImageSamples, collate_skipping_none
+from promptlab.data.images import is_image_file, list_images
+from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
+from promptlab.data.sources import (
+    DatasetError,
+    SplitSamples,
+    read_image_folder,
+    read_split_file,
+    read_standard_dataset,
+)
+from promptlab.data.versioning import dvc_data_version
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILE_NAME = "fewshot_split.json"
+DATA_INFO_FILE_NAME = "data.json"
+
+
+class FewShotDataModule(L.LightningDataModule):
+    """Few-shot image classification data.
+
+    Args:
+        root: the image folder (``dataset: folder``), the folder split paths are relative to
+            (``dataset: split``), or the data root holding a standard dataset's folder.
+        dataset: ``folder``, ``split`` or a standard dataset name (``oxford_pets``, ``imagenet``...).
+        split_file: CoOp split JSON for ``dataset: split`` (e.g. a run's saved ``fewshot_split.json``).
+        shots: training images per class (the Dassl draw); 0 or less uses all.
+        seed: few-shot draw seed (the benchmark protocol uses 1, 2, 3).
+        subsample_classes: ``base`` (first half of the sorted labels), ``new`` (the rest) or ``all``.
+        train_fraction: for a flat folder, share of each class used for training.
+        val_fraction: for a flat folder, share of each class used for validation.
+        batch_size: training batch size (reference: 32).
+        test_batch_size: evaluation batch size.
+        num_workers: data loading processes.
+        skip_bad_images: skip unreadable images with a warning instead of stopping.
+        predict_files: images or folders of images for ``promptlab predict``.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        dataset: str = "folder",
+        split_file: str | None = None,
+        shots: int = 16,
+        seed: int = 1,
+        subsample_classes: Literal["all", "base", "new"] = "all",
+        train_fraction: float = 0.5,
+        val_fraction: float = 0.2,
+        batch_size: int = 32,
+        test_batch_size: int = 100,
+        num_workers: int = 2,
+        skip_bad_images: bool = False,
+        predict_files: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        known = ("folder", "split", *STANDARD_DATASETS)
+        if dataset not in known:
+            raise DatasetError(f"Unknown dataset {dataset!r}; use one of {', '.join(known)}.")
+        if dataset == "split" and not split_file:
+            raise DatasetError("dataset: split needs --data.split_file pointing at a CoOp split JSON.")
+        self.save_hyperparameters()
+        self.root = root
+        self.dataset = dataset
+        self.split_file = split_file
+        self.shots = shots
+        self.seed = seed
+        self.subsample = subsample_classes
+        self.train_fraction = train_fraction
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.test_batch_size = test_batch_size
+        self.num_workers = num_workers
+        self.skip_bad_images = skip_bad_images
+        self.predict_files = predict_files or []
+        self.preprocess: PreprocessConfig | None = None  # set from the model when the trainer attaches
+
+    # -- what the model needs at construction (linked by the CLI) --------------------------------
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by label, after base/new subsampling."""
+        return self.splits.class_names
+
+    @property
+    def prompt_template(self) -> str:
+        """The dataset's hand-written prompt (CoOp's per-dataset template), ``a photo of a {}.`` otherwise."""
+        info = STANDARD_DATASETS.get(self.dataset)
+        return info.template if info else "a photo of a {}."
+
+    @cached_property
+    def splits(self) -> SplitSamples:
+        """The dataset read from disk, few-shot drawn and class-subsampled (deterministic for the seed)."""
+        if self.dataset == "folder":
+            data = read_image_folder(self.root, self.train_fraction, self.val_fraction)
+        elif self.dataset == "split":
+            data = read_split_file(self.split_file, self.root)
+        else:
+            data = read_standard_dataset(self.dataset, self.root)
+        train, val = draw_train_val(data.train, data.val, self.shots, self.seed)
+        train, val, test = subsample_classes([train, val, data.test], self.subsample)
+        labels = sorted({s.label for s in train})
+        class_names = [next(s.class_name for s in train if s.label == label) for label in labels]
+        if len(class_names) < 2:
+            raise DatasetError(f"Dataset {self.root!r} has {len(class_names)} class(es); a classifier needs at least 2.")
+        log.info(
+            "Data: %d classes, %d train / %d val / %d test images (%s shots, seed %d, %s classes).",
+            len(class_names), len(train), len(val), len(test), self.shots, self.seed, self.subsample,
+        )
+        return SplitSamples(data.image_root, class_names, train, val, test)
+
+    @property
+    def data_version(self) -> str | None:
+        """DVC version of the dataset folder when it is tracked, else None."""
+        return dvc_data_version(self.splits.image_root)
+
+    # -- Lightning hooks --------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Reads the data and saves the drawn split and a data description next to the run."""
+        splits = self.splits
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        if log_dir and self.trainer.is_global_zero and stage == "fit":
+            self.save_split(Path(log_dir) / SPLIT_FILE_NAME)
+            info = {
+                "dataset": self.dataset,
+                "root": str(Path(self.root).resolve()),
+                "image_root": str(splits.image_root.resolve()),
+                "shots": self.shots,
+                "seed": self.seed,
+                "subsample_classes": self.subsample,
+                "class_names": splits.class_names,
+                "data_version": self.data_version,
+            }
+            (Path(log_dir) / DATA_INFO_FILE_NAME).write_text(json.dumps(info, indent=2))
+
+    def save_split(self, path: Path) -> None:
+        """Writes the drawn split in CoOp format, reusable with ``dataset: split``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        splits = self.splits
+        content = {name: [list(s) for s in getattr(splits, name)] for name in ("train", "val", "test")}
+        path.write_text(json.dumps(content))
+
+    def _preprocess(self) -> PreprocessConfig:
+        if self.preprocess is None and self.trainer is not None:
+            self.preprocess = getattr(self.trainer.lightning_module, "preprocess", None)
+        if self.preprocess is None:
+            raise RuntimeError("Set datamodule.preprocess (the backbone's PreprocessConfig) before loading data.")
+        return self.preprocess
+
+    def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
+        from promptlab.data.transforms import test_transform, train_transform
+
+        cfg = self._preprocess()
+        dataset = ImageSamples(
+            self.splits.image_root, samples, train_transform(cfg) if train else test_transform(cfg), self.skip_bad_images
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.test_batch_size,
+            shuffle=train,
+            drop_last=train and len(samples) > self.batch_size,  # as Dassl, but never drop everything
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_skipping_none,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.val or self.splits.test, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.test, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(prediction_samples(self.predict_files), train=False)
+
+
+def prediction_samples(paths: list[str]) -> list[Sample]:
+    """Files and folders of images -> unlabelled samples (label -1) with absolute paths."""
+    samples = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            samples += [Sample(str(p.resolve()), -1, "") for p in list_images(entry)]
+        elif entry.is_file() and is_image_file(entry):
+            samples.append(Sample(str(entry.resolve()), -1, ""))
+        else:
+            raise DatasetError(f"Prediction input {str(entry)!r} is not an image file or folder; check the path.")
+    if not samples:
+        raise DatasetError("No images to predict; pass image files or folders with --data.predict_files.")
+    return samples

@@ -1,0 +1,55 @@
+"""Reading image files safely: which files count as images, and loading with clear errors."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+class ImageLoadError(ValueError):
+    """An image file cannot be decoded; the message names the file and the fix."""
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files whose extension is a supported image format (hidden files excluded)."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted; other files are skipped with a warning."""
+    images, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if is_image_file(path):
+            images.append(path)
+        elif path.is_file() and not path.name.startswith("."):
+            skipped.append(path.name)
+    if skipped:
+        log.warning(
+            "Skipped %d non-image file(s) in %s (e.g. %s); supported extensions: %s.",
+            len(skipped), folder, skipped[0], ", ".join(sorted(IMAGE_EXTENSIONS)),
+        )
+    return images
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Opens an image as RGB, fully decoded, so truncated files fail here and not mid-batch.
+
+    Raises:
+        ImageLoadError: the file is missing, not an image, truncated, or exceeds PIL's
+            decompression-bomb limit.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"Cannot read image {str(path)!r}: {error}. Replace or remove the file.") from error

@@ -1,0 +1,177 @@
+"""Readers that turn a dataset on disk into labelled samples (image folders, CoOp splits, ImageNet...)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
+from promptlab.data.images import list_images
+from promptlab.data.sampling import Sample, split_folder_samples
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """The dataset on disk cannot be used as asked; the message names the path and the fix."""
+
+
+@dataclass
+class SplitSamples:
+    """A dataset read from disk: image folder, class names by label, and the three splits."""
+
+    image_root: Path
+    class_names: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+
+def normalise_class_name(name: str) -> str:
+    """The form prompts use (CoOp replaces ``_`` by spaces); duplicates are judged on it too."""
+    return " ".join(name.replace("_", " ").split())
+
+
+def check_class_names(class_names: list[str], where: str) -> None:
+    """Raises when two classes would read the same in a prompt (case and ``_`` ignored)."""
+    seen: dict[str, str] = {}
+    for name in class_names:
+        key = normalise_class_name(name).lower()
+        if not key:
+            raise DatasetError(f"{where} has an empty class name; give every class a name.")
+        if key in seen:
+            raise DatasetError(
+                f"{where} has duplicate class names {seen[key]!r} and {name!r} (they read the same in a prompt); "
+                "rename or merge one of them."
+            )
+        seen[key] = name
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_class_folders(folder: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:
+    """``folder/<class>/*.jpg`` -> (class names sorted as folders, samples with paths relative to folder)."""
+    if class_names is None:
+        class_names = [p.name for p in _class_folders(folder)]
+        if not class_names:
+            raise DatasetError(f"Image folder {str(folder)!r} has no class sub-folders; expected <root>/<class>/<image>.")
+    samples = []
+    for label, name in enumerate(class_names):
+        class_dir = folder / name
+        images = list_images(class_dir) if class_dir.is_dir() else []
+        if not images:
+            raise DatasetError(
+                f"Class folder {str(class_dir)!r} has no images; add images to it or remove the folder."
+            )
+        samples += [Sample(str(p.relative_to(folder)), label, name) for p in images]
+    return class_names, samples
+
+
+def read_image_folder(root: str | Path, train_fraction: float = 0.5, val_fraction: float = 0.2) -> SplitSamples:
+    """Reads ``root/<class>/*`` (split per class, seeded) or ``root/{train,val,test}/<class>/*``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"Image folder {str(root)!r} does not exist; check --data.root.")
+    if (root / "train").is_dir():
+        class_names, train = _read_class_folders(root / "train")
+        splits = {"train": [s._replace(path=f"train/{s.path}") for s in train]}
+        for split in ("val", "test"):
+            if (root / split).is_dir():
+                _, samples = _read_class_folders(root / split, class_names)
+                splits[split] = [s._replace(path=f"{split}/{s.path}") for s in samples]
+        if "test" not in splits:
+            raise DatasetError(f"Image folder {str(root)!r} has train/ but no test/ folder; add test/<class>/ images.")
+        check_class_names(class_names, f"Image folder {str(root)!r}")
+        return SplitSamples(root, class_names, splits["train"], splits.get("val", []), splits["test"])
+    class_names, samples = _read_class_folders(root)
+    check_class_names(class_names, f"Image folder {str(root)!r}")
+    train, val, test = split_folder_samples(samples, train_fraction, val_fraction)
+    return SplitSamples(root, class_names, train, val, test)
+
+
+def read_split_file(split_file: str | Path, image_root: str | Path, renames: dict[str, str] | None = None) -> SplitSamples:
+    """Reads a CoOp split JSON: ``{"train"|"val"|"test": [[relative_path, label, class_name], ...]}``."""
+    split_file, image_root = Path(split_file), Path(image_root)
+    if not split_file.is_file():
+        raise DatasetError(f"Split file {str(split_file)!r} does not exist; check the path or the dataset layout.")
+    try:
+        content = json.loads(split_file.read_text())
+        splits = {
+            name: [Sample(str(path), int(label), str(cname)) for path, label, cname in content.get(name, [])]
+            for name in SPLITS
+        }
+    except (ValueError, TypeError) as error:
+        raise DatasetError(
+            f"Split file {str(split_file)!r} is not in CoOp format "
+            '{"train": [[relative_path, label, class_name], ...], ...}: ' f"{error}."
+        ) from error
+    renames = renames or {}
+    names: dict[int, str] = {}
+    for sample in (s for split in SPLITS for s in splits[split]):
+        name = renames.get(sample.class_name, sample.class_name)
+        if names.setdefault(sample.label, name) != name:
+            raise DatasetError(
+                f"Split file {str(split_file)!r} gives label {sample.label} two class names, "
+                f"{names[sample.label]!r} and {name!r}; fix the file."
+            )
+    if sorted(names) != list(range(len(names))) or not splits["train"]:
+        raise DatasetError(
+            f"Split file {str(split_file)!r} must have training samples and labels 0..N-1; fix the file."
+        )
+    class_names = [names[label] for label in range(len(names))]
+    check_class_names(class_names, f"Split file {str(split_file)!r}")
+    splits = {k: [s._replace(class_name=class_names[s.label]) for s in v] for k, v in splits.items()}
+    return SplitSamples(image_root, class_names, splits["train"], splits["val"], splits["test"])
+
+
+def _read_imagenet(folder: Path, info: DatasetInfo) -> SplitSamples:
+    """CoOp's ImageNet: ``images/{train,val}/<wnid>/``, names from ``classnames.txt`` ("wnid name")."""
+    names_file = folder / "classnames.txt"
+    if not names_file.is_file():
+        raise DatasetError(f"{str(names_file)!r} is missing; download it as described in CoOp's DATASETS.md.")
+    wnid_to_name = dict(line.strip().split(" ", 1) for line in names_file.read_text().splitlines() if line.strip())
+    image_root = folder / info.image_dir
+    wnids = sorted(os.listdir(image_root / "train"))
+    class_names = [wnid_to_name[w] for w in wnids]
+    _, train = _read_class_folders(image_root / "train", wnids)
+    _, test = _read_class_folders(image_root / "val", wnids)
+    train = [Sample(f"train/{s.path}", s.label, class_names[s.label]) for s in train]
+    test = [Sample(f"val/{s.path}", s.label, class_names[s.label]) for s in test]
+    return SplitSamples(image_root, class_names, train, list(test), test)  # CoOp validates on the test set
+
+
+def _read_fgvc_aircraft(folder: Path, info: DatasetInfo) -> SplitSamples:
+    """CoOp's FGVCAircraft: ``variants.txt`` and ``images_variant_{train,val,test}.txt``."""
+    class_names = [line.strip() for line in (folder / "variants.txt").read_text().splitlines() if line.strip()]
+    label_of = {name: i for i, name in enumerate(class_names)}
+    splits = {}
+    for split in SPLITS:
+        lines = (folder / f"images_variant_{split}.txt").read_text().splitlines()
+        pairs = [line.strip().split(" ", 1) for line in lines if line.strip()]
+        splits[split] = [Sample(f"{image}.jpg", label_of[name], name) for image, name in pairs]
+    return SplitSamples(folder / info.image_dir, class_names, splits["train"], splits["val"], splits["test"])
+
+
+def read_standard_dataset(name: str, root: str | Path) -> SplitSamples:
+    """Reads one of the 11 standard datasets from ``root`` (CoOp's DATASET.ROOT)."""
+    info = STANDARD_DATASETS[name]
+    folder = Path(root) / info.folder
+    if not folder.is_dir():
+        raise DatasetError(
+            f"Dataset {name!r} not found at {str(folder)!r}; download it as in CoOp's DATASETS.md "
+            "or point --data.root at the folder that contains it."
+        )
+    try:
+        if info.layout == "imagenet":
+            return _read_imagenet(folder, info)
+        if info.layout == "fgvc_aircraft":
+            return _read_fgvc_aircraft(folder, info)
+    except (OSError, KeyError, ValueError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"Dataset {name!r} at {str(folder)!r} is incomplete or malformed: {error}.") from error
+    return read_split_file(folder / info.split_file, folder / info.image_dir, info.renames)

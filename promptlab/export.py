@@ -1,0 +1,112 @@
+"""Turns a trained run (or an untrained zero-shot model) into one classifier file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from promptlab.classifier_file import write_classifier_file
+from promptlab.data.datamodule import DATA_INFO_FILE_NAME
+from promptlab.methods import METHODS, CLIPClassifier
+from promptlab.reporting import TEST_METRICS_FILE
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_FILE_NAME = "classifier.safetensors"
+
+
+class ExportError(ValueError):
+    """A run cannot be exported; the message names the path and the fix."""
+
+
+def _json_safe(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def export_classifier(
+    model: CLIPClassifier,
+    path: str | Path,
+    embed_backbone: bool = False,
+    metrics: dict | None = None,
+    data_version: str | None = None,
+) -> Path:
+    """Writes ``model`` as a classifier file.
+
+    Args:
+        model: a trained (or zero-shot) method.
+        path: output file (``.safetensors``).
+        embed_backbone: store the image tower's weights in the file for offline use. Always on for
+            backbones with random weights, which cannot be rebuilt from a reference.
+        metrics: test metrics to record.
+        data_version: dataset version (e.g. ``dvc:<md5>``) to record.
+    """
+    backbone = model.backbone
+    if backbone.weights_file is None and not embed_backbone:
+        log.info("Backbone %s has random weights: embedding them in the classifier.", backbone.model_name)
+        embed_backbone = True
+    with torch.no_grad():
+        tensors = {
+            "class_features": model.class_features().float(),  # (C, D), normalised
+            "logit_scale": backbone.logit_scale.float().reshape(1),
+        }
+    if embed_backbone:
+        tensors |= {f"visual.{k}": v for k, v in backbone.model.visual.state_dict().items()}
+    hparams = {k: v for k, v in model.hparams.items() if k != "class_names" and not k.startswith("_")}
+    meta = {
+        "method": type(model).__name__,
+        "hparams": _json_safe(hparams),
+        "class_names": model.class_names,
+        "preprocess": backbone.preprocess.to_dict(),
+        "backbone": {
+            "model_name": backbone.model_name,
+            "pretrained": backbone.pretrained,
+            "weights_sha256": backbone.weights_sha256(),
+            "embed_dim": backbone.embed_dim,
+            "embedded": embed_backbone,
+        },
+        "metrics": _json_safe(metrics or {}),
+        "data_version": data_version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return write_classifier_file(path, meta, tensors)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest ``checkpoints/*.ckpt`` of a run (CoOp evaluates the last epoch)."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        raise ExportError(f"Run {str(run_dir)!r} has no checkpoints/*.ckpt; train it with `promptlab fit` first.")
+    return checkpoints[-1]
+
+
+def load_method(checkpoint_path: str | Path) -> CLIPClassifier:
+    """Rebuilds a method from a promptlab checkpoint (trainable tensors + hyper-parameters only)."""
+    checkpoint_path = Path(checkpoint_path)
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        method = METHODS[checkpoint["promptlab_method"]]
+    except (OSError, RuntimeError, KeyError, EOFError) as error:
+        raise ExportError(
+            f"{str(checkpoint_path)!r} is not a readable promptlab checkpoint ({error}); "
+            "pass a run's checkpoints/*.ckpt."
+        ) from error
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    model = method(**hparams)
+    model.load_state_dict(checkpoint["state_dict"], strict=False)
+    return model
+
+
+def export_run(run_dir: str | Path, output: str | Path | None = None, embed_backbone: bool = False) -> Path:
+    """Exports a run folder (a ``promptlab fit`` log directory) with its test metrics and data version."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"Run folder {str(run_dir)!r} does not exist; pass a folder under runs/.")
+    model = load_method(latest_checkpoint(run_dir))
+    metrics_file, data_file = run_dir / TEST_METRICS_FILE, run_dir / DATA_INFO_FILE_NAME
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    data_version = json.loads(data_file.read_text()).get("data_version") if data_file.is_file() else None
+    return export_classifier(model, output or run_dir / CLASSIFIER_FILE_NAME, embed_backbone, metrics, data_version)

@@ -1,0 +1,225 @@
+"""The shared LightningModule: frozen backbone, logits, metrics, reference optimiser and schedule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from promptlab.backbone import FrozenCLIP, PreprocessConfig
+from promptlab.data.sources import check_class_names, normalise_class_name
+from promptlab.reporting import save_test_report, write_predictions
+
+
+class CLIPClassifier(L.LightningModule):
+    """Base of every method: classifies images by cosine similarity to per-class text features.
+
+    Subclasses implement :meth:`class_features`. Only their own trainable tensors reach the
+    optimiser and the checkpoint; the backbone is rebuilt from its name, tag and weights file.
+
+    Args:
+        class_names: class names by label (linked from the data module by the CLI).
+        backbone: open_clip architecture name.
+        pretrained: open_clip pretrained tag, or None for random weights.
+        weights_path: local weights file (offline machines, pre-downloaded weights).
+        dataset_template: the dataset's hand-written prompt (linked from the data module).
+        lr: SGD learning rate (CoOp reference: 0.002).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        warmup_epochs: epochs at the constant warm-up learning rate before the cosine schedule.
+        warmup_lr: the constant warm-up learning rate (reference: 1e-5).
+    """
+
+    def __init__(
+        self,
+        class_names: list[str],
+        backbone: str = "ViT-B-16",
+        pretrained: str | None = "openai",
+        weights_path: str | None = None,
+        dataset_template: str = "a photo of a {}.",
+        lr: float = 0.002,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        warmup_epochs: int = 1,
+        warmup_lr: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        check_class_names(class_names, "The class list")
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.backbone = FrozenCLIP(backbone, pretrained, weights_path)
+        self.strict_loading = False  # checkpoints hold the trainable part only
+        n = len(class_names)
+        self.val_metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro")}, prefix="val/")
+        self.test_metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(n, average="micro"),
+                "f1_macro": MulticlassF1Score(n, average="macro"),
+            },
+            prefix="test/",
+        )
+        self.test_per_class = MulticlassAccuracy(n, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(n)
+        self._eval_features: torch.Tensor | None = None
+        self._predictions: list[dict] = []
+
+    # -- what subclasses provide ------------------------------------------------------------------
+
+    def class_features(self) -> torch.Tensor:
+        """(C, D) L2-normalised class text features; differentiable where the method learns."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.backbone.preprocess
+
+    @property
+    def prompt_class_names(self) -> list[str]:
+        """Class names as prompts spell them (``_`` -> space, as CoOp)."""
+        return [normalise_class_name(name) for name in self.class_names]
+
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        """(B, D) and (C, D) normalised features -> (B, C) CLIP logits."""
+        return self.backbone.logit_scale * image_features @ class_features.to(image_features.dtype).T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, C) logits."""
+        with torch.no_grad():
+            image_features = self.backbone.encode_image(images)
+        features = self._eval_features if self._eval_features is not None else self.class_features()
+        return self.logits(image_features, features)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch was unreadable and skipped
+            return None
+        images, labels, _ = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log("train/acc", (logits.argmax(-1) == labels).float().mean(), prog_bar=True, batch_size=len(labels))
+        return loss
+
+    # Class features are fixed during evaluation: compute them once per epoch, not per batch.
+    def _freeze_eval_features(self) -> None:
+        with torch.no_grad():
+            self._eval_features = self.class_features().detach()
+
+    def _release_eval_features(self) -> None:
+        self._eval_features = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._freeze_eval_features()
+
+    def on_validation_epoch_end(self) -> None:
+        self._release_eval_features()
+
+    def on_test_epoch_start(self) -> None:
+        self._freeze_eval_features()
+
+    def on_predict_epoch_start(self) -> None:
+        self._freeze_eval_features()
+        self._predictions = []
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        if batch is None:
+            return
+        images, labels, _ = batch
+        self.val_metrics.update(self(images), labels)
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        if batch is None:
+            return
+        images, labels, _ = batch
+        logits = self(images)
+        self.test_metrics.update(logits, labels)
+        self.test_per_class.update(logits, labels)
+        self.test_confusion.update(logits, labels)
+        self.log_dict(self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._release_eval_features()
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        if not log_dir or not self.trainer.is_global_zero:
+            return
+        metrics = self.test_metrics.compute()
+        save_test_report(
+            Path(log_dir),
+            self.class_names,
+            accuracy=float(metrics["test/acc"]),
+            macro_f1=float(metrics["test/f1_macro"]),
+            per_class_accuracy=self.test_per_class.compute().cpu(),
+            confusion=self.test_confusion.compute().cpu(),
+        )
+        self.test_per_class.reset()
+        self.test_confusion.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if batch is None:
+            return torch.empty(0, len(self.class_names))
+        images, _, indices = batch
+        probabilities = self(images).softmax(dim=-1)
+        samples = self.trainer.predict_dataloaders.dataset.samples
+        for index, probs in zip(indices.tolist(), probabilities.cpu(), strict=True):
+            top = probs.topk(min(5, len(self.class_names)))
+            self._predictions.append(
+                {
+                    "path": samples[index].path,
+                    "label": self.class_names[int(top.indices[0])],
+                    "probability": float(top.values[0]),
+                    "top_k": [
+                        (self.class_names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)
+                    ],
+                }
+            )
+        return probabilities
+
+    def on_predict_epoch_end(self) -> None:
+        self._release_eval_features()
+        if self.trainer.log_dir and self.trainer.is_global_zero:
+            write_predictions(self._predictions, Path(self.trainer.log_dir) / "predictions.csv")
+
+    # -- optimisation: SGD, constant warm-up, then cosine (Dassl) --------------------------------
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        params = self.trainable_parameters()
+        if not params:
+            return None
+        hp = self.hparams
+        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        max_epochs = max(self.trainer.max_epochs or 1, 1) if self.trainer is not None else 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: warmup_cosine_factor(epoch, max_epochs, hp.warmup_epochs, hp.warmup_lr / hp.lr)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -- checkpoints: trainable part only -----------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
+        checkpoint["promptlab_method"] = type(self).__name__
+
+
+def warmup_cosine_factor(epoch: int, max_epochs: int, warmup_epochs: int, warmup_factor: float) -> float:
+    """Learning-rate multiplier of Dassl's ConstantWarmupScheduler around CosineAnnealingLR.
+
+    Epochs before ``warmup_epochs`` run at ``warmup_factor``; epoch ``e`` after them at
+    0.5 * (1 + cos(pi * (e - warmup_epochs) / max_epochs)), the successor stepping from 0.
+    """
+    if epoch < warmup_epochs:
+        return warmup_factor
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / max_epochs))

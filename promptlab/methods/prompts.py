@@ -1,0 +1,81 @@
+"""Token layouts of prompts with learnable context slots, built from the frozen tokenizer.
+
+A prompt is described by segments: an ``int`` is that many learnable context slots, a ``str`` is
+literal text in which ``{}`` stands for the class name. CoOp's class positions are:
+
+    end     [SOS][ctx x n][CLASS.][EOS]          -> [n, "{}."]
+    middle  [SOS][ctx x n/2][CLASS][ctx x n/2][.] -> [n // 2, "{}", n - n // 2, "."]
+    front   [SOS][CLASS][ctx x n][.][EOS]         -> ["{}", n, "."]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from promptlab.backbone import BackboneError, FrozenCLIP
+
+Segment = int | str
+ClassPosition = Literal["end", "middle", "front"]
+
+
+def coop_segments(n_ctx: int, position: ClassPosition) -> list[Segment]:
+    """The segments of CoOp's class-token positions."""
+    if position == "end":
+        return [n_ctx, "{}."]
+    if position == "middle":
+        return [n_ctx // 2, "{}", n_ctx - n_ctx // 2, "."]
+    return ["{}", n_ctx, "."]
+
+
+@dataclass
+class PromptLayout:
+    """Token ids of every class prompt and where the context vectors go.
+
+    Attributes:
+        token_ids: (C, L) ids, truncated to the shortest exact length; context slots hold a placeholder.
+        context_slots: (C, n_ctx) position of each context vector in each prompt.
+        pool_index: (C,) position of the EOT token (the row that becomes the feature).
+    """
+
+    token_ids: torch.Tensor
+    context_slots: torch.Tensor
+    pool_index: torch.Tensor
+
+
+def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: list[Segment]) -> PromptLayout:
+    """Tokenises ``segments`` for every class.
+
+    Adjacent text pieces are tokenised together, so ``[n, "{}."]`` gives exactly the tokens of
+    ``"X X ... {name}."`` (BPE merges never cross the text/context boundary: it is a word boundary).
+
+    Raises:
+        BackboneError: a prompt does not fit the text encoder's context length.
+    """
+    tokenizer = backbone.tokenizer
+    context_length = backbone.context_length
+    placeholder = tokenizer.encode("X")[0]
+    n_ctx = sum(s for s in segments if isinstance(s, int))
+    rows, slots = [], []
+    for name in class_names:
+        ids, ctx_positions = [tokenizer.sot_token_id], []
+        for segment in segments:
+            if isinstance(segment, int):
+                ctx_positions += range(len(ids), len(ids) + segment)
+                ids += [placeholder] * segment
+            else:
+                ids += tokenizer.encode(segment.replace("{}", name))
+        ids.append(tokenizer.eot_token_id)
+        if len(ids) > context_length:
+            name_tokens = len(tokenizer.encode(name))
+            raise BackboneError(
+                f"Class name {name!r} is {name_tokens} tokens long; with n_ctx={n_ctx} its prompt needs {len(ids)} "
+                f"tokens but the text encoder takes {context_length}. Shorten the class name or lower n_ctx."
+            )
+        rows.append(ids + [0] * (context_length - len(ids)))
+        slots.append(ctx_positions)
+    token_ids = torch.tensor(rows, dtype=torch.long)
+    token_ids = token_ids[:, : backbone.prompt_length(token_ids)]
+    return PromptLayout(token_ids, torch.tensor(slots, dtype=torch.long), backbone.pool_index(token_ids))

@@ -1,0 +1,90 @@
+"""Test-time reports: metrics JSON, confusion matrix as JSON and PNG, and prediction tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+
+TEST_METRICS_FILE = "test_metrics.json"
+CONFUSION_JSON_FILE = "confusion_matrix.json"
+CONFUSION_PNG_FILE = "confusion_matrix.png"
+
+
+def save_test_report(
+    out_dir: Path,
+    class_names: list[str],
+    accuracy: float,
+    macro_f1: float,
+    per_class_accuracy: torch.Tensor,
+    confusion: torch.Tensor,
+) -> dict:
+    """Writes test_metrics.json, confusion_matrix.json and confusion_matrix.png into ``out_dir``.
+
+    Args:
+        confusion: (C, C) counts, rows = true class, columns = predicted class.
+
+    Returns:
+        The metrics dictionary written to test_metrics.json.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "accuracy": accuracy,
+        "macro_f1": macro_f1,
+        "num_samples": int(confusion.sum()),
+        "per_class_accuracy": dict(zip(class_names, per_class_accuracy.tolist(), strict=True)),
+    }
+    (out_dir / TEST_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    (out_dir / CONFUSION_JSON_FILE).write_text(
+        json.dumps({"class_names": class_names, "matrix": confusion.int().tolist()})
+    )
+    plot_confusion_matrix(confusion, class_names, out_dir / CONFUSION_PNG_FILE)
+    return metrics
+
+
+def plot_confusion_matrix(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix heatmap; class labels shown up to 40 classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    rates = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    size = min(4 + 0.3 * n, 20)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    if n <= 40:
+        ax.set_xticks(range(n), class_names, rotation=90)
+        ax.set_yticks(range(n), class_names)
+        if n <= 15:
+            for i in range(n):
+                for j in range(n):
+                    count = int(confusion[i, j])
+                    if count:
+                        color = "white" if rates[i, j] > 0.5 else "black"
+                        ax.text(j, i, count, ha="center", va="center", color=color, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix (accuracy {float(confusion.trace() / confusion.sum().clamp(min=1)):.1%})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_predictions(rows: list[dict], path: Path) -> None:
+    """Writes prediction rows (path, label, probability, top_k...) as CSV or JSON by the file suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(rows, indent=2))
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "probability", "top_k"])
+        for row in rows:
+            top_k = ";".join(f"{name}:{prob:.4f}" for name, prob in row["top_k"])
+            writer.writerow([row["path"], row["label"], f"{row['probability']:.6f}", top_k])

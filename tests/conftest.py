@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny generated image folder and the random-weights tiny CLIP."""
+
+import os
+import random
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of retrying downloads
+
+import pytest
+from PIL import Image, ImageDraw
+
+CLASS_COLOURS = {"red_square": (220, 30, 30), "green_circle": (30, 200, 30), "blue_triangle": (30, 30, 220)}
+
+
+def make_image_folder(root: Path, images_per_class: int = 10, seed: int = 0) -> Path:
+    """Writes root/<class>/<i>.png: coloured shapes on dark noise, distinguishable by colour."""
+    rng = random.Random(seed)
+    for name, colour in CLASS_COLOURS.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(images_per_class):
+            image = Image.new("RGB", (40, 40), (rng.randint(0, 60),) * 3)
+            x, y = rng.randint(2, 10), rng.randint(2, 10)
+            ImageDraw.Draw(image).rectangle([x, y, x + 24, y + 24], fill=colour)
+            image.save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    from promptlab.backbone import FrozenCLIP
+
+    return FrozenCLIP("clip-tiny", pretrained=None)

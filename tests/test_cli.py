@@ -1,0 +1,120 @@
+"""End to end through the `promptlab` command on a tiny generated image folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptlab.cli import main
+
+CONFIG = "configs/tiny/coop.yaml"
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted((root / "lightning_logs").glob("version_*"))
+
+
+@pytest.mark.slow
+def test_fit_test_export_classify(image_folder, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    common = ["-c", CONFIG, f"--data.root={image_folder}", f"--trainer.logger.init_args.save_dir={runs}"]
+    assert main(["fit", *common, "--trainer.max_epochs=2"]) == 0
+    (run,) = run_dirs(runs)
+    for name in (
+        "config.yaml",
+        "fewshot_split.json",
+        "data.json",
+        "test_metrics.json",
+        "confusion_matrix.png",
+        "confusion_matrix.json",
+        "metrics.csv",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert set(metrics["per_class_accuracy"]) == {"blue_triangle", "green_circle", "red_square"}
+    (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
+
+    assert main(["test", *common, f"--ckpt_path={checkpoint}"]) == 0
+    first_test = json.loads((run_dirs(runs)[-1] / "test_metrics.json").read_text())
+    assert first_test["accuracy"] == pytest.approx(metrics["accuracy"])
+
+    assert main(["export", "--run", str(run)]) == 0
+    classifier = run / "classifier.safetensors"
+    assert classifier.is_file()
+
+    capsys.readouterr()
+    assert main(["classify", "--classifier", str(classifier), str(image_folder / "red_square" / "0.png")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(image_folder / "red_square" / "0.png")) and "%" in line
+
+    output = tmp_path / "predictions.csv"
+    assert (
+        main(["classify", "--classifier", str(classifier), str(image_folder / "green_circle"), "-o", str(output)]) == 0
+    )
+    assert len(output.read_text().splitlines()) == 11
+
+    predict = ["predict", *common, f"--ckpt_path={checkpoint}", f"--data.predict_files=[{image_folder / 'red_square'}]"]
+    assert main(predict) == 0
+    assert len((run_dirs(runs)[-1] / "predictions.csv").read_text().splitlines()) == 11
+
+
+def test_zero_shot_export_from_config_and_classify(image_folder, tmp_path, capsys):
+    output = tmp_path / "zs.safetensors"
+    args = ["export", "-c", "configs/tiny/zeroshot.yaml", f"--data.root={image_folder}", "-o", str(output)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["classify", "--classifier", str(output), "--top_k", "2", str(image_folder / "red_square")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 10
+
+
+def test_bad_root_is_one_line_error(tmp_path, capsys):
+    assert main(["fit", "-c", CONFIG, f"--data.root={tmp_path / 'missing'}"]) == 2
+    assert "does not exist; check --data.root" in capsys.readouterr().err
+
+
+def test_classify_bad_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "c.safetensors"
+    bad.write_bytes(b"garbage")
+    assert main(["classify", "--classifier", str(bad), str(bad)]) == 2
+    assert "truncated or not a safetensors file" in capsys.readouterr().err
+
+
+def test_classify_skips_unreadable_images(image_folder, tmp_path, capsys):
+    output = tmp_path / "zs.safetensors"
+    main(["export", "-c", "configs/tiny/zeroshot.yaml", f"--data.root={image_folder}", "-o", str(output)])
+    (image_folder / "red_square" / "0.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    assert main(["classify", "--classifier", str(output), str(image_folder / "red_square")]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 9 and "0.png" in captured.err
+
+
+def test_print_config_links_class_names(image_folder, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", CONFIG, f"--data.root={image_folder}", "--print_config"])
+    printed = capsys.readouterr().out
+    assert "class_path: promptlab.methods.CoOp" in printed and "n_ctx: 4" in printed
+
+
+DATASETS = sorted(p.stem for p in Path("configs/datasets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", ["coop/rn50", "coop/vit_b16", "zeroshot/vit_b16"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_shipped_configs_compose(method, dataset, capsys):
+    """Shipped configs stack as the README says (parsed only: real weights and datasets are not here)."""
+    args = [
+        "fit",
+        "-c",
+        f"configs/{method}.yaml",
+        "-c",
+        "configs/shots/4.yaml",
+        "-c",
+        f"configs/datasets/{dataset}.yaml",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert f"dataset: {dataset}" in printed and "shots: 4" in printed
+    assert f"max_epochs: {50 if dataset == 'imagenet' else 100}" in printed
