@@ -88,3 +88,13 @@ def write_predictions(rows: list[dict], path: Path) -> None:
         for row in rows:
             top_k = ";".join(f"{name}:{prob:.4f}" for name, prob in row["top_k"])
             writer.writerow([row["path"], row["label"], f"{row['probability']:.6f}", top_k])
+
+
+def run_dir(trainer) -> Path | None:
+    """The run folder that reports go to: the logger's folder, on the main process only.
+
+    None without a logger (Lightning would otherwise fall back to the current directory).
+    """
+    if trainer is None or trainer.logger is None or not trainer.is_global_zero or not trainer.log_dir:
+        return None
+    return Path(trainer.log_dir)

@@ -60,11 +60,13 @@ def test_backbone_bit_identical_and_loss_falls(image_folder):
     assert not any(m.training for m in model.backbone.modules())
 
 
-def test_checkpoint_holds_only_the_context(image_folder, tmp_path):
+def test_checkpoint_holds_only_the_context(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     model = CoOp(
         class_names=["blue_triangle", "green_circle", "red_square"], backbone="clip-tiny", pretrained=None, n_ctx=4
     )
     trainer = fit(model, image_folder, epochs=1)
+    assert not list(tmp_path.glob("*.json")), "without a logger nothing is written to the current directory"
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=True)
     assert list(checkpoint["state_dict"]) == ["ctx"]

@@ -24,6 +24,7 @@ from promptlab.data.sources import (
     read_standard_dataset,
 )
 from promptlab.data.versioning import dvc_data_version
+from promptlab.reporting import run_dir
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,9 @@ class FewShotDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Reads the data and saves the drawn split and a data description next to the run."""
         splits = self.splits
-        log_dir = self.trainer.log_dir if self.trainer is not None else None
-        if log_dir and self.trainer.is_global_zero and stage == "fit":
-            self.save_split(Path(log_dir) / SPLIT_FILE_NAME)
+        out_dir = run_dir(self.trainer)
+        if out_dir is not None and stage == "fit":
+            self.save_split(out_dir / SPLIT_FILE_NAME)
             info = {
                 "dataset": self.dataset,
                 "root": str(Path(self.root).resolve()),
@@ -146,7 +147,7 @@ class FewShotDataModule(L.LightningDataModule):
                 "class_names": splits.class_names,
                 "data_version": self.data_version,
             }
-            (Path(log_dir) / DATA_INFO_FILE_NAME).write_text(json.dumps(info, indent=2))
+            (out_dir / DATA_INFO_FILE_NAME).write_text(json.dumps(info, indent=2))
 
     def save_split(self, path: Path) -> None:
         """Writes the drawn split in CoOp format, reusable with ``dataset: split``."""

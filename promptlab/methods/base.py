@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -17,7 +16,7 @@ from torchmetrics.classification import (
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.sources import check_class_names, normalise_class_name
-from promptlab.reporting import save_test_report, write_predictions
+from promptlab.reporting import run_dir, save_test_report, write_predictions
 
 
 class CLIPClassifier(L.LightningModule):
@@ -150,12 +149,12 @@ class CLIPClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._release_eval_features()
-        log_dir = self.trainer.log_dir if self.trainer is not None else None
-        if not log_dir or not self.trainer.is_global_zero:
+        out_dir = run_dir(self.trainer)
+        if out_dir is None:
             return
         metrics = self.test_metrics.compute()
         save_test_report(
-            Path(log_dir),
+            out_dir,
             self.class_names,
             accuracy=float(metrics["test/acc"]),
             macro_f1=float(metrics["test/f1_macro"]),
@@ -187,8 +186,9 @@ class CLIPClassifier(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         self._release_eval_features()
-        if self.trainer.log_dir and self.trainer.is_global_zero:
-            write_predictions(self._predictions, Path(self.trainer.log_dir) / "predictions.csv")
+        out_dir = run_dir(self.trainer)
+        if out_dir is not None:
+            write_predictions(self._predictions, out_dir / "predictions.csv")
 
     # -- optimisation: SGD, constant warm-up, then cosine (Dassl) --------------------------------
 
