@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
+# Weights that ship inside the package (pretrained by promptlab on its toy world), by (model, tag).
+SHIPPED_TAG = "promptlab"
+SHIPPED_WEIGHTS = {("toy-clip", SHIPPED_TAG): Path(__file__).parent / "weights" / "toy-clip.safetensors"}
+
 __all__ = [
     "IMAGENET_CLASSNAMES",
     "OPENAI_IMAGENET_TEMPLATES",
@@ -92,9 +96,14 @@ def _resolve_weights(model_name: str, pretrained: str | None, weights_path: str 
     Returns:
         (path to a weights file or None for random weights, preprocessing overrides).
     """
+    shipped = SHIPPED_WEIGHTS.get((model_name, pretrained))
+    if shipped is not None and not weights_path:
+        if not shipped.is_file():
+            raise BackboneError(f"Shipped weights {str(shipped)!r} are missing; reinstall promptlab.")
+        return str(shipped), {}
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
     if pretrained and not tag_cfg and not weights_path:
-        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        tags = open_clip.list_pretrained_tags_by_model(model_name) + [t for m, t in SHIPPED_WEIGHTS if m == model_name]
         raise BackboneError(
             f"Backbone {model_name!r} has no pretrained tag {pretrained!r}; known tags: {tags or 'none'}. "
             "Pass one of them, or weights_path for a local file."
@@ -197,7 +206,7 @@ class FrozenCLIP(nn.Module):
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, D) features."""
-        features = self.model.encode_image(images.to(self._weight_dtype()))
+        features = self.model.encode_image(images.to(next(self.model.visual.parameters()).dtype))
         return F.normalize(features, dim=-1) if normalize else features
 
     # -- text -------------------------------------------------------------------------------------
@@ -281,9 +290,6 @@ class FrozenCLIP(nn.Module):
             for i in range(0, len(texts), batch_size)
         ]
         return torch.cat(chunks)
-
-    def _weight_dtype(self) -> torch.dtype:
-        return self.model.logit_scale.dtype if self.model.logit_scale.is_floating_point() else torch.float32
 
 
 class _TextTower:

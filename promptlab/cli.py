@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from promptlab.data import FewShotDataModule
@@ -46,6 +47,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            # Save the last epoch even when validation is rare or off (the reference evaluates the last epoch).
+            "callbacks": [ModelCheckpoint(save_on_train_epoch_end=True)],
         },
         args=args,
         run=run,
@@ -128,7 +131,19 @@ def backbones_command(argv: list[str]) -> int:
     return 0
 
 
-TOOLS = {"export": export_command, "classify": classify_command, "backbones": backbones_command}
+def quickstart_command(argv: list[str]) -> int:
+    """``promptlab quickstart``: zero-shot vs CoOp on the offline toy world, exported and used."""
+    from promptlab.quickstart import quickstart_command as run
+
+    return run(argv)
+
+
+TOOLS = {
+    "export": export_command,
+    "classify": classify_command,
+    "backbones": backbones_command,
+    "quickstart": quickstart_command,
+}
 
 
 def main(args: list[str] | None = None) -> int:

@@ -76,6 +76,14 @@ STANDARD_DATASETS: dict[str, DatasetInfo] = {
     ),
 }
 
+# The offline toy world (`promptlab.toy.world`), under <root>/toy/: shape classification in the main
+# style, under a style shift (train filled, test photo) and over a mixture of styles.
+TOY_TASKS = ("shapes", "style_shift", "mixed")
+STANDARD_DATASETS |= {
+    f"toy_{task}": DatasetInfo("toy", "images", split_file=f"splits/{task}.json", template="a photo of a {}.")
+    for task in TOY_TASKS
+}
+
 # CoOp's IMAGENET_TEMPLATES_SELECT: the 7-template ensemble used for zero-shot CLIP baselines.
 ENSEMBLE_TEMPLATES = (
     "itap of a {}.",

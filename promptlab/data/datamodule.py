@@ -16,6 +16,7 @@ from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.images import is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
+from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
     DatasetError,
     SplitSamples,
@@ -48,6 +49,8 @@ class FewShotDataModule(L.LightningDataModule):
         batch_size: training batch size (reference: 32).
         test_batch_size: evaluation batch size.
         num_workers: data loading processes.
+        crop_scale: RandomResizedCrop area range of the training transform (reference: 0.08-1; tiny
+            images need a larger minimum, or the crops lose the object).
         skip_bad_images: skip unreadable images with a warning instead of stopping.
         predict_files: images or folders of images for ``promptlab predict``.
     """
@@ -65,6 +68,7 @@ class FewShotDataModule(L.LightningDataModule):
         batch_size: int = 32,
         test_batch_size: int = 100,
         num_workers: int = 2,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
         skip_bad_images: bool = False,
         predict_files: list[str] | None = None,
     ) -> None:
@@ -86,6 +90,7 @@ class FewShotDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.test_batch_size = test_batch_size
         self.num_workers = num_workers
+        self.crop_scale = crop_scale
         self.skip_bad_images = skip_bad_images
         self.predict_files = predict_files or []
         self.preprocess: PreprocessConfig | None = None  # set from the model when the trainer attaches
@@ -114,8 +119,10 @@ class FewShotDataModule(L.LightningDataModule):
             data = read_standard_dataset(self.dataset, self.root)
         train, val = draw_train_val(data.train, data.val, self.shots, self.seed)
         train, val, test = subsample_classes([train, val, data.test], self.subsample)
-        labels = sorted({s.label for s in train})
-        class_names = [next(s.class_name for s in train if s.label == label) for label in labels]
+        names = {s.label: s.class_name for split in (test, val, train) for s in split}
+        class_names = [names[label] for label in sorted(names)]
+        if sorted(names) != list(range(len(names))) or {s.label for s in train} != set(names):
+            raise DatasetError(f"Dataset {self.root!r} has classes without training images; give every class some.")
         if len(class_names) < 2:
             raise DatasetError(f"Dataset {self.root!r} has {len(class_names)} class(es); a classifier needs at least 2.")
         log.info(
@@ -164,11 +171,9 @@ class FewShotDataModule(L.LightningDataModule):
         return self.preprocess
 
     def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
-        from promptlab.data.transforms import test_transform, train_transform
-
         cfg = self._preprocess()
         dataset = ImageSamples(
-            self.splits.image_root, samples, train_transform(cfg) if train else test_transform(cfg), self.skip_bad_images
+            self.splits.image_root, samples, train_transform(cfg, self.crop_scale) if train else test_transform(cfg), self.skip_bad_images
         )
         return DataLoader(
             dataset,

@@ -13,10 +13,10 @@ _INTERPOLATION = {
 }
 
 
-def train_transform(cfg: PreprocessConfig) -> T.Compose:
-    """RandomResizedCrop(scale 0.08-1) + horizontal flip + normalise (Dassl's train transform)."""
+def train_transform(cfg: PreprocessConfig, crop_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
+    """RandomResizedCrop + horizontal flip + normalise (Dassl's train transform, crop scale 0.08-1)."""
     return T.Compose([
-        T.RandomResizedCrop(cfg.size, scale=(0.08, 1.0), interpolation=_INTERPOLATION[cfg.interpolation]),
+        T.RandomResizedCrop(cfg.size, scale=crop_scale, interpolation=_INTERPOLATION[cfg.interpolation]),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(cfg.mean, cfg.std),

@@ -1,0 +1,153 @@
+"""Contrastive pretraining of the tiny CLIP (``toy-clip``) on the toy world's captions.
+
+Captions repeat and name only some attributes, so the loss uses soft targets: caption j is a
+positive for image i whenever every attribute it names holds for image i (no false negatives).
+Captions are drawn afresh from each image's attributes at every step (40% shape only, 20% colour
+only, 40% both). Seeded; writes fp16 safetensors and a JSON report.
+
+    python -m promptlab.toy.pretrain_clip --data data/toy --steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from promptlab.backbone import FrozenCLIP, _TextTower
+from promptlab.toy.render import Attributes
+from promptlab.toy.world import caption
+
+MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+
+
+def load_pairs(data: Path) -> tuple[torch.Tensor, list[Attributes]]:
+    """All pretraining images as one (N, 3, 32, 32) uint8 tensor, and their attributes."""
+    records = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines()]
+    images = np.stack([np.asarray(Image.open(data / r["image"]).convert("RGB")) for r in records])
+    attributes = [Attributes(**{k: r[k] for k in Attributes.__dataclass_fields__}) for r in records]
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), attributes
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 (B, 3, 32, 32) -> normalised float, randomly shifted by up to 2 pixels."""
+    padded = F.pad(images.float() / 255, (2, 2, 2, 2), mode="replicate")
+    dx, dy = torch.randint(0, 5, (2,), generator=generator).tolist()
+    return (padded[:, :, dy : dy + 32, dx : dx + 32] - MEAN) / STD
+
+
+def soft_targets(attributes: list[Attributes], named: list[dict]) -> torch.Tensor:
+    """(B, B) 1 where caption j's named attributes all hold for image i."""
+    return torch.tensor([[float(all(getattr(a, k) == v for k, v in n.items())) for n in named] for a in attributes])
+
+
+def encode_text(model, tower: _TextTower, token_ids: torch.Tensor) -> torch.Tensor:
+    """Trainable text encoding, truncated at the batch's last EOT (exact, and ~5x cheaper)."""
+    token_ids = token_ids[:, : int(token_ids.argmax(-1).max()) + 1]
+    return tower.encode(model.token_embedding(token_ids), token_ids.argmax(-1))
+
+
+@torch.no_grad()
+def zero_shot_accuracy(backbone: FrozenCLIP, data: Path, task: str, template: str, limit: int = 400) -> float:
+    """Zero-shot shape accuracy on a task's test split (first ``limit`` images, evenly spread)."""
+    split = json.loads((data / "splits" / f"{task}.json").read_text())["test"]
+    items = split[:: max(1, len(split) // limit)]
+    names = sorted({name for _, label, name in split}, key=lambda n: next(lab for _, lab, m in split if m == n))
+    text = backbone.encode_text([template.format(n) for n in names])
+    images = torch.stack(
+        [
+            (
+                (torch.from_numpy(np.asarray(Image.open(data / "images" / p).convert("RGB"))).permute(2, 0, 1) / 255)
+                - MEAN[0]
+            )
+            / STD[0]
+            for p, _, _ in items
+        ]
+    )
+    predictions = (backbone.encode_image(images) @ text.T).argmax(-1)
+    return float((predictions == torch.tensor([label for _, label, _ in items])).float().mean())
+
+
+def pretrain(data: Path, out: Path, steps: int, batch_size: int, lr: float, warmup: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    model = open_clip.create_model("toy-clip")
+    model.train()
+    tower = _TextTower(model, "toy-clip")
+    tokenizer = open_clip.get_tokenizer("toy-clip")
+    images, attributes = load_pairs(data)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    start, history = time.time(), []
+    for _ in (progress := tqdm(range(steps), desc="toy-clip pretraining")):
+        index = torch.randint(0, len(images), (batch_size,), generator=generator)
+        batch_attributes = [attributes[i] for i in index.tolist()]
+        texts, named = zip(*(caption(a, rng) for a in batch_attributes), strict=True)
+        targets = soft_targets(batch_attributes, list(named))
+        image_features = F.normalize(model.encode_image(augment(images[index], generator)), dim=-1)
+        text_features = F.normalize(encode_text(model, tower, tokenizer(list(texts))), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T
+        loss = 0.5 * (
+            F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, (targets / targets.sum(0, keepdim=True)).T)
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        history.append(loss.item())
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(out))
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "minutes": (time.time() - start) / 60,
+        "loss_first_50": float(np.mean(history[:50])),
+        "loss_last_50": float(np.mean(history[-50:])),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Pretrain the tiny CLIP on the toy world.")
+    parser.add_argument("--data", default="data/toy")
+    parser.add_argument("--out", default="promptlab/weights/toy-clip.safetensors")
+    parser.add_argument("--report", default="benchmarks/pretraining_clip.json")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    data, out = Path(args.data), Path(args.out)
+    report = pretrain(data, out, args.steps, args.batch_size, args.lr, args.warmup, args.seed)
+    backbone = FrozenCLIP("toy-clip", pretrained=None, weights_path=str(out))
+    report["zero_shot"] = {
+        f"{task} / {template}": zero_shot_accuracy(backbone, data, task, template)
+        for task in ("shapes", "style_shift", "mixed")
+        for template in ("a photo of a {}.", "an image of a {}")
+    }
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

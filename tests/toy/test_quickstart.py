@@ -1,0 +1,22 @@
+"""The README's main command, shortened (2 epochs), end to end on a freshly generated toy world."""
+
+import pytest
+
+from promptlab.cli import main
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, capsys):
+    args = ["quickstart", "--epochs", "2", "--data_root", str(tmp_path / "data"), "--out", str(tmp_path / "runs")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "zero-shot CLIP" in out and "CoOp, 16 shots/class" in out
+    assert (tmp_path / "runs" / "coop" / "version_0" / "classifier.safetensors").is_file()
+    assert not (tmp_path / "data" / "toy" / "pretrain").exists()
+
+
+def test_shipped_toy_clip_loads_offline_by_name():
+    from promptlab.backbone import FrozenCLIP
+
+    backbone = FrozenCLIP("toy-clip", pretrained="promptlab")
+    assert backbone.weights_file.endswith("toy-clip.safetensors") and backbone.embed_dim == 128
