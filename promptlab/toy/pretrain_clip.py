@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from promptlab.backbone import FrozenCLIP, _TextTower
+from promptlab.toy.knn import load_split
 from promptlab.toy.render import Attributes
 from promptlab.toy.world import caption
 
@@ -61,23 +62,13 @@ def encode_text(model, tower: _TextTower, token_ids: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def zero_shot_accuracy(backbone: FrozenCLIP, data: Path, task: str, template: str, limit: int = 400) -> float:
-    """Zero-shot shape accuracy on a task's test split (first ``limit`` images, evenly spread)."""
-    split = json.loads((data / "splits" / f"{task}.json").read_text())["test"]
-    items = split[:: max(1, len(split) // limit)]
-    names = sorted({name for _, label, name in split}, key=lambda n: next(lab for _, lab, m in split if m == n))
-    text = backbone.encode_text([template.format(n) for n in names])
-    images = torch.stack(
-        [
-            (
-                (torch.from_numpy(np.asarray(Image.open(data / "images" / p).convert("RGB"))).permute(2, 0, 1) / 255)
-                - MEAN[0]
-            )
-            / STD[0]
-            for p, _, _ in items
-        ]
-    )
-    predictions = (backbone.encode_image(images) @ text.T).argmax(-1)
-    return float((predictions == torch.tensor([label for _, label, _ in items])).float().mean())
+    """Zero-shot shape accuracy on a task's test split (about ``limit`` images, evenly spread)."""
+    images, labels = load_split(data, task, "test")
+    step = max(1, len(labels) // limit)
+    names = (data / "classnames.txt").read_text().split()
+    text = backbone.encode_text([template.format(name) for name in names])
+    predictions = (backbone.encode_image((images[::step] - MEAN) / STD) @ text.T).argmax(-1)
+    return float((predictions == labels[::step]).float().mean())
 
 
 def pretrain(data: Path, out: Path, steps: int, batch_size: int, lr: float, warmup: int, seed: int) -> dict:
