@@ -21,59 +21,131 @@ from pathlib import Path
 METHODS = {
     "zero-shot": ("configs/toy/zeroshot.yaml", "test"),
     "CoOp": ("configs/toy/coop.yaml", "fit"),
+    "MoCoOp": ("configs/toy/mocoop.yaml", "fit"),
+    "NoLA": ("configs/toy/nola.yaml", "fit"),
 }
+LABEL_FREE = {"NoLA"}  # trained on the unlabelled pool: no shots, one run per seed
 REFERENCE_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # CoOp's epochs by shots
 
 
-def run_once(method: str, task: str, shots: int, seed: int, data_root: str, out: Path, epochs: int | None) -> dict:
+def _run_cli(args: list[str], runs: Path, name: str) -> tuple[Path, dict]:
+    """Runs one promptlab command; returns its run folder and test metrics."""
     from promptlab.cli import lightning_cli
     from promptlab.reporting import TEST_METRICS_FILE
 
-    config, subcommand = METHODS[method]
-    name = f"{method}_{task}_{shots}shot_seed{seed}".replace(" ", "")
-    args = [
-        subcommand,
-        "-c",
-        config,
-        f"--data.dataset=toy_{task}",
-        f"--data.root={data_root}",
-        f"--data.seed={seed}",
-        f"--trainer.logger.init_args.save_dir={out / 'runs'}",
+    common = [
+        f"--trainer.logger.init_args.save_dir={runs}",
         f"--trainer.logger.init_args.name={name}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
-    if subcommand == "fit":
+    lightning_cli([*args, *common])
+    run = max((runs / name).glob("version_*"), key=lambda p: p.stat().st_mtime)
+    return run, json.loads((run / TEST_METRICS_FILE).read_text())
+
+
+def run_once(
+    method: str,
+    task: str,
+    shots: int,
+    seed: int,
+    data_root: str,
+    runs: Path,
+    epochs: int | None,
+    base_to_new: bool = False,
+) -> dict:
+    """One method on one toy task; with ``base_to_new``, trained on the base half of the classes and
+    tested on both halves (``accuracy`` is then their harmonic mean)."""
+    config, subcommand = METHODS[method]
+    protocol = "_base_to_new" if base_to_new else ""
+    name = f"{method}_{task}{protocol}_{shots}shot_seed{seed}".replace(" ", "")
+    args = [subcommand, "-c", config, f"--data.dataset=toy_{task}", f"--data.root={data_root}", f"--data.seed={seed}"]
+    if method in LABEL_FREE:
+        args += [f"--data.unlabelled={Path(data_root) / 'toy' / 'unlabelled'}"]
+        args += [f"--model.init_args.descriptions_file={Path(data_root) / 'toy' / 'descriptions.json'}"]
+        args += [f"--trainer.max_epochs={epochs}"] if epochs else []
+    elif subcommand == "fit":
         args += [
             f"--data.shots={shots}",
             f"--trainer.max_epochs={epochs or REFERENCE_EPOCHS[shots]}",
             "--trainer.check_val_every_n_epoch=100000",
         ]
     start = time.time()
-    lightning_cli(args)
-    run = max((out / "runs" / name).glob("version_*"), key=lambda p: p.stat().st_mtime)
-    metrics = json.loads((run / TEST_METRICS_FILE).read_text())
+    if not base_to_new:
+        run, metrics = _run_cli(args, runs, name)
+        row = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+        if (run / "nola_stages.json").is_file():  # label-free stages on the same test images
+            stages = json.loads((run / "nola_stages.json").read_text())
+            row |= {k: stages[k] for k in ("stage1_accuracy", "stage2_accuracy") if k in stages}
+    else:
+        run, base = _run_cli([*args, "--data.subsample_classes=base"], runs, name)
+        test = ["test", *args[1:], "--data.subsample_classes=new"]
+        if subcommand == "fit":
+            (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
+            test.append(f"--ckpt_path={checkpoint}")
+        _, new = _run_cli(test, runs, name + "_new")
+        b, n = base["accuracy"], new["accuracy"]
+        row = {"accuracy": 2 * b * n / (b + n) if b + n else 0.0, "base": b, "new": n}
     return {
         "method": method,
-        "task": task,
+        "task": f"{task} base-to-new" if base_to_new else task,
         "shots": shots,
         "seed": seed,
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
+        **row,
         "seconds": time.time() - start,
         "run": str(run),
     }
 
 
 def summarise(results: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (method, task, shots)."""
-    groups: dict[tuple, list[float]] = {}
+    """Mean and std over seeds per (method, task, shots); base-to-new rows also average base and new."""
+    groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["method"], r["task"], r["shots"]), []).append(r["accuracy"])
-    return [
-        {"method": m, "task": t, "shots": s, "mean": statistics.mean(v), "std": statistics.pstdev(v), "seeds": len(v)}
-        for (m, t, s), v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2]))
+        groups.setdefault((r["method"], r["task"], r["shots"]), []).append(r)
+    summary = []
+    for (m, t, s), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        values = [r["accuracy"] for r in rows]
+        entry = {"method": m, "task": t, "shots": s, "mean": statistics.mean(values), "std": statistics.pstdev(values)}
+        entry["seeds"] = len(rows)
+        for key in ("base", "new", "stage1_accuracy", "stage2_accuracy"):
+            if key in rows[0]:
+                entry[key] = statistics.mean(r[key] for r in rows)
+        summary.append(entry)
+    return summary
+
+
+def label_free_markdown(summary: list[dict]) -> str:
+    rows = [r for r in summary if "stage1_accuracy" in r]
+    if not rows:
+        return ""
+    lines = [
+        "\n**label-free stages** (NoLA on the unlabelled pool; test accuracy %, mean over seeds)\n",
+        "| task | stage 1: descriptions | stage 2: DINO labeller | stage 3: prompt-tuned CLIP (± std) |",
+        "|---|---|---|---|",
     ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['stage1_accuracy'] * 100:.1f} | {r['stage2_accuracy'] * 100:.1f} | "
+            f"{r['mean'] * 100:.1f} ± {r['std'] * 100:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def base_to_new_markdown(summary: list[dict]) -> str:
+    rows = [r for r in summary if "base" in r]
+    if not rows:
+        return ""
+    lines = [
+        "\n**base-to-new** (train on the base half of the classes; accuracy %, mean over seeds)\n",
+        "| task | method | shots | base | new | harmonic mean (± std) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task'].removesuffix(' base-to-new')} | {r['method']} | {r['shots']} | {r['base'] * 100:.1f} | "
+            f"{r['new'] * 100:.1f} | {r['mean'] * 100:.1f} ± {r['std'] * 100:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown(summary: list[dict], shots: list[int]) -> str:
@@ -94,6 +166,23 @@ def markdown(summary: list[dict], shots: list[int]) -> str:
             ]
             lines.append(f"| {method} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_curves(summary: list[dict], shots: list[int], path: Path) -> None:
+    """Wide CSV for ``dvc plots``: one row per shot count, one ``<task>/<method>`` column of mean accuracy.
+
+    Zero-shot methods (trained on nothing) repeat their accuracy on every row: a flat reference line.
+    """
+    columns = list(dict.fromkeys(f"{r['task']}/{r['method']}" for r in summary))
+    rows = [{"shots": s} for s in shots]
+    for r in summary:
+        for row in rows:
+            if r["shots"] in (0, row["shots"]):
+                row[f"{r['task']}/{r['method']}"] = round(r["mean"], 4)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["shots", *columns])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def plot(summary: list[dict], path: Path) -> None:
@@ -136,39 +225,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--base_to_new", nargs="*", default=["mixed"], help="tasks also run base-to-new")
+    parser.add_argument("--base_to_new_shots", type=int, default=16)
     parser.add_argument("--epochs", type=int, help="override the reference epochs (e.g. for a quick check)")
-    parser.add_argument("--data_root", default="data")
+    parser.add_argument("--data_root", default=".", help="folder holding the toy world in toy/")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--runs", default="runs/accuracy", help="where each run's folder goes (not committed)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.shots, args.seeds, args.epochs = ["style_shift"], [1, 16], [1], args.epochs or 20
+        args.base_to_new = ["mixed"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    results = []
+    results, runs = [], Path(args.runs)
     for task in args.tasks:
         for method in args.methods:
-            if METHODS[method][1] == "test":  # nothing is trained: one run per task
-                results.append(run_once(method, task, 0, args.seeds[0], args.data_root, out, None))
-                continue
-            for shots in args.shots:
-                for seed in args.seeds:
-                    results.append(run_once(method, task, shots, seed, args.data_root, out, args.epochs))
+            untrained = METHODS[method][1] == "test"  # zero-shot: one run per task
+            for shots in [0] if untrained or method in LABEL_FREE else args.shots:
+                for seed in args.seeds[:1] if untrained else args.seeds:
+                    results.append(run_once(method, task, shots, seed, args.data_root, runs, args.epochs))
                     r = results[-1]
                     print(f"{method} {task} {shots} shots seed {seed}: {r['accuracy']:.1%} ({r['seconds']:.0f} s)")
+    for task in args.base_to_new:
+        for method in (m for m in args.methods if m not in LABEL_FREE):
+            trained = METHODS[method][1] == "fit"
+            for seed in args.seeds if trained else args.seeds[:1]:
+                shots = args.base_to_new_shots if trained else 0
+                results.append(run_once(method, task, shots, seed, args.data_root, runs, args.epochs, base_to_new=True))
+                r = results[-1]
+                print(f"{method} {task} base-to-new seed {seed}: base {r['base']:.1%}, new {r['new']:.1%}")
 
     summary = summarise(results)
-    table = markdown(summary, args.shots)
+    by_shots = [r for r in summary if "base" not in r]
+    table = markdown(by_shots, args.shots) + label_free_markdown(summary) + base_to_new_markdown(summary)
     print(table)
     (out / "accuracy.json").write_text(json.dumps({"args": vars(args), "runs": results, "summary": summary}, indent=2))
     (out / "accuracy.md").write_text(table)
-    plot(summary, out / "accuracy.png")
+    plot(by_shots, out / "accuracy.png")
     flat = {f"{r['task']}/{r['method']}/{r['shots']}shot": round(r["mean"], 4) for r in summary}
     (out / "summary.json").write_text(json.dumps(flat, indent=2))
-    with (out / "curves.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["task", "method", "shots", "mean", "std", "seeds"])
-        writer.writeheader()
-        writer.writerows(summary)
+    write_curves(by_shots, args.shots, out / "curves.csv")
     print(f"wrote {out}/accuracy.{{json,md,png}}, summary.json, curves.csv")
 
 

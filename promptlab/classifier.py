@@ -11,6 +11,8 @@ from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
 from promptlab.classifier_file import ClassifierFileError, read_classifier_file
 from promptlab.data.images import load_image
 from promptlab.data.transforms import test_transform
+from promptlab.mixture import mixture_logits, route
+from promptlab.visual_prompts import install_visual_prompts
 
 
 @dataclass
@@ -22,6 +24,16 @@ class Prediction:
     top_k: list[tuple[str, float]]
 
 
+def _router(tensors: dict[str, torch.Tensor]) -> torch.nn.Linear | None:
+    """The mixture-of-experts router stored as ``router.weight`` (E, D) and ``router.bias`` (E,), if any."""
+    if "router.weight" not in tensors:
+        return None
+    weight = tensors["router.weight"]
+    router = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    router.load_state_dict({"weight": weight, "bias": tensors["router.bias"]})
+    return router.requires_grad_(False)
+
+
 class Classifier:
     """An exported promptlab classifier: one image-encoder pass plus a matrix product per image.
 
@@ -29,10 +41,19 @@ class Classifier:
     preprocessed tensors.
     """
 
-    def __init__(self, backbone: FrozenCLIP, class_features: torch.Tensor, logit_scale: torch.Tensor, meta: dict):
+    def __init__(
+        self,
+        backbone: FrozenCLIP,
+        class_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        meta: dict,
+        router: torch.nn.Linear | None = None,
+    ):
         self.backbone = backbone
-        self.class_features = class_features  # (C, D), normalised
+        self.class_features = class_features  # (C, D), or (E, C, D) experts chosen per image by the router
         self.logit_scale = logit_scale
+        self.router = router
+        self.top_k = int(meta.get("hparams", {}).get("top_k", 1))
         self.meta = meta
         self.class_names: list[str] = meta["class_names"]
         self.preprocess = PreprocessConfig(
@@ -56,7 +77,11 @@ class Classifier:
         meta, tensors = read_classifier_file(path)
         ref = meta["backbone"]
         features = tensors["class_features"]
-        if features.dim() != 2 or features.shape != (len(meta["class_names"]), ref["embed_dim"]):
+        router = _router(tensors)
+        experts = features.shape[0] if features.dim() == 3 else None
+        if features.shape[-2:] != (len(meta["class_names"]), ref["embed_dim"]) or (
+            (experts is None) != (router is None) or (router is not None and router.out_features != experts)
+        ):
             raise ClassifierFileError(
                 f"Classifier file {str(path)!r} is inconsistent (class features {tuple(features.shape)})."
             )
@@ -64,6 +89,9 @@ class Classifier:
             if ref["embedded"]:
                 backbone = FrozenCLIP(ref["model_name"], pretrained=None)
                 visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
+                if "visual_prompts" in visual:  # a tower tuned with visual prompts (NoLA)
+                    prompts = torch.nn.Parameter(torch.empty_like(visual["visual_prompts"]), requires_grad=False)
+                    install_visual_prompts(backbone.model.visual, prompts)
                 backbone.model.visual.load_state_dict(visual)
             else:
                 backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path)
@@ -84,7 +112,8 @@ class Classifier:
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         backbone.to(device)
-        return cls(backbone, features.to(device), tensors["logit_scale"].to(device), meta)
+        router = router.to(device) if router is not None else None
+        return cls(backbone, features.to(device), tensors["logit_scale"].to(device), meta, router)
 
     @property
     def device(self) -> torch.device:
@@ -119,8 +148,12 @@ class Classifier:
             ]
         probabilities = []
         for batch in batches:
-            image_features = self.backbone.encode_image(batch.to(self.device))  # (B, D)
-            logits = self.logit_scale * image_features.float() @ self.class_features.T
+            image_features = self.backbone.encode_image(batch.to(self.device)).float()  # (B, D)
+            if self.router is None:
+                logits = self.logit_scale * image_features @ self.class_features.T
+            else:
+                weights, indices = route(self.router(image_features), self.top_k)
+                logits = mixture_logits(image_features, self.class_features, weights, indices, self.logit_scale)
             probabilities.append(logits.softmax(dim=-1).cpu())
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 

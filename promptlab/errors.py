@@ -5,5 +5,15 @@ from promptlab.classifier_file import ClassifierFileError
 from promptlab.data.images import ImageLoadError
 from promptlab.data.sources import DatasetError
 from promptlab.export import ExportError
+from promptlab.labeller import LabellerError
+from promptlab.methods.nola import DescriptionsError
 
-USER_ERRORS = (BackboneError, ClassifierFileError, DatasetError, ExportError, ImageLoadError)
+USER_ERRORS = (
+    BackboneError,
+    ClassifierFileError,
+    DatasetError,
+    DescriptionsError,
+    ExportError,
+    ImageLoadError,
+    LabellerError,
+)

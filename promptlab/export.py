@@ -48,11 +48,12 @@ def export_classifier(
     if backbone.weights_file is None and not embed_backbone:
         log.info("Backbone %s has random weights: embedding them in the classifier.", backbone.model_name)
         embed_backbone = True
+    if any(p.requires_grad for p in backbone.parameters()) and not embed_backbone:
+        log.info("The method tuned part of the image encoder: embedding it in the classifier.")
+        embed_backbone = True
     with torch.no_grad():
-        tensors = {
-            "class_features": model.class_features().float(),  # (C, D), normalised
-            "logit_scale": backbone.logit_scale.float().reshape(1),
-        }
+        # class_features: (C, D), or (E, C, D) with a router for a mixture of experts; normalised
+        tensors = {**model.inference_tensors(), "logit_scale": backbone.logit_scale.float().reshape(1)}
     if embed_backbone:
         tensors |= {f"visual.{k}": v for k, v in backbone.model.visual.state_dict().items()}
     hparams = {k: v for k, v in model.hparams.items() if k != "class_names" and not k.startswith("_")}

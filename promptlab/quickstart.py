@@ -32,7 +32,7 @@ def quickstart_command(argv: list[str]) -> int:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--data_root", default="data", help="folder holding toy/ (generated when missing)")
+    parser.add_argument("--data_root", default=".", help="folder holding toy/ (generated when missing)")
     parser.add_argument("--out", default="runs/quickstart")
     args = parser.parse_args(argv)
 

@@ -75,6 +75,33 @@ def plot_confusion_matrix(confusion: torch.Tensor, class_names: list[str], path:
     plt.close(fig)
 
 
+def plot_routing(report: dict, path: Path) -> None:
+    """MoCoOp's router picks: share per expert overall (bars) and per class (heatmap, up to 60 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    experts, per_class = report["experts"], report["per_class"]
+    classes = list(per_class)[:60]
+    fig, (bars, heat) = plt.subplots(
+        1, 2, figsize=(6 + 0.5 * len(experts), 3 + 0.25 * len(classes)), gridspec_kw={"width_ratios": [1, 2]}
+    )
+    bars.barh(range(len(experts)), report["overall"], color="tab:blue")
+    bars.set_yticks(range(len(experts)), experts, fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlabel("share of router picks")
+    bars.set_title("Experts picked (all test images)")
+    image = heat.imshow([per_class[c] for c in classes], cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    heat.set_xticks(range(len(experts)), [f"E{i}" for i in range(len(experts))])
+    heat.set_yticks(range(len(classes)), classes, fontsize=8)
+    heat.set_title("Per true class")
+    fig.colorbar(image, ax=heat, fraction=0.046, label="share of picks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_predictions(rows: list[dict], path: Path) -> None:
     """Writes prediction rows (path, label, probability, top_k...) as CSV or JSON by the file suffix."""
     path = Path(path)

@@ -118,3 +118,25 @@ def test_shipped_configs_compose(method, dataset, capsys):
     printed = capsys.readouterr().out
     assert f"dataset: {dataset}" in printed and "shots: 4" in printed
     assert f"max_epochs: {50 if dataset == 'imagenet' else 100}" in printed
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_shipped_mocoop_configs_compose(dataset, capsys):
+    """MoCoOp's config, a dataset and that dataset's template groups (the reference's) stack."""
+    args = ["fit", "-c", "configs/mocoop/vit_b16.yaml", "-c", f"configs/datasets/{dataset}.yaml"]
+    args += ["-c", f"configs/mocoop/groups/{dataset}.yaml", "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert f"dataset: {dataset}" in printed and "class_path: promptlab.methods.MoCoOp" in printed
+    assert "template_groups:" in printed and "lr: 0.032" in printed
+
+
+@pytest.mark.parametrize("dataset", ["eurosat", "imagenet"])
+def test_shipped_nola_config_composes(dataset, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", "configs/nola/vit_b32.yaml", "-c", f"configs/datasets/{dataset}.yaml", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: promptlab.methods.NoLA" in printed and "label_free: true" in printed

@@ -176,6 +176,14 @@ def test_dvc_data_version(image_folder):
     assert dvc_data_version(image_folder / "red_square") == "dvc:abc123.dir"
 
 
+def test_dvc_data_version_of_a_pipeline_output(image_folder):
+    lock = "schema: '2.0'\nstages:\n  make:\n    cmd: x\n    outs:\n    - path: images\n      md5: def456.dir\n"
+    image_folder.parent.joinpath("dvc.lock").write_text(lock)
+    assert dvc_data_version(image_folder / "red_square") == "dvc:def456.dir"
+    image_folder.parent.joinpath("dvc.lock").write_text("not: [valid")
+    assert dvc_data_version(image_folder) is None
+
+
 def test_prediction_inputs(image_folder, tmp_path):
     from promptlab.data.datamodule import prediction_samples
 

@@ -24,6 +24,7 @@ from promptlab.data.sources import (
     read_split_file,
     read_standard_dataset,
 )
+from promptlab.data.unlabelled import names_only_splits, strong_transform, unlabelled_pool
 from promptlab.data.versioning import dvc_data_version
 from promptlab.reporting import run_dir
 
@@ -53,6 +54,11 @@ class FewShotDataModule(L.LightningDataModule):
             images need a larger minimum, or the crops lose the object).
         skip_bad_images: skip unreadable images with a warning instead of stopping.
         predict_files: images or folders of images for ``promptlab predict``.
+        label_free: train on the unlabelled pool (NoLA): training batches are strong views of
+            unlabelled images, (image, -1, pool index); labelled splits serve only to report accuracy.
+        unlabelled: the unlabelled pool, a folder searched recursively (default with ``label_free``:
+            the dataset's training split, labels dropped).
+        class_names_file: class names, one per line, when there is no labelled dataset at all.
     """
 
     def __init__(
@@ -71,6 +77,9 @@ class FewShotDataModule(L.LightningDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         skip_bad_images: bool = False,
         predict_files: list[str] | None = None,
+        label_free: bool = False,
+        unlabelled: str | None = None,
+        class_names_file: str | None = None,
     ) -> None:
         super().__init__()
         known = ("folder", "split", *STANDARD_DATASETS)
@@ -93,6 +102,9 @@ class FewShotDataModule(L.LightningDataModule):
         self.crop_scale = crop_scale
         self.skip_bad_images = skip_bad_images
         self.predict_files = predict_files or []
+        self.label_free = label_free
+        self.unlabelled = unlabelled
+        self.class_names_file = class_names_file
         self.preprocess: PreprocessConfig | None = None  # set from the model when the trainer attaches
 
     # -- what the model needs at construction (linked by the CLI) --------------------------------
@@ -111,13 +123,15 @@ class FewShotDataModule(L.LightningDataModule):
     @cached_property
     def splits(self) -> SplitSamples:
         """The dataset read from disk, few-shot drawn and class-subsampled (deterministic for the seed)."""
+        if self.class_names_file:
+            return names_only_splits(self.class_names_file, self.unlabelled)
         if self.dataset == "folder":
             data = read_image_folder(self.root, self.train_fraction, self.val_fraction)
         elif self.dataset == "split":
             data = read_split_file(self.split_file, self.root)
         else:
             data = read_standard_dataset(self.dataset, self.root)
-        train, val = draw_train_val(data.train, data.val, self.shots, self.seed)
+        train, val = draw_train_val(data.train, data.val, 0 if self.label_free else self.shots, self.seed)
         train, val, test = subsample_classes([train, val, data.test], self.subsample)
         names = {s.label: s.class_name for split in (test, val, train) for s in split}
         class_names = [names[label] for label in sorted(names)]
@@ -186,13 +200,51 @@ class FewShotDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.train, train=True)
+        if not self.label_free:
+            return self._loader(self.splits.train, train=True)
+        root, samples = self.unlabelled_pool
+        return DataLoader(
+            ImageSamples(root, samples, strong_transform(self._preprocess()), skip_bad_images=True),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(samples) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_skipping_none,
+        )
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val or self.splits.test, train=False)
+    def val_dataloader(self) -> DataLoader | list:
+        samples = self.splits.val or self.splits.test
+        return self._loader(samples, train=False) if samples else []
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, train=False)
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader(self.splits.test, train=False) if self.splits.test else []
+
+    # -- the unlabelled pool (label_free) ---------------------------------------------------------
+
+    @cached_property
+    def unlabelled_pool(self) -> tuple[Path, list[Sample]]:
+        """(image root, samples with label -1) of the unlabelled pool."""
+        return unlabelled_pool(self.unlabelled, self.splits)
+
+    def pool_dataloader(self, transform) -> DataLoader:
+        """The unlabelled pool in order, (image, -1, pool index) batches; unreadable images are skipped."""
+        root, samples = self.unlabelled_pool
+        return DataLoader(
+            ImageSamples(root, samples, transform, skip_bad_images=True),
+            batch_size=self.test_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_skipping_none,
+        )
+
+    def labelled_dataloader(self, transform) -> DataLoader | None:
+        """The test split (else val) with another transform, to report label-free stages; None if absent."""
+        samples = self.splits.test or self.splits.val
+        if not samples:
+            return None
+        dataset = ImageSamples(self.splits.image_root, samples, transform, self.skip_bad_images)
+        return DataLoader(dataset, batch_size=self.test_batch_size, num_workers=self.num_workers,
+                          collate_fn=collate_skipping_none)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(prediction_samples(self.predict_files), train=False)

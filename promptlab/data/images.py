@@ -22,10 +22,11 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted; other files are skipped with a warning."""
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files inside ``folder`` (and its subfolders when ``recursive``), sorted; other files are
+    skipped with a warning."""
     images, skipped = [], []
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
         if is_image_file(path):
             images.append(path)
         elif path.is_file() and not path.name.startswith("."):

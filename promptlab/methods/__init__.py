@@ -2,9 +2,11 @@
 
 from promptlab.methods.base import CLIPClassifier
 from promptlab.methods.coop import CoOp
+from promptlab.methods.mocoop import MoCoOp
+from promptlab.methods.nola import NoLA
 from promptlab.methods.zeroshot import ZeroShotCLIP
 
 # Explicit registry (no import side effects): checkpoint "promptlab_method" -> class.
-METHODS: dict[str, type[CLIPClassifier]] = {cls.__name__: cls for cls in (ZeroShotCLIP, CoOp)}
+METHODS: dict[str, type[CLIPClassifier]] = {cls.__name__: cls for cls in (ZeroShotCLIP, CoOp, MoCoOp, NoLA)}
 
-__all__ = ["METHODS", "CLIPClassifier", "CoOp", "ZeroShotCLIP"]
+__all__ = ["METHODS", "CLIPClassifier", "CoOp", "MoCoOp", "NoLA", "ZeroShotCLIP"]

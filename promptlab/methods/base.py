@@ -92,10 +92,19 @@ class CLIPClassifier(L.LightningModule):
         """(B, D) and (C, D) normalised features -> (B, C) CLIP logits."""
         return self.backbone.logit_scale * image_features @ class_features.to(image_features.dtype).T
 
+    def inference_tensors(self) -> dict[str, torch.Tensor]:
+        """What an exported classifier needs besides the image encoder: fixed (C, D) class features."""
+        return {"class_features": self.class_features().float()}
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) normalised features; differentiable only where the image tower trains."""
+        trains = self.training and any(p.requires_grad for p in self.backbone.parameters())
+        with torch.set_grad_enabled(trains):
+            return self.backbone.encode_image(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) logits."""
-        with torch.no_grad():
-            image_features = self.backbone.encode_image(images)
+        image_features = self.encode_images(images)
         features = self._eval_features if self._eval_features is not None else self.class_features()
         return self.logits(image_features, features)
 
@@ -192,7 +201,8 @@ class CLIPClassifier(L.LightningModule):
 
     # -- optimisation: SGD, constant warm-up, then cosine (Dassl) --------------------------------
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter] | list[dict]:
+        """The optimiser's parameters, or parameter groups (dicts with ``params`` and an ``lr``)."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
@@ -210,7 +220,10 @@ class CLIPClassifier(L.LightningModule):
     # -- checkpoints: trainable part only -----------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
+        tuned = {f"backbone.{name}" for name, p in self.backbone.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in tuned
+        }
         checkpoint["promptlab_method"] = type(self).__name__
 
 

@@ -5,7 +5,7 @@ positive for image i whenever every attribute it names holds for image i (no fal
 Captions are drawn afresh from each image's attributes at every step (40% shape only, 20% colour
 only, 40% both). Seeded; writes fp16 safetensors and a JSON report.
 
-    python -m promptlab.toy.pretrain_clip --data data/toy --steps 1500
+    python -m promptlab.toy.pretrain_clip --data toy
 """
 
 from __future__ import annotations
@@ -118,10 +118,10 @@ def pretrain(data: Path, out: Path, steps: int, batch_size: int, lr: float, warm
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Pretrain the tiny CLIP on the toy world.")
-    parser.add_argument("--data", default="data/toy")
+    parser.add_argument("--data", default="toy")
     parser.add_argument("--out", default="promptlab/weights/toy-clip.safetensors")
     parser.add_argument("--report", default="benchmarks/pretraining_clip.json")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3500)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=50)

@@ -1,7 +1,7 @@
 """Generates the toy world on disk: task images with CoOp splits, an unlabelled pool, pretraining
 images with captions, class names and per-class descriptions.
 
-Layout of ``<out>/`` (the default is ``data/toy``)::
+Layout of ``<out>/`` (the default is ``toy``, the `toy_world` stage of ``dvc.yaml``)::
 
     images/<style>/<shape>/<n>.png      labelled task images, 4 styles x 8 shapes
     splits/{shapes,style_shift,mixed}.json   CoOp-format splits, paths relative to images/
@@ -82,7 +82,7 @@ def _write(image_root: Path, relative: str, attributes: Attributes, rng: random.
 
 
 def generate(
-    out_dir: str | Path = "data/toy",
+    out_dir: str | Path = "toy",
     seed: int = 0,
     per_class_and_style: int = 60,
     unlabelled_per_class: int = 40,
@@ -142,7 +142,7 @@ def generate(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate the offline toy world.")
-    parser.add_argument("--out", default="data/toy")
+    parser.add_argument("--out", default="toy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per_class_and_style", type=int, default=60)
     parser.add_argument("--unlabelled_per_class", type=int, default=40)

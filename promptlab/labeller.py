@@ -1,0 +1,152 @@
+"""NoLA's stage 2: pseudo-label selection and the DINO labeller (frozen self-supervised ViT + MLP head)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+HUB_MODELS = {  # name -> torch.hub repository (weights download once into ~/.cache/torch/hub)
+    "dino_vits16": "facebookresearch/dino:main",
+    "dino_vitb16": "facebookresearch/dino:main",
+    "dinov2_vits14": "facebookresearch/dinov2",
+    "dinov2_vitb14": "facebookresearch/dinov2",
+}
+
+
+class LabellerError(ValueError):
+    """A DINO backbone that cannot be loaded, or pseudo-labels that cannot be drawn."""
+
+
+def load_dino(name: str) -> tuple[nn.Module, Callable]:
+    """A frozen self-supervised ViT and its image transform (PIL -> tensor).
+
+    ``toy-dino`` ships with promptlab; the others come from torch.hub (network needed once).
+
+    Raises:
+        LabellerError: unknown name, or the weights cannot be downloaded.
+    """
+    if name == "toy-dino":
+        from promptlab.toy.dino import MEAN, STD, load_toy_dino
+
+        transform = T.Compose(
+            [T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN.flatten(), STD.flatten())]
+        )
+        return load_toy_dino(), transform
+    if name not in HUB_MODELS:
+        raise LabellerError(f"Unknown DINO backbone {name!r}; use toy-dino or one of {', '.join(HUB_MODELS)}.")
+    try:
+        model = torch.hub.load(HUB_MODELS[name], name)
+    except Exception as error:  # hub raises URLError, HTTPError, RuntimeError... when offline
+        raise LabellerError(
+            f"Cannot load DINO backbone {name!r} from torch.hub ({type(error).__name__}); it needs the network once "
+            "(then ~/.cache/torch/hub). Offline, use --model.init_args.dino toy-dino."
+        ) from error
+    transform = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    return model.requires_grad_(False).eval(), transform
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module, loader, n_images: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) features of a loader's (image, _, index) batches and an (N,) mask of the images read."""
+    features, seen = None, torch.zeros(n_images, dtype=torch.bool)
+    model.to(device)
+    for batch in loader:
+        if batch is None:
+            continue
+        images, _, indices = batch
+        output = model(images.to(device)).float().cpu()
+        if features is None:
+            features = torch.zeros(n_images, output.shape[-1])
+        features[indices], seen[indices] = output, True
+    if features is None:
+        raise LabellerError("No unlabelled image could be read; check the image files.")
+    return features, seen
+
+
+def select_pseudo_labels(
+    probabilities: torch.Tensor, valid: torch.Tensor, class_names: list[str], min_per_class: int, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NoLA's pseudo-labels: per class, the k most confident images predicted as that class,
+    k = max(min_per_class, fraction * N / C). A class nobody predicts takes the images that rank it
+    second (then third), most confident first; a class with none at all is warned about.
+
+    Args:
+        probabilities: (N, C) stage-1 class probabilities of the pool.
+        valid: (N,) images that could be read.
+
+    Returns:
+        (M,) pool indices and (M,) labels; no image gets two.
+    """
+    n_classes = probabilities.shape[1]
+    k = max(min_per_class, int(fraction * int(valid.sum()) / n_classes))
+    ranks = probabilities.argsort(dim=1, descending=True)  # (N, C)
+    available = valid.clone()
+    picks: dict[int, torch.Tensor] = {}
+    for rank in range(min(3, n_classes)):  # classes nobody picked fall back to 2nd, then 3rd choices
+        for c in range(n_classes):
+            if c in picks:
+                continue
+            candidates = torch.nonzero((ranks[:, rank] == c) & available).flatten()
+            if not len(candidates):
+                continue
+            picks[c] = candidates[probabilities[candidates, c].argsort(descending=True)[:k]]
+            if rank:
+                log.warning(
+                    "No image is predicted as %r; using %d image(s) that rank it #%d.",
+                    class_names[c], len(picks[c]), rank + 1,
+                )
+        for chosen in picks.values():
+            available[chosen] = False
+    for c in set(range(n_classes)) - set(picks):
+        log.warning("Class %r has no pseudo-labelled image at all; its head learns from none.", class_names[c])
+    order = sorted(picks)
+    indices = torch.cat([picks[c] for c in order])
+    return indices, torch.cat([torch.full_like(picks[c], c) for c in order])
+
+
+def train_labeller(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    epochs: int = 50,
+    lr: float = 1e-3,
+    hidden: int = 256,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> nn.Sequential:
+    """The reference's MLP (D -> hidden -> ReLU -> C), Adam, cross-entropy, on pseudo-labelled features."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = nn.Sequential(nn.Linear(features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    with torch.enable_grad():  # callers may hold no_grad
+        _fit(head, optimizer, features, labels, epochs, batch_size, generator)
+    return head.eval().requires_grad_(False)
+
+
+def _fit(head, optimizer, features, labels, epochs: int, batch_size: int, generator: torch.Generator) -> None:
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            loss = F.cross_entropy(head(features[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()

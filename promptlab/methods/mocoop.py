@@ -1,0 +1,235 @@
+"""MoCoOp: a mixture of soft prompts, one per group of hand-written templates, chosen per image by a router."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from promptlab.methods.base import CLIPClassifier
+from promptlab.methods.prompts import build_prompt_layout
+from promptlab.mixture import mixture_logits, route
+from promptlab.reporting import plot_routing, run_dir
+
+# The groups every reference dataset config shares (its SUN397 set): for custom datasets and the toy world.
+GENERIC_TEMPLATE_GROUPS: list[list[str]] = [
+    ["a photo of a {}."],
+    ["a photo of many {}."],
+    [
+        "a low resolution photo of the {}.",
+        "a low resolution photo of a {}.",
+        "a pixelated photo of the {}.",
+        "a pixelated photo of a {}.",
+    ],
+    ["a good photo of the {}.", "a good photo of a {}."],
+]
+ROUTING_FILE = "routing.json"
+
+
+def split_template(template: str) -> tuple[str, str, str]:
+    """``"a photo of a {}, a type of flower."`` -> (before, after, end): ``"a photo of a"``,
+    ``", a type of flower"``, ``"."``. Words before and after the class name become learnable
+    context; a final period stays literal, as in the reference."""
+    if template.count("{}") != 1:
+        raise ValueError(f"MoCoOp template {template!r} must contain exactly one '{{}}' for the class name.")
+    before, after = template.split("{}")
+    end = "." if after.rstrip().endswith(".") else ""
+    return before.strip(), after.rstrip()[: len(after.rstrip()) - len(end)].strip(), end
+
+
+class MoCoOp(CLIPClassifier):
+    """Mixture of prompts with a router (MoCoOp), over the shared frozen backbone.
+
+    Each template group gets one expert: a soft prompt initialised from the group's first template
+    (context before and after the class name, counted in tokens). A linear router on the normalised
+    image feature picks the ``top_k`` experts; the image's class features are their softmax-weighted
+    mixture. Training adds a gating loss (route each image towards the groups whose hard prototype of
+    its class it resembles most) and a text loss (each expert's class features stay nearest their own
+    group's hard prototypes).
+
+    Args:
+        template_groups: groups of templates with one ``{}`` each (default: :data:`GENERIC_TEMPLATE_GROUPS`).
+        top_k: experts mixed per image (reference: 2).
+        text_loss_weight: weight of the text-to-text loss (reference: 5 or 10).
+        gate_loss_weight: weight of the gating loss (reference: 1).
+        text_loss_scale: logit scale of the text loss: 1 (unscaled, as the MoCoOp code) or 100 (as LASP).
+        gate_boost: added to the two most similar groups' scores in the gating target (reference: 10).
+        correction: learn the correction vector added to every text feature before normalisation (LASP).
+        tune_image_layernorms: also tune the image encoder's LayerNorms (the reference does; off by
+            default so the backbone stays frozen and shared; an exported classifier then embeds the tower).
+        layernorm_lr_factor: learning-rate factor of those LayerNorms (reference: 0.1).
+        **kwargs: see :class:`CLIPClassifier` (reference optimisation: lr 0.032, 3 warm-up epochs).
+    """
+
+    def __init__(
+        self,
+        template_groups: list[list[str]] | None = None,
+        top_k: int = 2,
+        text_loss_weight: float = 5.0,
+        gate_loss_weight: float = 1.0,
+        text_loss_scale: float = 1.0,
+        gate_boost: float = 10.0,
+        correction: bool = True,
+        tune_image_layernorms: bool = False,
+        layernorm_lr_factor: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        groups = [list(g) for g in (template_groups or GENERIC_TEMPLATE_GROUPS)]
+        if not groups or any(not g for g in groups):
+            raise ValueError("MoCoOp template_groups must be a non-empty list of non-empty template lists.")
+        if top_k < 1:
+            raise ValueError(f"MoCoOp top_k must be at least 1 (got {top_k}).")
+        self.template_groups = groups
+        backbone, names = self.backbone, self.prompt_class_names
+
+        self.contexts = nn.ParameterList()
+        for e, group in enumerate(groups):
+            before, after, end = split_template(group[0])
+            before_ids = backbone.word_ids(before) if before else []
+            after_ids = backbone.word_ids(after) if after else []
+            ctx = backbone.embed_tokens(torch.tensor(before_ids + after_ids, dtype=torch.long)).clone()
+            self.contexts.append(nn.Parameter(ctx.float().reshape(len(before_ids) + len(after_ids), -1)))
+            layout = build_prompt_layout(backbone, names, [len(before_ids), "{}", len(after_ids), end])
+            tokens = backbone.embed_tokens(layout.token_ids).detach()
+            self.register_buffer(f"expert{e}_tokens", tokens, persistent=False)  # (C, L_e, width)
+            self.register_buffer(f"expert{e}_slots", layout.context_slots, persistent=False)  # (C, n_ctx_e)
+            self.register_buffer(f"expert{e}_pool", layout.pool_index, persistent=False)  # (C,)
+
+        with torch.no_grad():  # frozen hard prototypes P[G, C, D]: group means of normalised template features
+            prototypes = [
+                F.normalize(
+                    torch.stack([backbone.encode_text([t.format(n) for n in names]) for t in group]).mean(0), dim=-1
+                )
+                for group in groups
+            ]
+        self.register_buffer("prototypes", torch.stack(prototypes), persistent=False)
+        self.router = nn.Linear(backbone.embed_dim, len(groups))
+        self.correction = nn.Parameter(torch.zeros(1, backbone.embed_dim), requires_grad=correction)
+        if tune_image_layernorms:  # the reference's ln_1 / ln_2 of every image transformer block
+            transformer = getattr(backbone.model.visual, "transformer", None)
+            if transformer is None:
+                raise ValueError(f"tune_image_layernorms needs a ViT image encoder; {backbone.model_name} has none.")
+            for module in transformer.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.requires_grad_(True)
+        self._routing_counts: torch.Tensor | None = None  # (C, E) at test time
+        self._last_route: torch.Tensor | None = None
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.template_groups)
+
+    # -- features ---------------------------------------------------------------------------------
+
+    def expert_features(self, expert: int) -> torch.Tensor:
+        """(C, D) normalised class features of one expert."""
+        tokens, slots = getattr(self, f"expert{expert}_tokens"), getattr(self, f"expert{expert}_slots")
+        ctx = self.contexts[expert]
+        rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(slots)
+        embeddings = tokens.index_put((rows, slots), ctx.to(tokens.dtype).expand(tokens.shape[0], -1, -1))
+        features = self.backbone.encode_prompts(embeddings, getattr(self, f"expert{expert}_pool"), normalize=False)
+        return F.normalize(features + self.correction.to(features.dtype), dim=-1)
+
+    def class_features(self) -> torch.Tensor:
+        """(E, C, D) normalised class features of every expert."""
+        return torch.stack([self.expert_features(e) for e in range(self.n_experts)])
+
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        weights, indices = route(self.router(image_features), self.hparams.top_k)
+        self._last_route = indices.detach()
+        return mixture_logits(image_features, class_features, weights, indices, self.backbone.logit_scale)
+
+    def inference_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "class_features": self.class_features().float(),  # (E, C, D)
+            "router.weight": self.router.weight.float(),
+            "router.bias": self.router.bias.float(),
+        }
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def losses(self, image_features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Classification, gating and text losses for (B, D) normalised image features."""
+        experts = self.class_features()  # (E, C, D)
+        router_logits = self.router(image_features)  # (B, E)
+        weights, indices = route(router_logits, self.hparams.top_k)
+        logits = mixture_logits(image_features, experts, weights, indices, self.backbone.logit_scale)
+
+        # Gating target: similarity to each group's prototype of the true class, top-2 boosted.
+        similarity = torch.einsum("bd,gbd->bg", image_features, self.prototypes[:, labels].to(image_features.dtype))
+        top2 = similarity.topk(min(2, self.n_experts), dim=-1).indices
+        target = (similarity + torch.zeros_like(similarity).scatter(1, top2, self.hparams.gate_boost)).softmax(-1)
+        gate = F.cross_entropy(router_logits, target.detach())
+
+        # Text loss: expert g's class c must be nearest group g's prototype of class c.
+        text_logits = self.hparams.text_loss_scale * torch.einsum("ecd,ekd->eck", experts, self.prototypes)
+        n_classes = experts.shape[1]
+        targets = torch.arange(n_classes, device=experts.device).repeat(self.n_experts)
+        text = F.cross_entropy(text_logits.reshape(-1, n_classes), targets)
+        return {"logits": logits, "cls": F.cross_entropy(logits, labels), "gate": gate, "text": text}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:
+            return None
+        images, labels, _ = batch
+        parts = self.losses(self.encode_images(images), labels)
+        hp = self.hparams
+        loss = parts["cls"] + hp.text_loss_weight * parts["text"] + hp.gate_loss_weight * parts["gate"]
+        n = len(labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/loss_{k}": parts[k] for k in ("cls", "gate", "text")}, batch_size=n)
+        self.log("train/acc", (parts["logits"].argmax(-1) == labels).float().mean(), prog_bar=True, batch_size=n)
+        return loss
+
+    def trainable_parameters(self) -> list[dict]:
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        own = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
+        groups = [{"params": own}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.hparams.lr * self.hparams.layernorm_lr_factor})
+        return groups
+
+    # -- inspection: which experts the router picks -----------------------------------------------
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._routing_counts = torch.zeros(len(self.class_names), self.n_experts, dtype=torch.long)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        super().test_step(batch, batch_idx)
+        if batch is None or self._routing_counts is None:
+            return
+        labels = batch[1].cpu()
+        chosen = self._last_route.cpu()  # (B, k)
+        self._routing_counts.index_put_(
+            (labels.repeat_interleave(chosen.shape[1]), chosen.flatten()),
+            torch.ones(chosen.numel(), dtype=torch.long),
+            accumulate=True,
+        )
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        out_dir = run_dir(self.trainer)
+        if out_dir is not None and self._routing_counts is not None:
+            experts = [group[0] for group in self.template_groups]
+            report = routing_report(self._routing_counts, self.class_names, experts)
+            (out_dir / ROUTING_FILE).write_text(json.dumps(report, indent=2))
+            plot_routing(report, out_dir / "routing.png")
+        self._routing_counts = None
+
+
+def routing_report(counts: torch.Tensor, class_names: list[str], experts: list[str]) -> dict:
+    """Share of router picks per expert, overall and per class, from (C, E) pick counts."""
+    per_class = counts.float() / counts.sum(1, keepdim=True).clamp(min=1)
+    overall = counts.sum(0).float() / counts.sum().clamp(min=1)
+    return {
+        "experts": experts,
+        "overall": [round(float(v), 4) for v in overall],
+        "per_class": {
+            name: [round(float(v), 4) for v in row] for name, row in zip(class_names, per_class, strict=True)
+        },
+        "picks": int(counts.sum()),
+    }

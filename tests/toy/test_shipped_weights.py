@@ -1,0 +1,39 @@
+"""The shipped toy weights load offline by name and reproduce the pretraining reports' numbers."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptlab.backbone import FrozenCLIP
+from promptlab.toy.world import generate
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory) -> Path:
+    # The task images are identical with or without the pretraining images, which are slow to render.
+    return generate(tmp_path_factory.mktemp("data") / "toy", pretrain_images=0)
+
+
+def test_toy_clip_gives_the_reported_zero_shot_accuracy(toy_world):
+    from promptlab.toy.pretrain_clip import zero_shot_accuracy
+
+    reported = json.loads((BENCHMARKS / "pretraining_clip.json").read_text())["zero_shot"]
+    backbone = FrozenCLIP("toy-clip", pretrained="promptlab")
+    for key, accuracy in reported.items():
+        task, template = key.split(" / ")
+        assert zero_shot_accuracy(backbone, toy_world, task, template) == pytest.approx(accuracy, abs=0.01), key
+
+
+def test_toy_dino_gives_the_reported_knn_accuracy_and_beats_toy_clip_under_style_shift(toy_world):
+    from promptlab.toy.dino import load_toy_dino, normalise
+    from promptlab.toy.knn import knn_accuracy
+
+    reported = json.loads((BENCHMARKS / "pretraining_dino.json").read_text())["knn_shape_accuracy"]
+    dino = load_toy_dino()
+    assert not any(p.requires_grad for p in dino.parameters())
+    measured = knn_accuracy(lambda x: dino(normalise(x)), toy_world, "style_shift")
+    assert measured == pytest.approx(reported["toy-dino / style_shift"], abs=0.01)
+    assert reported["toy-dino / style_shift"] > reported["toy-clip / style_shift"]
