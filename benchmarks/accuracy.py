@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, help="override the reference epochs (e.g. for a quick check)")
     parser.add_argument("--data_root", default=".", help="folder holding the toy world in toy/")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--keep_others",
+        action="store_true",
+        help="rerun only --methods; keep the other methods' runs from <out>/accuracy.json",
+    )
     parser.add_argument("--runs", default="runs/accuracy", help="where each run's folder goes (not committed)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -256,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
                 r = results[-1]
                 print(f"{method} {task} base-to-new seed {seed}: base {r['base']:.1%}, new {r['new']:.1%}")
 
+    if args.keep_others and (out / "accuracy.json").is_file():
+        kept = [r for r in json.loads((out / "accuracy.json").read_text())["runs"] if r["method"] not in args.methods]
+        results = kept + results
     summary = summarise(results)
     by_shots = [r for r in summary if "base" not in r]
     table = markdown(by_shots, args.shots) + label_free_markdown(summary) + base_to_new_markdown(summary)

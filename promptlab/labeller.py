@@ -110,7 +110,9 @@ def select_pseudo_labels(
             if rank:
                 log.warning(
                     "No image is predicted as %r; using %d image(s) that rank it #%d.",
-                    class_names[c], len(picks[c]), rank + 1,
+                    class_names[c],
+                    len(picks[c]),
+                    rank + 1,
                 )
         for chosen in picks.values():
             available[chosen] = False

@@ -3,6 +3,9 @@ after the positional embedding and ``ln_pre``, between the CLS token and the pat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -26,11 +29,25 @@ def install_visual_prompts(visual: nn.Module, prompts: nn.Parameter) -> None:
 
     def embeds_with_prompts(x: torch.Tensor) -> torch.Tensor:
         x = embeds(x)  # (B, 1 + N, width): CLS + patches, after positional embedding and ln_pre
+        if not visual.visual_prompts_enabled:
+            return x
         tokens = prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
         return torch.cat([x[:, :1], tokens, x[:, 1:]], dim=1)
 
     visual._embeds = embeds_with_prompts
+    visual.visual_prompts_enabled = True
     visual.visual_prompts = prompts  # registered as a parameter of the tower: saved with its state
+
+
+@contextmanager
+def visual_prompts_disabled(visual: nn.Module) -> Iterator[None]:
+    """Runs the tower as if no prompts were installed (NoLA's stages 1-2 use plain CLIP)."""
+    previous = getattr(visual, "visual_prompts_enabled", True)
+    visual.visual_prompts_enabled = False
+    try:
+        yield
+    finally:
+        visual.visual_prompts_enabled = previous
 
 
 def vision_layernorms(visual: nn.Module) -> list[nn.LayerNorm]:

@@ -33,11 +33,16 @@ def test_without_prompts_stage3_predicts_exactly_stage1():
     assert torch.allclose(model.backbone.encode_image(images, normalize=False), plain, atol=1e-6)
 
 
-def test_prompts_change_the_image_features():
-    model = nola(n_prompts=4).eval()
+def test_prompts_change_the_image_features_and_stages_1_2_run_without_them():
+    from promptlab.visual_prompts import visual_prompts_disabled
+
+    model, plain = nola(n_prompts=4).eval(), nola(n_prompts=0).eval()  # same seed: same backbone
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         with_prompts = model.backbone.encode_image(images)
+        with visual_prompts_disabled(model.backbone.model.visual):
+            assert torch.allclose(model.backbone.encode_image(images), plain.backbone.encode_image(images), atol=1e-6)
+        assert torch.allclose(model.backbone.encode_image(images), with_prompts)
         model.visual_prompts.zero_().add_(5.0)
         assert not torch.allclose(with_prompts, model.backbone.encode_image(images))
 
@@ -110,7 +115,11 @@ def test_cli_label_free_fit_reports_stages_and_exports(image_folder, tmp_path, c
     stages = json.loads((run / "nola_stages.json").read_text())
     assert stages["unlabelled_images"] == 31 and stages["unreadable_images"] == 1
     assert {"stage1_accuracy", "stage2_accuracy", "stage3_accuracy"} <= set(stages)
-    assert (run / "nola_pseudo_labels.safetensors").is_file()
+    labels_file = run / "nola_pseudo_labels.safetensors"
+    assert labels_file.is_file()
+    # a second run reuses stage 2's labels (no DINO is loaded, so a bad DINO name cannot matter)
+    reuse = [f"--model.init_args.pseudo_labels_file={labels_file}", "--model.init_args.dino=not-a-dino"]
+    assert main([*args, *reuse, f"--trainer.logger.init_args.save_dir={tmp_path / 'again'}"]) == 0
 
     assert main(["export", "--run", str(run)]) == 0
     classifier = Classifier.load(run / "classifier.safetensors", device="cpu")

@@ -26,7 +26,7 @@ from promptlab.labeller import extract_features, load_dino, select_pseudo_labels
 from promptlab.methods.base import CLIPClassifier
 from promptlab.methods.zeroshot import resolve_templates
 from promptlab.reporting import run_dir
-from promptlab.visual_prompts import install_visual_prompts, vision_layernorms
+from promptlab.visual_prompts import install_visual_prompts, vision_layernorms, visual_prompts_disabled
 
 log = logging.getLogger(__name__)
 STAGES_FILE = "nola_stages.json"
@@ -81,6 +81,8 @@ class NoLA(CLIPClassifier):
         fraction_per_class: share of N / C pseudo-labelled per class.
         labeller_epochs: MLP epochs (reference: 50); labeller_lr: its Adam learning rate (1e-3).
         labeller_hidden: MLP hidden width (reference: 256).
+        pseudo_labels_file: stages 1-2's output (the pool's labels): loaded from there when it exists
+            and fits the pool (skipping both stages), else written there; default: the run folder.
         lr: AdamW learning rate of stage 3 (reference: 0.004), cosine to 0 over the epochs.
         weight_decay: AdamW weight decay (reference: 0.01).
         **kwargs: see :class:`CLIPClassifier` (``momentum``/``warmup_*`` are unused).
@@ -98,6 +100,7 @@ class NoLA(CLIPClassifier):
         labeller_epochs: int = 50,
         labeller_lr: float = 1e-3,
         labeller_hidden: int = 256,
+        pseudo_labels_file: str | None = None,
         lr: float = 0.004,
         weight_decay: float = 0.01,
         **kwargs,
@@ -142,7 +145,8 @@ class NoLA(CLIPClassifier):
         if data is None or not getattr(data, "label_free", False):
             raise DatasetError("NoLA trains on unlabelled images: set --data.label_free true (and --data.unlabelled).")
         out_dir = run_dir(self.trainer)
-        cached = out_dir / LABELS_FILE if out_dir else None
+        cached = Path(self.hparams.pseudo_labels_file) if self.hparams.pseudo_labels_file else None
+        cached = cached or (out_dir / LABELS_FILE if out_dir else None)
         n_pool = len(data.unlabelled_pool[1])
         if cached is not None and cached.is_file():
             labels = load_file(str(cached))["pool_labels"]
@@ -150,8 +154,10 @@ class NoLA(CLIPClassifier):
                 log.info("NoLA: reusing the pseudo-labels of %s.", cached)
                 self.pool_labels = labels.to(self.device)
                 return
-        self.pool_labels = self._stage2(data, out_dir).to(self.device)
+        with visual_prompts_disabled(self.backbone.model.visual):  # stages 1-2 use plain CLIP
+            self.pool_labels = self._stage2(data, out_dir).to(self.device)
         if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
             save_file({"pool_labels": self.pool_labels.cpu().contiguous()}, str(cached))
 
     @torch.no_grad()

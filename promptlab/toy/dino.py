@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -14,8 +13,9 @@ from promptlab.backbone import FrozenCLIP
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 TOY_DINO_WEIGHTS = WEIGHTS_DIR / "toy-dino.safetensors"
-MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+# toy-clip's preprocessing (OpenAI CLIP's mean and std): the warm start sees the inputs it was trained on
+MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
+STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -55,6 +55,6 @@ def _allow_any_input_size(visual: torch.nn.Module) -> None:
 
 def load_toy_dino(weights: str | Path = TOY_DINO_WEIGHTS) -> torch.nn.Module:
     """The shipped tiny DINO, frozen and in eval mode (fp16 weights loaded into fp32)."""
-    model = build_toy_dino()
+    model = build_toy_dino(warm_start=True)  # every weight is overwritten; this just avoids a random init
     model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     return model.requires_grad_(False).eval()
