@@ -1,10 +1,12 @@
 """Accuracy on the offline toy world: every method, shots 1-16, seeds 1-3, through the promptlab CLI.
 
+Few-shot methods run every shot count; zero-shot runs once per task; label-free methods (NoLA) run
+once per seed on the unlabelled pool; base-to-new runs on ``--base_to_new`` tasks (harmonic mean).
 Writes ``<out>/accuracy.json`` (every run), ``accuracy.md`` (mean and std over seeds),
 ``accuracy.png`` (accuracy against shots, like the CoOp paper's figure) and ``summary.json`` (flat
 metrics for ``dvc metrics show``) plus ``curves.csv`` (for ``dvc plots show``).
 
-    python benchmarks/accuracy.py            # the full grid (3 tasks x 5 shots x 3 seeds)
+    python benchmarks/accuracy.py            # the full grid (about 40 minutes on 2 CPU cores)
     python benchmarks/accuracy.py --quick    # one task, 2 shot counts, 1 seed, few epochs (CI)
 """
 
