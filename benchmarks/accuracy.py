@@ -116,58 +116,68 @@ def summarise(results: list[dict]) -> list[dict]:
     return summary
 
 
+def _table(title: str, note: str, header: list[str], rows: list[list[str]]) -> str:
+    lines = [f"\n**{title}** ({note})\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def _pct(value: float, std: float | None = None) -> str:
+    return f"{value * 100:.1f}" + (f" ± {std * 100:.1f}" if std is not None else "")
+
+
+def markdown(summary: list[dict], shots: list[int]) -> str:
+    """One table per task: methods by shots (zero-shot and label-free methods repeat their one value)."""
+    tables = []
+    for task in dict.fromkeys(r["task"] for r in summary):
+        rows = []
+        for method in dict.fromkeys(r["method"] for r in summary if r["task"] == task):
+            cells = {r["shots"]: r for r in summary if r["task"] == task and r["method"] == method}
+            rows.append(
+                [method]
+                + [
+                    _pct(cells[s]["mean"], cells[s]["std"])
+                    if s in cells
+                    else (_pct(cells[0]["mean"]) if 0 in cells else "")
+                    for s in shots
+                ]
+            )
+        header = ["method", *(f"{s} shots" for s in shots)]
+        tables.append(_table(task, "test accuracy %, mean ± std over seeds", header, rows))
+    return "".join(tables)
+
+
 def label_free_markdown(summary: list[dict]) -> str:
     rows = [r for r in summary if "stage1_accuracy" in r]
     if not rows:
         return ""
-    lines = [
-        "\n**label-free stages** (NoLA on the unlabelled pool; test accuracy %, mean over seeds)\n",
-        "| task | stage 1: descriptions | stage 2: DINO labeller | stage 3: prompt-tuned CLIP (± std) |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['task']} | {r['stage1_accuracy'] * 100:.1f} | {r['stage2_accuracy'] * 100:.1f} | "
-            f"{r['mean'] * 100:.1f} ± {r['std'] * 100:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return _table(
+        "label-free stages",
+        "NoLA on the unlabelled pool; test accuracy %, mean over seeds",
+        ["task", "stage 1: descriptions", "stage 2: DINO labeller", "stage 3: prompt-tuned CLIP (± std)"],
+        [[r["task"], _pct(r["stage1_accuracy"]), _pct(r["stage2_accuracy"]), _pct(r["mean"], r["std"])] for r in rows],
+    )
 
 
 def base_to_new_markdown(summary: list[dict]) -> str:
     rows = [r for r in summary if "base" in r]
     if not rows:
         return ""
-    lines = [
-        "\n**base-to-new** (train on the base half of the classes; accuracy %, mean over seeds)\n",
-        "| task | method | shots | base | new | harmonic mean (± std) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['task'].removesuffix(' base-to-new')} | {r['method']} | {r['shots']} | {r['base'] * 100:.1f} | "
-            f"{r['new'] * 100:.1f} | {r['mean'] * 100:.1f} ± {r['std'] * 100:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def markdown(summary: list[dict], shots: list[int]) -> str:
-    lines = []
-    for task in dict.fromkeys(r["task"] for r in summary):
-        lines += [
-            f"\n**{task}** (test accuracy %, mean ± std over seeds)\n",
-            "| method | " + " | ".join(f"{s} shots" for s in shots) + " |",
-            "|---|" + "---|" * len(shots),
-        ]
-        for method in dict.fromkeys(r["method"] for r in summary if r["task"] == task):
-            cells = {r["shots"]: r for r in summary if r["task"] == task and r["method"] == method}
-            row = [
-                f"{cells[s]['mean'] * 100:.1f} ± {cells[s]['std'] * 100:.1f}"
-                if s in cells
-                else (f"{cells[0]['mean'] * 100:.1f}" if 0 in cells else "")
-                for s in shots
+    return _table(
+        "base-to-new",
+        "train on the base half of the classes; accuracy %, mean over seeds",
+        ["task", "method", "shots", "base", "new", "harmonic mean (± std)"],
+        [
+            [
+                r["task"].removesuffix(" base-to-new"),
+                r["method"],
+                str(r["shots"]),
+                _pct(r["base"]),
+                _pct(r["new"]),
+                _pct(r["mean"], r["std"]),
             ]
-            lines.append(f"| {method} | " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+            for r in rows
+        ],
+    )
 
 
 def write_curves(summary: list[dict], shots: list[int], path: Path) -> None:

@@ -33,8 +33,7 @@ def probe(train: torch.Tensor, labels: torch.Tensor, steps: int = 500) -> torch.
 
 def main(argv: list[str] | None = None) -> None:
     from promptlab.backbone import FrozenCLIP
-    from promptlab.toy.dino import normalise
-    from promptlab.toy.knn import load_split
+    from promptlab.toy.knn import load_split, normalise
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="toy")
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     for task in TASKS:
         (x_train, y_train), (x_test, y_test) = load_split(data, task, "train"), load_split(data, task, "test")
-        with torch.no_grad():  # toy-dino's normalisation is toy-clip's preprocessing
+        with torch.no_grad():
             f_train, f_test = clip.encode_image(normalise(x_train)), clip.encode_image(normalise(x_test))
         half = torch.randperm(len(y_test))
         a, b = half[: len(y_test) // 2], half[len(y_test) // 2 :]

@@ -34,7 +34,8 @@ def load_dino(name: str) -> tuple[nn.Module, Callable]:
         LabellerError: unknown name, or the weights cannot be downloaded.
     """
     if name == "toy-dino":
-        from promptlab.toy.dino import MEAN, STD, load_toy_dino
+        from promptlab.toy.dino import load_toy_dino
+        from promptlab.toy.knn import MEAN, STD
 
         transform = T.Compose(
             [T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN.flatten(), STD.flatten())]
@@ -58,26 +59,6 @@ def load_dino(name: str) -> tuple[nn.Module, Callable]:
         ]
     )
     return model.requires_grad_(False).eval(), transform
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module, loader, n_images: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, D) features of a loader's (image, _, index) batches and an (N,) mask of the images read."""
-    features, seen = None, torch.zeros(n_images, dtype=torch.bool)
-    model.to(device)
-    for batch in loader:
-        if batch is None:
-            continue
-        images, _, indices = batch
-        output = model(images.to(device)).float().cpu()
-        if features is None:
-            features = torch.zeros(n_images, output.shape[-1])
-        features[indices], seen[indices] = output, True
-    if features is None:
-        raise LabellerError("No unlabelled image could be read; check the image files.")
-    return features, seen
 
 
 def select_pseudo_labels(

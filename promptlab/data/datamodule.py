@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -184,10 +185,21 @@ class FewShotDataModule(L.LightningDataModule):
             raise RuntimeError("Set datamodule.preprocess (the backbone's PreprocessConfig) before loading data.")
         return self.preprocess
 
-    def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
+    def _loader(
+        self,
+        samples: list[Sample],
+        train: bool,
+        transform: Callable | None = None,
+        root: Path | None = None,
+        skip_bad_images: bool | None = None,
+    ) -> DataLoader:
+        """(image, label, index) batches; by default the train or test transform of the split's images."""
         cfg = self._preprocess()
         dataset = ImageSamples(
-            self.splits.image_root, samples, train_transform(cfg, self.crop_scale) if train else test_transform(cfg), self.skip_bad_images
+            root or self.splits.image_root,
+            samples,
+            transform or (train_transform(cfg, self.crop_scale) if train else test_transform(cfg)),
+            self.skip_bad_images if skip_bad_images is None else skip_bad_images,
         )
         return DataLoader(
             dataset,
@@ -203,15 +215,7 @@ class FewShotDataModule(L.LightningDataModule):
         if not self.label_free:
             return self._loader(self.splits.train, train=True)
         root, samples = self.unlabelled_pool
-        return DataLoader(
-            ImageSamples(root, samples, strong_transform(self._preprocess()), skip_bad_images=True),
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(samples) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_skipping_none,
-        )
+        return self._loader(samples, True, strong_transform(self._preprocess()), root, skip_bad_images=True)
 
     def val_dataloader(self) -> DataLoader | list:
         samples = self.splits.val or self.splits.test
@@ -227,24 +231,15 @@ class FewShotDataModule(L.LightningDataModule):
         """(image root, samples with label -1) of the unlabelled pool."""
         return unlabelled_pool(self.unlabelled, self.splits)
 
-    def pool_dataloader(self, transform) -> DataLoader:
+    def pool_dataloader(self, transform: Callable) -> DataLoader:
         """The unlabelled pool in order, (image, -1, pool index) batches; unreadable images are skipped."""
         root, samples = self.unlabelled_pool
-        return DataLoader(
-            ImageSamples(root, samples, transform, skip_bad_images=True),
-            batch_size=self.test_batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate_skipping_none,
-        )
+        return self._loader(samples, False, transform, root, skip_bad_images=True)
 
-    def labelled_dataloader(self, transform) -> DataLoader | None:
+    def labelled_dataloader(self, transform: Callable) -> DataLoader | None:
         """The test split (else val) with another transform, to report label-free stages; None if absent."""
         samples = self.splits.test or self.splits.val
-        if not samples:
-            return None
-        dataset = ImageSamples(self.splits.image_root, samples, transform, self.skip_bad_images)
-        return DataLoader(dataset, batch_size=self.test_batch_size, num_workers=self.num_workers,
-                          collate_fn=collate_skipping_none)
+        return self._loader(samples, False, transform) if samples else None
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(prediction_samples(self.predict_files), train=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torchvision.transforms as T
@@ -27,6 +28,16 @@ def strong_transform(cfg: PreprocessConfig) -> T.Compose:
         T.ToTensor(),
         T.Normalize(cfg.mean, cfg.std),
     ])
+
+
+class BothViews:
+    """Two transforms of one image, read once: e.g. CLIP's view and the DINO labeller's view."""
+
+    def __init__(self, first: Callable, second: Callable) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, image) -> tuple:
+        return self.first(image), self.second(image)
 
 
 def names_only_splits(class_names_file: str, unlabelled: str | None) -> SplitSamples:

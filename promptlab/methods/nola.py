@@ -22,7 +22,8 @@ from torch import nn
 
 from promptlab.data.sources import DatasetError, normalise_class_name
 from promptlab.data.transforms import test_transform
-from promptlab.labeller import extract_features, load_dino, select_pseudo_labels, train_labeller
+from promptlab.data.unlabelled import BothViews
+from promptlab.labeller import load_dino, select_pseudo_labels, train_labeller
 from promptlab.methods.base import CLIPClassifier
 from promptlab.methods.zeroshot import resolve_templates
 from promptlab.reporting import run_dir
@@ -163,24 +164,29 @@ class NoLA(CLIPClassifier):
     @torch.no_grad()
     def _stage2(self, data, out_dir: Path | None) -> torch.Tensor:
         root, samples = data.unlabelled_pool
+        dino, dino_transform = load_dino(self.hparams.dino)  # fails early, before any scoring, when offline
+        dino.to(self.device)
+        both_views = BothViews(test_transform(self.preprocess), dino_transform)  # each image is read once
         n = len(samples)
         probabilities, valid = torch.zeros(n, len(self.class_names)), torch.zeros(n, dtype=torch.bool)
-        for batch in data.pool_dataloader(test_transform(self.preprocess)):
+        features = None
+        for batch in data.pool_dataloader(both_views):
             if batch is None:
                 continue
-            images, _, indices = batch
-            logits = (
-                self.backbone.logit_scale * self.backbone.encode_image(images.to(self.device)) @ self.stage1_weights.T
-            )
-            probabilities[indices.cpu()], valid[indices.cpu()] = logits.softmax(-1).float().cpu(), True
+            (clip_images, dino_images), _, indices = batch
+            dino_features = dino(dino_images.to(self.device)).float().cpu()
+            features = torch.zeros(n, dino_features.shape[1]) if features is None else features
+            features[indices] = dino_features
+            probabilities[indices] = self._stage1_logits(clip_images).softmax(-1).float().cpu()
+            valid[indices] = True
+        if features is None:
+            raise DatasetError(f"No image of the unlabelled pool in {str(root)!r} could be read; check the files.")
         if not valid.all():
             bad = [samples[i].path for i in torch.nonzero(~valid).flatten().tolist()]
             log.warning("Skipped %d unreadable image(s) in %s, e.g. %s.", len(bad), root, bad[0])
         indices, labels = select_pseudo_labels(
             probabilities, valid, self.class_names, self.hparams.min_per_class, self.hparams.fraction_per_class
         )
-        dino, dino_transform = load_dino(self.hparams.dino)
-        features, _ = extract_features(dino, data.pool_dataloader(dino_transform), n, self.device)
         labeller = train_labeller(
             features[indices],
             labels,
@@ -199,32 +205,33 @@ class NoLA(CLIPClassifier):
                 (pool_labels[valid] == probabilities[valid].argmax(-1)).float().mean()
             ),
         }
-        test_loader = data.labelled_dataloader(test_transform(self.preprocess))
-        if test_loader is not None:  # report each stage on labelled images, when there are some
-            self.stage_report |= self._labelled_accuracy(data, dino, dino_transform, labeller)
+        labelled = data.labelled_dataloader(both_views)
+        if labelled is not None:  # report each stage on labelled images, when there are some
+            self.stage_report |= self._labelled_accuracy(labelled, dino, labeller)
         log.info("NoLA stages 1-2: %s", self.stage_report)
         if out_dir is not None:
             (out_dir / STAGES_FILE).write_text(json.dumps(self.stage_report, indent=2))
         return pool_labels
 
+    def _stage1_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.logit_scale * self.backbone.encode_image(images.to(self.device)) @ self.stage1_weights.T
+
     @torch.no_grad()
-    def _labelled_accuracy(self, data, dino, dino_transform, labeller) -> dict[str, float]:
-        correct = {"stage1_accuracy": 0, "stage2_accuracy": 0}
-        total = 0
-        for clip_batch, dino_batch in zip(
-            data.labelled_dataloader(test_transform(self.preprocess)),
-            data.labelled_dataloader(dino_transform),
-            strict=True,
-        ):
-            if clip_batch is None or dino_batch is None:
+    def _labelled_accuracy(self, loader, dino, labeller) -> dict[str, float]:
+        """Stage 1 and stage 2 accuracy on (CLIP view, DINO view) batches of labelled images."""
+        correct, total = torch.zeros(2), 0
+        for batch in loader:
+            if batch is None:
                 continue
-            images, labels, _ = clip_batch
-            stage1 = (self.backbone.encode_image(images.to(self.device)) @ self.stage1_weights.T).argmax(-1).cpu()
-            stage2 = labeller(dino(dino_batch[0].to(self.device)).float().cpu()).argmax(-1)
-            correct["stage1_accuracy"] += int((stage1 == labels).sum())
-            correct["stage2_accuracy"] += int((stage2 == labels).sum())
+            (clip_images, dino_images), labels, _ = batch
+            stage1 = self._stage1_logits(clip_images).argmax(-1).cpu()
+            stage2 = labeller(dino(dino_images.to(self.device)).float().cpu()).argmax(-1)
+            correct += torch.tensor([int((stage1 == labels).sum()), int((stage2 == labels).sum())])
             total += len(labels)
-        return {k: v / max(total, 1) for k, v in correct.items()}
+        return {
+            "stage1_accuracy": float(correct[0]) / max(total, 1),
+            "stage2_accuracy": float(correct[1]) / max(total, 1),
+        }
 
     # -- stage 3 ----------------------------------------------------------------------------------
 
@@ -232,12 +239,11 @@ class NoLA(CLIPClassifier):
         if batch is None:
             return None
         images, _, indices = batch  # strong views of pool images
-        targets = self.pool_labels[indices]
-        keep = targets >= 0
-        logits = self(images[keep])
-        loss = F.cross_entropy(logits, targets[keep], label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(keep.sum()))
-        self.log("train/agreement", (logits.argmax(-1) == targets[keep]).float().mean(), batch_size=int(keep.sum()))
+        targets = self.pool_labels[indices]  # -1: unreadable in stage 2, ignored
+        logits = self(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing, ignore_index=-1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(targets))
+        self.log("train/agreement", (logits.argmax(-1) == targets).float().mean(), batch_size=len(targets))
         return loss
 
     def configure_optimizers(self):

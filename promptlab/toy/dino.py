@@ -13,16 +13,6 @@ from promptlab.backbone import FrozenCLIP
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 TOY_DINO_WEIGHTS = WEIGHTS_DIR / "toy-dino.safetensors"
-# toy-clip's preprocessing (OpenAI CLIP's mean and std): the warm start sees the inputs it was trained on
-MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
-STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) images in [0, 1] -> the tiny DINO's input."""
-    return (images - MEAN.to(images.device)) / STD.to(images.device)
-
-
 def build_toy_dino(warm_start: bool = False) -> torch.nn.Module:
     """The tiny DINO's ViT; ``warm_start`` copies the shipped toy-clip image tower's weights.
 

@@ -12,6 +12,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 
+# toy-clip's preprocessing (OpenAI CLIP's mean and std); toy-dino, warm-started from it, shares it
+MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
+STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) toy images in [0, 1] -> the input of toy-clip's (and toy-dino's) image tower."""
+    return (images - MEAN.to(images.device)) / STD.to(images.device)
+
+
 def load_split(data: Path, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, 32, 32) float images in [0, 1] and (N,) labels of one split of a toy task."""
     items = json.loads((data / "splits" / f"{task}.json").read_text())[split]

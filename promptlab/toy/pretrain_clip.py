@@ -26,12 +26,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from promptlab.backbone import FrozenCLIP, _TextTower
-from promptlab.toy.knn import load_split
+from promptlab.toy.knn import load_split, normalise
 from promptlab.toy.render import Attributes
 from promptlab.toy.world import caption
 
-MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
 
 
 def load_pairs(data: Path) -> tuple[torch.Tensor, list[Attributes]]:
@@ -46,7 +44,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """uint8 (B, 3, 32, 32) -> normalised float, randomly shifted by up to 2 pixels."""
     padded = F.pad(images.float() / 255, (2, 2, 2, 2), mode="replicate")
     dx, dy = torch.randint(0, 5, (2,), generator=generator).tolist()
-    return (padded[:, :, dy : dy + 32, dx : dx + 32] - MEAN) / STD
+    return normalise(padded[:, :, dy : dy + 32, dx : dx + 32])
 
 
 def soft_targets(attributes: list[Attributes], named: list[dict]) -> torch.Tensor:
@@ -67,7 +65,7 @@ def zero_shot_accuracy(backbone: FrozenCLIP, data: Path, task: str, template: st
     step = max(1, len(labels) // limit)
     names = (data / "classnames.txt").read_text().split()
     text = backbone.encode_text([template.format(name) for name in names])
-    predictions = (backbone.encode_image((images[::step] - MEAN) / STD) @ text.T).argmax(-1)
+    predictions = (backbone.encode_image(normalise(images[::step])) @ text.T).argmax(-1)
     return float((predictions == labels[::step]).float().mean())
 
 
@@ -103,13 +101,19 @@ def pretrain(data: Path, out: Path, steps: int, batch_size: int, lr: float, warm
         progress.set_postfix(loss=f"{loss.item():.3f}")
         history.append(loss.item())
 
+    save_fp16(model, out)
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, **run_summary(history, start)}
+
+
+def save_fp16(model: torch.nn.Module, out: Path) -> None:
+    """Writes a module's weights as fp16 safetensors, as the toy weights ship."""
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(out))
+
+
+def run_summary(history: list[float], start: float) -> dict[str, float]:
+    """Minutes since ``start`` and the mean loss of the first and last 50 steps, for the JSON reports."""
     return {
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
         "minutes": (time.time() - start) / 60,
         "loss_first_50": float(np.mean(history[:50])),
         "loss_last_50": float(np.mean(history[-50:])),

@@ -21,17 +21,15 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.ops import roi_align
 from tqdm import tqdm
 
-from promptlab.toy.dino import build_toy_dino, load_toy_dino, normalise
-from promptlab.toy.knn import knn_accuracy
-from promptlab.toy.pretrain_clip import load_pairs
+from promptlab.toy.dino import build_toy_dino, load_toy_dino
+from promptlab.toy.knn import knn_accuracy, normalise
+from promptlab.toy.pretrain_clip import load_pairs, run_summary, save_fp16
 from promptlab.toy.world import TASKS
 
 
@@ -158,8 +156,7 @@ def pretrain(
         progress.set_postfix(loss=f"{loss.item():.3f}")
         history.append(loss.item())
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in teacher.state_dict().items()}, str(out))
+    save_fp16(teacher, out)
     return {
         "steps": steps,
         "batch_size": batch_size,
@@ -167,9 +164,7 @@ def pretrain(
         "lr": lr,
         "seed": seed,
         "warm_start": "toy-clip image tower" if warm_start else None,
-        "minutes": (time.time() - start) / 60,
-        "loss_first_50": float(np.mean(history[:50])),
-        "loss_last_50": float(np.mean(history[-50:])),
+        **run_summary(history, start),
     }
 
 
@@ -178,8 +173,7 @@ def compare_features(data: Path, dino_weights: Path) -> dict[str, float]:
     from promptlab.backbone import FrozenCLIP
 
     dino, clip = load_toy_dino(dino_weights), FrozenCLIP("toy-clip", pretrained="promptlab")
-    mean, std = torch.tensor(clip.preprocess.mean).view(1, 3, 1, 1), torch.tensor(clip.preprocess.std).view(1, 3, 1, 1)
-    encoders = {"toy-dino": lambda x: dino(normalise(x)), "toy-clip": lambda x: clip.encode_image((x - mean) / std)}
+    encoders = {"toy-dino": lambda x: dino(normalise(x)), "toy-clip": lambda x: clip.encode_image(normalise(x))}
     return {f"{name} / {task}": knn_accuracy(encode, data, task) for name, encode in encoders.items() for task in TASKS}
 
 

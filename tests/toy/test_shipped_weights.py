@@ -28,8 +28,8 @@ def test_toy_clip_gives_the_reported_zero_shot_accuracy(toy_world):
 
 
 def test_toy_dino_gives_the_reported_knn_accuracy_and_beats_toy_clip_under_style_shift(toy_world):
-    from promptlab.toy.dino import load_toy_dino, normalise
-    from promptlab.toy.knn import knn_accuracy
+    from promptlab.toy.dino import load_toy_dino
+    from promptlab.toy.knn import knn_accuracy, normalise
 
     reported = json.loads((BENCHMARKS / "pretraining_dino.json").read_text())["knn_shape_accuracy"]
     dino = load_toy_dino()
