@@ -178,6 +178,11 @@ class FrozenCLIP(nn.Module):
         """Stays in eval mode whatever Lightning asks: dropout and norms must not change."""
         return super().train(False)
 
+    def tuned_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters a method chose to train (MoCoOp's optional LayerNorms, NoLA's prompts and
+        LayerNorms), by name; empty while the backbone is fully frozen."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
     def weights_sha256(self) -> str | None:
         """SHA-256 of the weights file, or None for random weights."""
         return file_sha256(self.weights_file) if self.weights_file else None

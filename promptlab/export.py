@@ -48,7 +48,7 @@ def export_classifier(
     if backbone.weights_file is None and not embed_backbone:
         log.info("Backbone %s has random weights: embedding them in the classifier.", backbone.model_name)
         embed_backbone = True
-    if any(p.requires_grad for p in backbone.parameters()) and not embed_backbone:
+    if backbone.tuned_parameters() and not embed_backbone:
         log.info("The method tuned part of the image encoder: embedding it in the classifier.")
         embed_backbone = True
     with torch.no_grad():

@@ -98,8 +98,7 @@ class CLIPClassifier(L.LightningModule):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D) normalised features; differentiable only where the image tower trains."""
-        trains = self.training and any(p.requires_grad for p in self.backbone.parameters())
-        with torch.set_grad_enabled(trains):
+        with torch.set_grad_enabled(self.training and bool(self.backbone.tuned_parameters())):
             return self.backbone.encode_image(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -220,7 +219,7 @@ class CLIPClassifier(L.LightningModule):
     # -- checkpoints: trainable part only -----------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        tuned = {f"backbone.{name}" for name, p in self.backbone.named_parameters() if p.requires_grad}
+        tuned = {f"backbone.{name}" for name in self.backbone.tuned_parameters()}
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in tuned
         }

@@ -185,7 +185,7 @@ class MoCoOp(CLIPClassifier):
         return loss
 
     def trainable_parameters(self) -> list[dict]:
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        backbone = list(self.backbone.tuned_parameters().values())
         own = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
         groups = [{"params": own}]
         if backbone:
