@@ -21,6 +21,8 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
+from promptlab.shared_prefix import encode_with_shared_prefix, supports_shared_prefix
+
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -183,6 +185,11 @@ class FrozenCLIP(nn.Module):
         LayerNorms), by name; empty while the backbone is fully frozen."""
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
+    def set_text_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing in the text tower: each block is recomputed in the backward pass
+        instead of storing its activations (less memory for many classes, about a third more time)."""
+        self._text.tower.transformer.grad_checkpointing = enabled
+
     def weights_sha256(self) -> str | None:
         """SHA-256 of the weights file, or None for random weights."""
         return file_sha256(self.weights_file) if self.weights_file else None
@@ -238,7 +245,7 @@ class FrozenCLIP(nn.Module):
         The text transformer is causal, so rows after the pooled (EOT) position never influence it:
         truncating to max(EOT index) + 1 is exact and much cheaper than the full 77 tokens.
         """
-        if not self._text.is_causal or self._text.pool_type not in ("argmax", "eos", "first"):
+        if not self._text.causal_eot_pooling:
             return token_ids.shape[-1]
         return int(self._text.pool_index(token_ids).max()) + 1
 
@@ -253,12 +260,14 @@ class FrozenCLIP(nn.Module):
         normalize: bool = True,
         truncate: bool = True,
         chunk_size: int = 256,
+        shared_prefix: int = 0,
     ) -> torch.Tensor:
         """Encodes prompts given as token embeddings.
 
         Prompts are sorted by EOT position and encoded in chunks, each truncated to its own longest
         prompt (exact for a causal text transformer), so one long class name does not make every
-        prompt pay for its length.
+        prompt pay for its length. When the first ``shared_prefix`` embeddings are the same in every
+        prompt, they are encoded once (:mod:`promptlab.shared_prefix`), also exact.
 
         Args:
             embeddings: (N, L, width) token embeddings, L <= context_length.
@@ -266,17 +275,21 @@ class FrozenCLIP(nn.Module):
             normalize: L2-normalise the output.
             truncate: drop the rows after each chunk's last EOT (ignored when it would not be exact).
             chunk_size: prompts per text-transformer call (bounds activation memory).
+            shared_prefix: how many leading positions hold the same embeddings in every prompt (the
+                caller guarantees it; only ``embeddings[0]``'s are read); 0 to encode every token.
 
         Returns:
             (N, D) text features, equal to open_clip ``encode_text`` of the same tokens.
         """
-        truncate = truncate and self._text.is_causal and self._text.pool_type in ("argmax", "eos", "first")
+        truncate = truncate and self._text.causal_eot_pooling
+        if not (truncate and 0 < shared_prefix <= int(pool_index.min()) and self._text.supports_shared_prefix):
+            shared_prefix = 0
         order = pool_index.argsort() if truncate else torch.arange(len(pool_index), device=pool_index.device)
         chunks = []
         for index in order.split(chunk_size):
             chunk_index = pool_index[index]
             length = int(chunk_index.max()) + 1 if truncate else embeddings.shape[1]
-            chunks.append(self._text.encode(embeddings[index, :length], chunk_index))
+            chunks.append(self._text.encode(embeddings[index, :length], chunk_index, shared_prefix))
         features = torch.cat(chunks)[order.argsort()]  # back to the input order
         return F.normalize(features, dim=-1) if normalize else features
 
@@ -343,6 +356,15 @@ class _TextTower:
         return self.tokenizer
 
     @property
+    def causal_eot_pooling(self) -> bool:
+        """True when the feature is one token's output under a causal mask: later tokens never matter."""
+        return self.is_causal and self.pool_type in ("argmax", "eos", "first")
+
+    @property
+    def supports_shared_prefix(self) -> bool:
+        return self.pool_type in ("argmax", "eos") and supports_shared_prefix(self.tower.transformer)
+
+    @property
     def is_causal(self) -> bool:
         """True when the attention mask is exactly the causal (upper-triangular -inf) mask."""
         mask = getattr(self.tower, "attn_mask", None)
@@ -360,14 +382,21 @@ class _TextTower:
             return torch.zeros(token_ids.shape[0], dtype=torch.long, device=token_ids.device)
         return torch.full((token_ids.shape[0],), token_ids.shape[-1] - 1, device=token_ids.device)
 
-    def encode(self, embeddings: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
+    def encode(self, embeddings: torch.Tensor, pool_index: torch.Tensor, shared_prefix: int = 0) -> torch.Tensor:
+        """(N, L, width) embeddings -> (N, D) features; the first ``shared_prefix`` positions encoded once."""
         self.require_prompt_learning()
         tower = self.tower
         length = embeddings.shape[1]
         positional = tower.positional_embedding
         x = embeddings.to(positional.dtype) + positional[:length]  # (N, L, width)
-        mask = tower.attn_mask[:length, :length] if tower.attn_mask is not None else None
-        x = tower.transformer(x, attn_mask=mask)
+        if shared_prefix:
+            x = encode_with_shared_prefix(
+                tower.transformer, x[:1, :shared_prefix], x[:, shared_prefix:], tower.transformer.grad_checkpointing
+            )  # (N, L - P, width)
+            pool_index = pool_index - shared_prefix
+        else:
+            mask = tower.attn_mask[:length, :length] if tower.attn_mask is not None else None
+            x = tower.transformer(x, attn_mask=mask)
         x = tower.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pool_index]  # (N, width)
         if isinstance(tower.text_projection, nn.Linear):

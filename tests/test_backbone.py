@@ -82,3 +82,42 @@ def test_hugging_face_text_tower_is_refused():
     tower = _TextTower(FakeCustomTextCLIP(), "clip-tiny")
     with pytest.raises(BackboneError, match="Hugging Face text model"):
         tower.require_prompt_learning()
+
+
+@pytest.mark.parametrize("prefix", [1, 3, 5])
+def test_shared_prefix_encoding_equals_open_clip(tiny_backbone, prefix):
+    prompts = ["a photo of a dog.", "a photo of a golden retriever, a type of pet.", "a photo of a very small red car."]
+    ids = tiny_backbone.tokenize(prompts)
+    assert (ids[:, :5] == ids[:1, :5]).all()  # [SOT] a photo of a
+    reference = tiny_backbone.model.encode_text(ids, normalize=True)
+    ids = ids[:, : tiny_backbone.prompt_length(ids)]
+    embeddings, pool = tiny_backbone.embed_tokens(ids), tiny_backbone.pool_index(ids)
+    shared = tiny_backbone.encode_prompts(embeddings, pool, shared_prefix=prefix, chunk_size=2)
+    assert torch.allclose(shared, reference, atol=1e-5)
+
+
+def test_shared_prefix_gradients_equal_the_full_encoding(tiny_backbone):
+    ids = tiny_backbone.tokenize(["a photo of a dog.", "a photo of a cat on a mat."])
+    ids = ids[:, : tiny_backbone.prompt_length(ids)]
+    pool = tiny_backbone.pool_index(ids)
+    grads = []
+    for prefix in (0, 5):
+        ctx = tiny_backbone.embed_tokens(ids[0, 1:5]).clone().requires_grad_(True)  # learnable "a photo of a"
+        embeddings = tiny_backbone.embed_tokens(ids).index_put((torch.tensor([[0], [1]]), torch.arange(1, 5)), ctx)
+        tiny_backbone.encode_prompts(embeddings, pool, shared_prefix=prefix)[:, :3].sum().backward()
+        grads.append(ctx.grad)
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_text_checkpointing_keeps_features_and_gradients():
+    backbone = FrozenCLIP("clip-tiny", pretrained=None)
+    ids = backbone.tokenize(PROMPTS)
+    reference = backbone.model.encode_text(ids, normalize=True)
+    ids = ids[:, : backbone.prompt_length(ids)]
+    backbone.set_text_checkpointing(True)
+    embeddings = backbone.embed_tokens(ids).requires_grad_(True)
+    features = backbone.encode_prompts(embeddings, backbone.pool_index(ids))
+    features.sum().backward()
+    assert torch.allclose(features, reference, atol=1e-6)
+    assert embeddings.grad.abs().sum() > 0

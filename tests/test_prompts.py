@@ -78,3 +78,17 @@ def test_class_name_too_long_names_class_and_token_count():
 def test_duplicate_class_names_rejected():
     with pytest.raises(ValueError, match="duplicate class names 'golden_retriever' and 'Golden Retriever'"):
         CoOp(class_names=["golden_retriever", "Golden Retriever"], backbone="clip-tiny", pretrained=None)
+
+
+def test_coop_encodes_its_shared_context_once_with_the_same_features():
+    from promptlab.methods.coop import CoOp
+
+    model = CoOp(class_names=["golden_retriever", "golden_eagle"], backbone="clip-tiny", pretrained=None, n_ctx=4)
+    assert model.shared_prefix == 1 + 4 + 1  # [SOT] ctx x 4 "golden"
+    names = ["golden_retriever", "golden_eagle", "tabby_cat"]
+    model = CoOp(class_names=names, backbone="clip-tiny", pretrained=None, n_ctx=4)
+    assert model.shared_prefix == 1 + 4
+    shared = model.class_features()
+    model.shared_prefix = 0
+    assert torch.allclose(shared, model.class_features(), atol=1e-5)
+    assert CoOp(class_names=names, backbone="clip-tiny", pretrained=None, class_specific=True).shared_prefix == 0

@@ -48,6 +48,8 @@ class CoOp(CLIPClassifier):
         self.register_buffer("token_embeddings", backbone.embed_tokens(layout.token_ids).detach(), persistent=False)
         self.register_buffer("context_slots", layout.context_slots, persistent=False)  # (C, n_ctx)
         self.register_buffer("pool_index", layout.pool_index, persistent=False)  # (C,)
+        # Class-specific contexts differ per class, so only a shared context can be encoded once.
+        self.shared_prefix = 0 if class_specific else layout.shared_prefix
 
     def prompt_embeddings(self) -> torch.Tensor:
         """(C, L, width) prompt embeddings with the context vectors in their slots."""
@@ -57,4 +59,4 @@ class CoOp(CLIPClassifier):
         return self.token_embeddings.index_put((rows, self.context_slots), ctx.to(self.token_embeddings.dtype))
 
     def class_features(self) -> torch.Tensor:
-        return self.backbone.encode_prompts(self.prompt_embeddings(), self.pool_index)
+        return self.backbone.encode_prompts(self.prompt_embeddings(), self.pool_index, shared_prefix=self.shared_prefix)

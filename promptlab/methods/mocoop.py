@@ -86,6 +86,7 @@ class MoCoOp(CLIPClassifier):
         backbone, names = self.backbone, self.prompt_class_names
 
         self.contexts = nn.ParameterList()
+        self.shared_prefixes: list[int] = []
         for e, group in enumerate(groups):
             before, after, end = split_template(group[0])
             before_ids = backbone.word_ids(before) if before else []
@@ -97,6 +98,7 @@ class MoCoOp(CLIPClassifier):
             self.register_buffer(f"expert{e}_tokens", tokens, persistent=False)  # (C, L_e, width)
             self.register_buffer(f"expert{e}_slots", layout.context_slots, persistent=False)  # (C, n_ctx_e)
             self.register_buffer(f"expert{e}_pool", layout.pool_index, persistent=False)  # (C,)
+            self.shared_prefixes.append(layout.shared_prefix)  # an expert's context is shared by all classes
 
         with torch.no_grad():  # frozen hard prototypes P[G, C, D]: group means of normalised template features
             prototypes = [
@@ -130,7 +132,9 @@ class MoCoOp(CLIPClassifier):
         ctx = self.contexts[expert]
         rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(slots)
         embeddings = tokens.index_put((rows, slots), ctx.to(tokens.dtype).expand(tokens.shape[0], -1, -1))
-        features = self.backbone.encode_prompts(embeddings, getattr(self, f"expert{expert}_pool"), normalize=False)
+        features = self.backbone.encode_prompts(
+            embeddings, getattr(self, f"expert{expert}_pool"), normalize=False, shared_prefix=self.shared_prefixes[expert]
+        )
         return F.normalize(features + self.correction.to(features.dtype), dim=-1)
 
     def class_features(self) -> torch.Tensor:

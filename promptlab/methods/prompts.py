@@ -38,11 +38,13 @@ class PromptLayout:
         token_ids: (C, L) ids, truncated to the shortest exact length; context slots hold a placeholder.
         context_slots: (C, n_ctx) position of each context vector in each prompt.
         pool_index: (C,) position of the EOT token (the row that becomes the feature).
+        shared_prefix: leading positions whose tokens (or context slots) are the same in every prompt.
     """
 
     token_ids: torch.Tensor
     context_slots: torch.Tensor
     pool_index: torch.Tensor
+    shared_prefix: int
 
 
 def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: list[Segment]) -> PromptLayout:
@@ -78,4 +80,6 @@ def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: 
         slots.append(ctx_positions)
     token_ids = torch.tensor(rows, dtype=torch.long)
     token_ids = token_ids[:, : backbone.prompt_length(token_ids)]
-    return PromptLayout(token_ids, torch.tensor(slots, dtype=torch.long), backbone.pool_index(token_ids))
+    same = (token_ids == token_ids[:1]).all(dim=0).long()  # (L,) position holds one token in every prompt
+    shared_prefix = int(same.cumprod(0).sum()) if len(class_names) > 1 else 0
+    return PromptLayout(token_ids, torch.tensor(slots, dtype=torch.long), backbone.pool_index(token_ids), shared_prefix)

@@ -1,0 +1,83 @@
+"""Exact text encoding of prompts that share their first tokens, computing those tokens once.
+
+In CoOp's default prompt ``[SOT][ctx x 16][name.][EOT]`` (and in every MoCoOp expert) the first
+tokens are the same for every class. The text transformer is causal, so the hidden states of a
+shared prefix are the same for every class at every layer: they are computed once, and each
+class's remaining tokens attend to the prefix's keys and values. For 100 ImageNet classes and 16
+context vectors this encodes about 17 + 100 x 6 tokens instead of 100 x 23 (and 100 x 77 in the
+reference), with the same features up to floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import LayerScale, ResidualAttentionBlock
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def supports_shared_prefix(transformer: nn.Module) -> bool:
+    """True when every block is open_clip's plain pre-norm block with ``nn.MultiheadAttention``
+    (the blocks this module re-implements); other blocks take the ordinary path."""
+    blocks = getattr(transformer, "resblocks", None)
+    if not blocks or not getattr(transformer, "batch_first", True):
+        return False
+    return all(
+        type(block) is ResidualAttentionBlock
+        and isinstance(block.attn, nn.MultiheadAttention)
+        and block.attn.in_proj_weight is not None
+        and not hasattr(block, "ln_1_kv")
+        and all(isinstance(ls, (nn.Identity, LayerScale)) for ls in (block.ls_1, block.ls_2))
+        for block in blocks
+    )
+
+
+def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, W) -> (B, H, T, W / H)."""
+    return x.unflatten(-1, (n_head, -1)).transpose(1, 2)
+
+
+def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One residual block on (1, P, W) prefix and (N, S, W) suffix states.
+
+    The prefix attends causally to itself; suffix position i attends to the whole prefix and to
+    suffix positions <= i: together exactly the causal attention over the concatenated sequence.
+    """
+    attn = block.attn
+    n_head, (n, length) = attn.num_heads, suffix.shape[:2]
+    q_p, k_p, v_p = (_heads(t, n_head) for t in F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    q_s, k_s, v_s = (_heads(t, n_head) for t in F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    out_p = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True)  # (1, H, P, d)
+    keys = torch.cat([k_p.expand(n, -1, -1, -1), k_s], dim=2)  # (N, H, P + S, d)
+    values = torch.cat([v_p.expand(n, -1, -1, -1), v_s], dim=2)
+    mask = torch.ones(length, prefix.shape[1] + length, dtype=torch.bool, device=suffix.device)
+    mask[:, prefix.shape[1] :] = torch.ones(length, length, dtype=torch.bool, device=suffix.device).tril()
+    out_s = F.scaled_dot_product_attention(q_s, keys, values, attn_mask=mask)  # (N, H, S, d)
+    prefix = prefix + block.ls_1(attn.out_proj(out_p.transpose(1, 2).flatten(2)))
+    suffix = suffix + block.ls_1(attn.out_proj(out_s.transpose(1, 2).flatten(2)))
+    prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
+    suffix = suffix + block.ls_2(block.mlp(block.ln_2(suffix)))
+    return prefix, suffix
+
+
+def encode_with_shared_prefix(
+    transformer: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor, grad_checkpointing: bool = False
+) -> torch.Tensor:
+    """Runs the text transformer on prompts ``cat(prefix, suffix[i])``.
+
+    Args:
+        transformer: an open_clip text ``Transformer`` for which :func:`supports_shared_prefix` holds.
+        prefix: (1, P, W) input states of the shared first tokens (positional embedding added).
+        suffix: (N, S, W) input states of each prompt's remaining tokens (positional embedding added).
+        grad_checkpointing: recompute each block in the backward pass instead of storing its activations.
+
+    Returns:
+        (N, S, W) output states of the suffix tokens.
+    """
+    for block in transformer.resblocks:
+        if grad_checkpointing and torch.is_grad_enabled():
+            prefix, suffix = checkpoint(_block, block, prefix, suffix, use_reentrant=False)
+        else:
+            prefix, suffix = _block(block, prefix, suffix)
+    return suffix
