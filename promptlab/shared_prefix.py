@@ -33,9 +33,11 @@ def supports_shared_prefix(transformer: nn.Module) -> bool:
     )
 
 
-def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
-    """(B, T, W) -> (B, H, T, W / H)."""
-    return x.unflatten(-1, (n_head, -1)).transpose(1, 2)
+def _qkv(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(B, T, W) block input -> queries, keys and values, each (B, H, T, W / H)."""
+    attn = block.attn
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, T, 3W)
+    return tuple(t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
 
 
 def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -44,18 +46,17 @@ def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Te
     The prefix attends causally to itself; suffix position i attends to the whole prefix and to
     suffix positions <= i: together exactly the causal attention over the concatenated sequence.
     """
-    attn = block.attn
-    n_head, (n, length) = attn.num_heads, suffix.shape[:2]
-    q_p, k_p, v_p = (_heads(t, n_head) for t in F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
-    q_s, k_s, v_s = (_heads(t, n_head) for t in F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    n, length = suffix.shape[:2]
+    q_p, k_p, v_p = _qkv(block, prefix)
+    q_s, k_s, v_s = _qkv(block, suffix)
     out_p = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True)  # (1, H, P, d)
     keys = torch.cat([k_p.expand(n, -1, -1, -1), k_s], dim=2)  # (N, H, P + S, d)
     values = torch.cat([v_p.expand(n, -1, -1, -1), v_s], dim=2)
     mask = torch.ones(length, prefix.shape[1] + length, dtype=torch.bool, device=suffix.device)
     mask[:, prefix.shape[1] :] = torch.ones(length, length, dtype=torch.bool, device=suffix.device).tril()
     out_s = F.scaled_dot_product_attention(q_s, keys, values, attn_mask=mask)  # (N, H, S, d)
-    prefix = prefix + block.ls_1(attn.out_proj(out_p.transpose(1, 2).flatten(2)))
-    suffix = suffix + block.ls_1(attn.out_proj(out_s.transpose(1, 2).flatten(2)))
+    prefix = prefix + block.ls_1(block.attn.out_proj(out_p.transpose(1, 2).flatten(2)))
+    suffix = suffix + block.ls_1(block.attn.out_proj(out_s.transpose(1, 2).flatten(2)))
     prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
     suffix = suffix + block.ls_2(block.mlp(block.ln_2(suffix)))
     return prefix, suffix

@@ -2,9 +2,12 @@
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of retrying downloads
+# Feature caches of the tests' random-weight models go to a throwaway folder, not ~/.cache.
+os.environ.setdefault("PROMPTLAB_CACHE_DIR", tempfile.mkdtemp(prefix="promptlab-test-cache-"))
 
 import pytest
 from PIL import Image, ImageDraw

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from promptlab.backbone import PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
+from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
 from promptlab.data.images import is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
 from promptlab.data.transforms import test_transform, train_transform
@@ -60,6 +62,10 @@ class FewShotDataModule(L.LightningDataModule):
         unlabelled: the unlabelled pool, a folder searched recursively (default with ``label_free``:
             the dataset's training split, labels dropped).
         class_names_file: class names, one per line, when there is no labelled dataset at all.
+        cache_features: when the method's image encoder is frozen (zero-shot, CoOp, MoCoOp), compute
+            image features once, keep them on disk and train on them (see :mod:`promptlab.data.feature_cache`).
+        cache_views: augmented views cached per training image; each epoch draws one per image.
+        cache_dir: the feature cache folder (default ``$PROMPTLAB_CACHE_DIR`` or ``~/.cache/promptlab/features``).
     """
 
     def __init__(
@@ -81,6 +87,9 @@ class FewShotDataModule(L.LightningDataModule):
         label_free: bool = False,
         unlabelled: str | None = None,
         class_names_file: str | None = None,
+        cache_features: bool = True,
+        cache_views: int = 16,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         known = ("folder", "split", *STANDARD_DATASETS)
@@ -106,6 +115,12 @@ class FewShotDataModule(L.LightningDataModule):
         self.label_free = label_free
         self.unlabelled = unlabelled
         self.class_names_file = class_names_file
+        if cache_views < 1:
+            raise DatasetError(f"cache_views must be at least 1 (got {cache_views}).")
+        self.cache_features = cache_features
+        self.cache_views = cache_views
+        self.cache_dir = cache_dir
+        self._cache: tuple[int, FeatureCache] | None = None  # (id of the model, its cache)
         self.preprocess: PreprocessConfig | None = None  # set from the model when the trainer attaches
 
     # -- what the model needs at construction (linked by the CLI) --------------------------------
@@ -211,18 +226,58 @@ class FewShotDataModule(L.LightningDataModule):
             collate_fn=collate_skipping_none,
         )
 
+    def _feature_cache(self) -> FeatureCache | None:
+        """The model's feature cache when caching is on and its image encoder is frozen, else None."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if not self.cache_features or model is None or not getattr(model, "caches_image_features", False):
+            return None
+        if self._cache is None or self._cache[0] != id(model):
+            backbone = model.backbone
+            key = encoder_key(backbone.model_name, backbone.model.visual)
+            root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+            self._cache = (id(model), FeatureCache(root, backbone.encode_image, key))
+        return self._cache[1]
+
+    def _cached_loader(self, samples: list[Sample], train: bool) -> DataLoader | None:
+        """(feature, label, index) batches from the feature cache, filled first where needed; None
+        when caching does not apply."""
+        cache = self._feature_cache()
+        if cache is None:
+            return None
+        cfg, trainer = self._preprocess(), self.trainer
+        features, kept = cache.features(
+            [self.splits.image_root / s.path for s in samples],
+            train_transform(cfg, self.crop_scale) if train else test_transform(cfg),
+            self.cache_views if train else 1,
+            trainer.lightning_module.device,
+            batch_size=self.test_batch_size,
+            num_workers=self.num_workers,
+            skip_bad_images=self.skip_bad_images,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            barrier=trainer.strategy.barrier,
+        )
+        labels = torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long)
+        return DataLoader(
+            CachedFeatures(features, labels, kept),
+            batch_size=self.batch_size if train else self.test_batch_size,
+            shuffle=train,
+            drop_last=train and len(kept) > self.batch_size,
+        )
+
     def train_dataloader(self) -> DataLoader:
         if not self.label_free:
-            return self._loader(self.splits.train, train=True)
+            return self._cached_loader(self.splits.train, True) or self._loader(self.splits.train, train=True)
         root, samples = self.unlabelled_pool
         return self._loader(samples, True, strong_transform(self._preprocess()), root, skip_bad_images=True)
 
     def val_dataloader(self) -> DataLoader | list:
         samples = self.splits.val or self.splits.test
-        return self._loader(samples, train=False) if samples else []
+        return (self._cached_loader(samples, False) or self._loader(samples, train=False)) if samples else []
 
     def test_dataloader(self) -> DataLoader | list:
-        return self._loader(self.splits.test, train=False) if self.splits.test else []
+        samples = self.splits.test
+        return (self._cached_loader(samples, False) or self._loader(samples, train=False)) if samples else []
 
     # -- the unlabelled pool (label_free) ---------------------------------------------------------
 

@@ -14,6 +14,8 @@ from promptlab.data.sampling import Sample
 
 log = logging.getLogger(__name__)
 
+SKIP_HINT = "Or pass --data.skip_bad_images true to skip unreadable images."
+
 
 class ImageSamples(Dataset):
     """(image tensor, label) pairs read from ``image_root / sample.path``.
@@ -45,7 +47,7 @@ class ImageSamples(Dataset):
             if self.skip_bad_images:
                 log.warning("Skipping unreadable image: %s", error)
                 return None
-            raise ImageLoadError(f"{error} Or pass --data.skip_bad_images true to skip unreadable images.") from None
+            raise ImageLoadError(f"{error} {SKIP_HINT}") from None
         return self.transform(image), sample.label, index
 
 

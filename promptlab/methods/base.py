@@ -96,13 +96,23 @@ class CLIPClassifier(L.LightningModule):
         """What an exported classifier needs besides the image encoder: fixed (C, D) class features."""
         return {"class_features": self.class_features().float()}
 
+    @property
+    def caches_image_features(self) -> bool:
+        """True while the image encoder is frozen: its features can be computed once and reused."""
+        return not self.backbone.tuned_parameters()
+
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, D) normalised features; differentiable only where the image tower trains."""
+        """(B, 3, H, W) -> (B, D) normalised features; differentiable only where the image tower trains.
+
+        (B, D) input is taken as features already (batches of the feature cache) and returned as is.
+        """
+        if images.dim() == 2:
+            return images
         with torch.set_grad_enabled(self.training and bool(self.backbone.tuned_parameters())):
             return self.backbone.encode_image(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) preprocessed images -> (B, C) logits."""
+        """(B, 3, H, W) preprocessed images, or (B, D) cached features -> (B, C) logits."""
         image_features = self.encode_images(images)
         features = self._eval_features if self._eval_features is not None else self.class_features()
         return self.logits(image_features, features)

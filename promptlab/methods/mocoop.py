@@ -132,9 +132,8 @@ class MoCoOp(CLIPClassifier):
         ctx = self.contexts[expert]
         rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(slots)
         embeddings = tokens.index_put((rows, slots), ctx.to(tokens.dtype).expand(tokens.shape[0], -1, -1))
-        features = self.backbone.encode_prompts(
-            embeddings, getattr(self, f"expert{expert}_pool"), normalize=False, shared_prefix=self.shared_prefixes[expert]
-        )
+        pool, prefix = getattr(self, f"expert{expert}_pool"), self.shared_prefixes[expert]
+        features = self.backbone.encode_prompts(embeddings, pool, normalize=False, shared_prefix=prefix)
         return F.normalize(features + self.correction.to(features.dtype), dim=-1)
 
     def class_features(self) -> torch.Tensor:

@@ -1,0 +1,189 @@
+"""Image features computed once and kept on disk, for methods whose image encoder is frozen.
+
+The reference CoOp runs the image encoder on every training step. With a frozen encoder its output
+only depends on the encoder's weights, the transform and the image, so promptlab computes it once:
+``views`` augmented views of each training image (view ``v`` of an image is the same draw every
+time, seeded by the image's content) and the one test view of each evaluation image. Features are
+stored per image under
+
+    <cache root>/<encoder key>/<transform key>/<sha256[:2]>/<sha256 of the file>.safetensors
+
+so a second run, another seed, another shot count or another method reuses them. Training then
+draws one of the cached views of each image per epoch and never runs the image encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from promptlab.data.datasets import SKIP_HINT, collate_skipping_none
+from promptlab.data.images import ImageLoadError, load_image
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "PROMPTLAB_CACHE_DIR"
+FORMAT_VERSION = "1"  # bump when the stored content changes meaning
+
+
+def default_cache_dir() -> Path:
+    """``$PROMPTLAB_CACHE_DIR``, else ``~/.cache/promptlab/features``."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "promptlab" / "features")
+
+
+def encoder_key(model_name: str, image_encoder: nn.Module) -> str:
+    """``<model name>-<hash of the image encoder's weights>``: random weights and tuned copies differ."""
+    digest = hashlib.sha256()
+    for name, tensor in image_encoder.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return f"{model_name}-{digest.hexdigest()[:16]}"
+
+
+def transform_key(transform: Callable, views: int) -> str:
+    """Hash of the transform's description (sizes, crop scale, normalisation) and the view count."""
+    return hashlib.sha256(f"{FORMAT_VERSION}|{views}|{transform!r}".encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of an image file's bytes."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        raise ImageLoadError(f"Cannot read image {str(path)!r}: {error.strerror}. Replace or remove the file.") from None
+
+
+def _digest_or_skip(path: Path, skip: bool) -> str:
+    """:func:`file_digest`, or "" for an unreadable file when skipping those."""
+    try:
+        return file_digest(path)
+    except ImageLoadError as error:
+        if not skip:
+            raise ImageLoadError(f"{error} {SKIP_HINT}") from None
+        log.warning("Skipping unreadable image: %s", error)
+        return ""
+
+
+class _Views(Dataset):
+    """(views, 3, H, W) tensors of the images to encode; view v of an image is seeded by (content, v)."""
+
+    def __init__(self, paths: list[Path], digests: list[str], transform: Callable, views: int, skip_bad: bool):
+        self.paths, self.digests, self.transform, self.views, self.skip_bad = paths, digests, transform, views, skip_bad
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        try:
+            image = load_image(self.paths[index])
+        except ImageLoadError as error:
+            if self.skip_bad:
+                log.warning("Skipping unreadable image: %s", error)
+                return None
+            raise ImageLoadError(f"{error} {SKIP_HINT}") from None
+        seed = int(self.digests[index][:15], 16)
+        with torch.random.fork_rng(devices=[]):  # leave the training RNG alone
+            views = []
+            for view in range(self.views):
+                torch.manual_seed(seed + view)
+                views.append(self.transform(image))
+        return torch.stack(views), index
+
+
+class FeatureCache:
+    """Image features of one frozen image encoder, on disk.
+
+    Args:
+        root: cache root folder (default :func:`default_cache_dir`).
+        encoder: the frozen image encoder, (B, 3, H, W) -> (B, D) normalised features.
+        key: :func:`encoder_key` of that encoder.
+    """
+
+    def __init__(self, root: Path, encoder: Callable[[torch.Tensor], torch.Tensor], key: str) -> None:
+        self.root, self.encoder, self.key = Path(root), encoder, key
+
+    def features(
+        self,
+        paths: list[Path],
+        transform: Callable,
+        views: int,
+        device: torch.device,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        skip_bad_images: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        barrier: Callable[[], None] = lambda: None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of every image, computed where missing.
+
+        Under data-parallel training every process calls this: each encodes its share of the
+        missing images, all wait at ``barrier``, then all read the whole set.
+
+        Returns:
+            (N', views, D) features and the (N',) indices into ``paths`` they belong to (N' < N
+            only when unreadable images were skipped).
+        """
+        folder = self.root / self.key / transform_key(transform, views)
+        digests = [_digest_or_skip(p, skip_bad_images) for p in paths]
+        files = [folder / d[:2] / f"{d}.safetensors" if d else None for d in digests]
+        missing = [i for i, f in enumerate(files) if f is not None and not f.is_file()]
+        if missing:
+            todo = missing[rank::world_size]
+            self._encode(todo, paths, digests, files, transform, views, device, batch_size, num_workers, skip_bad_images, rank)
+        barrier()
+        kept = [i for i, f in enumerate(files) if f is not None and f.is_file()]
+        if len(kept) < len(paths) and not skip_bad_images:
+            raise ImageLoadError(f"Features of {len(paths) - len(kept)} image(s) are missing from {folder}; rerun.")
+        features = torch.stack([load_file(files[i])["features"] for i in kept]) if kept else torch.empty(0, views, 0)
+        return features, torch.tensor(kept, dtype=torch.long)
+
+    @torch.no_grad()
+    def _encode(self, todo, paths, digests, files, transform, views, device, batch_size, num_workers, skip, rank):
+        dataset = _Views([paths[i] for i in todo], [digests[i] for i in todo], transform, views, skip)
+        loader = DataLoader(
+            dataset, batch_size=max(1, batch_size // views), num_workers=num_workers, collate_fn=collate_skipping_none
+        )
+        desc = f"Caching image features ({len(todo)} images x {views} view{'s' * (views > 1)})"
+        for batch in tqdm(loader, desc=desc, disable=rank != 0 or not todo, leave=False):
+            if batch is None:
+                continue
+            images, local = batch  # (B, V, 3, H, W), (B,)
+            encoded = self.encoder(images.flatten(0, 1).to(device)).float().cpu().unflatten(0, (len(local), views))
+            for j, features in zip(local.tolist(), encoded, strict=True):
+                _atomic_save(features.contiguous(), files[todo[j]])
+
+
+def _atomic_save(features: torch.Tensor, path: Path) -> None:
+    """Writes via a temporary file and a rename, so a crash or a concurrent reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    save_file({"features": features}, temporary)
+    os.replace(temporary, path)
+
+
+class CachedFeatures(Dataset):
+    """(feature, label, index) items from cached (N, V, D) features; a random view per item when V > 1."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        self.features, self.labels, self.indices = features, labels, indices
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int, int]:
+        views = self.features.shape[1]
+        view = int(torch.randint(views, ())) if views > 1 else 0
+        return self.features[item, view], int(self.labels[item]), int(self.indices[item])
