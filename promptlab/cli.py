@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -37,6 +38,13 @@ class PromptLabCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
 
+def default_precision() -> str:
+    """Mixed precision on a GPU (bf16 where supported, else fp16 with loss scaling); fp32 on the CPU."""
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabCLI:
     """Builds the experiment CLI (``run=False``: instantiate from ``args`` without a subcommand)."""
     return PromptLabCLI(
@@ -46,6 +54,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
+            "precision": default_precision(),
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
             # Save the last epoch even when validation is rare or off (the reference evaluates the last epoch).
             "callbacks": [ModelCheckpoint(save_on_train_epoch_end=True)],
