@@ -122,6 +122,9 @@ def run_dir(trainer) -> Path | None:
 
     None without a logger (Lightning would otherwise fall back to the current directory).
     """
-    if trainer is None or trainer.logger is None or not trainer.is_global_zero or not trainer.log_dir:
+    if trainer is None or trainer.logger is None:
         return None
-    return Path(trainer.log_dir)
+    log_dir = trainer.log_dir  # a broadcast under DDP: every process must ask, or rank 0 waits forever
+    if not trainer.is_global_zero or not log_dir:
+        return None
+    return Path(log_dir)

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from promptlab.backbone import FrozenCLIP
-from promptlab.data import FewShotDataModule
+from promptlab.data import FewShotDataModule, transforms
 from promptlab.data.feature_cache import FeatureCache, encoder_key, transform_key
 from promptlab.data.images import ImageLoadError, list_images, load_image
-from promptlab.data import transforms
 from promptlab.methods import CoOp, NoLA
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
@@ -133,3 +132,17 @@ def test_mixed_precision_training_on_cached_features(image_folder, tmp_path):
     trainer = L.Trainer(max_epochs=1, precision="bf16-mixed", logger=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=data)  # the GPU default; bf16 autocast also runs on the CPU
     assert torch.isfinite(model.ctx).all() and model.ctx.dtype == torch.float32
+
+
+def test_processes_share_the_encoding_work(cache, tiny_backbone, image_folder):
+    paths = list_images(image_folder / "blue_triangle")  # 10 images
+    transform = transforms.test_transform(tiny_backbone.preprocess)
+    encoded_at_barriers = []
+
+    def barrier() -> None:
+        encoded_at_barriers.append(cache.encoder.images)
+
+    # Process 0 of 2 encodes its half; then, as process 1 never came, the rest itself.
+    cache.features(paths, transform, 1, torch.device("cpu"), rank=0, world_size=2, barrier=barrier)
+    assert encoded_at_barriers == [0, 5]
+    assert cache.encoder.images == 10

@@ -11,7 +11,8 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from promptlab.backbone import PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
@@ -216,14 +217,24 @@ class FewShotDataModule(L.LightningDataModule):
             transform or (train_transform(cfg, self.crop_scale) if train else test_transform(cfg)),
             self.skip_bad_images if skip_bad_images is None else skip_bad_images,
         )
+        return self._data_loader(dataset, train, self.num_workers, collate_skipping_none)
+
+    def _data_loader(self, dataset: Dataset, train: bool, num_workers: int, collate_fn: Callable | None) -> DataLoader:
+        """Training batches shuffled (Lightning shards them under DDP); evaluation batches in order,
+        each image on exactly one process (Lightning's default sampler would pad with repeats)."""
+        sampler = None
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.test_batch_size,
             shuffle=train,
-            drop_last=train and len(samples) > self.batch_size,  # as Dassl, but never drop everything
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_skipping_none,
+            sampler=sampler,
+            drop_last=train and len(dataset) > self.batch_size,  # as Dassl, but never drop everything
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            collate_fn=collate_fn,
         )
 
     def _feature_cache(self) -> FeatureCache | None:
@@ -258,12 +269,7 @@ class FewShotDataModule(L.LightningDataModule):
             barrier=trainer.strategy.barrier,
         )
         labels = torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long)
-        return DataLoader(
-            CachedFeatures(features, labels, kept),
-            batch_size=self.batch_size if train else self.test_batch_size,
-            shuffle=train,
-            drop_last=train and len(kept) > self.batch_size,
-        )
+        return self._data_loader(CachedFeatures(features, labels, kept), train, 0, None)  # in memory: no workers
 
     def train_dataloader(self) -> DataLoader:
         if not self.label_free:

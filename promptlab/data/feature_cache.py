@@ -129,7 +129,8 @@ class FeatureCache:
         """Features of every image, computed where missing.
 
         Under data-parallel training every process calls this: each encodes its share of the
-        missing images, all wait at ``barrier``, then all read the whole set.
+        missing images, all wait at ``barrier``, then all read the whole set (the images are
+        encoded once, and the features shared through the disk).
 
         Returns:
             (N', views, D) features and the (N',) indices into ``paths`` they belong to (N' < N
@@ -138,14 +139,14 @@ class FeatureCache:
         folder = self.root / self.key / transform_key(transform, views)
         digests = [_digest_or_skip(p, skip_bad_images) for p in paths]
         files = [folder / d[:2] / f"{d}.safetensors" if d else None for d in digests]
+        args = (paths, digests, files, transform, views, device, batch_size, num_workers, skip_bad_images, rank)
+        barrier()  # every process sees the cache in the same state, so the shares below cover all
         missing = [i for i, f in enumerate(files) if f is not None and not f.is_file()]
-        if missing:
-            todo = missing[rank::world_size]
-            self._encode(todo, paths, digests, files, transform, views, device, batch_size, num_workers, skip_bad_images, rank)
+        self._encode(missing[rank::world_size], *args)
         barrier()
+        # Normally nothing: what another process could not write (a crash, a concurrent job's race).
+        self._encode([i for i in missing if not files[i].is_file()], *args)
         kept = [i for i, f in enumerate(files) if f is not None and f.is_file()]
-        if len(kept) < len(paths) and not skip_bad_images:
-            raise ImageLoadError(f"Features of {len(paths) - len(kept)} image(s) are missing from {folder}; rerun.")
         features = torch.stack([load_file(files[i])["features"] for i in kept]) if kept else torch.empty(0, views, 0)
         return features, torch.tensor(kept, dtype=torch.long)
 
@@ -155,8 +156,10 @@ class FeatureCache:
         loader = DataLoader(
             dataset, batch_size=max(1, batch_size // views), num_workers=num_workers, collate_fn=collate_skipping_none
         )
+        if not todo:
+            return
         desc = f"Caching image features ({len(todo)} images x {views} view{'s' * (views > 1)})"
-        for batch in tqdm(loader, desc=desc, disable=rank != 0 or not todo, leave=False):
+        for batch in tqdm(loader, desc=desc, disable=rank != 0, leave=False):
             if batch is None:
                 continue
             images, local = batch  # (B, V, 3, H, W), (B,)

@@ -167,20 +167,15 @@ class CLIPClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._release_eval_features()
-        out_dir = run_dir(self.trainer)
-        if out_dir is None:
-            return
+        # Every process computes (under DDP a metric's compute gathers from all); the main one writes.
         metrics = self.test_metrics.compute()
-        save_test_report(
-            out_dir,
-            self.class_names,
-            accuracy=float(metrics["test/acc"]),
-            macro_f1=float(metrics["test/f1_macro"]),
-            per_class_accuracy=self.test_per_class.compute().cpu(),
-            confusion=self.test_confusion.compute().cpu(),
-        )
+        per_class, confusion = self.test_per_class.compute().cpu(), self.test_confusion.compute().cpu()
         self.test_per_class.reset()
         self.test_confusion.reset()
+        out_dir = run_dir(self.trainer)
+        if out_dir is not None:
+            accuracy, macro_f1 = float(metrics["test/acc"]), float(metrics["test/f1_macro"])
+            save_test_report(out_dir, self.class_names, accuracy, macro_f1, per_class, confusion)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         if batch is None:

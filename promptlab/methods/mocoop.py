@@ -215,10 +215,15 @@ class MoCoOp(CLIPClassifier):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
+        if self._routing_counts is None:
+            return
+        counts = self.trainer.strategy.reduce(
+            self._routing_counts.to(self.device), reduce_op="sum"
+        ).cpu()  # all processes
         out_dir = run_dir(self.trainer)
-        if out_dir is not None and self._routing_counts is not None:
+        if out_dir is not None:
             experts = [group[0] for group in self.template_groups]
-            report = routing_report(self._routing_counts, self.class_names, experts)
+            report = routing_report(counts, self.class_names, experts)
             (out_dir / ROUTING_FILE).write_text(json.dumps(report, indent=2))
             plot_routing(report, out_dir / "routing.png")
         self._routing_counts = None
