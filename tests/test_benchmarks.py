@@ -10,3 +10,34 @@ def test_text_encoder_benchmark_outputs_identical(tiny_backbone, kind):
     result = measure(tiny_backbone, n_classes=12, kind=kind, repeats=1, chunk_size=5)
     assert result["max_abs_difference"] < 1e-5
     assert result["tokens_max"] < result["tokens_full"]
+
+
+def test_speed_benchmark_quick_mode(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "speed.json"
+    subprocess.run([sys.executable, "benchmarks/speed.py", "--quick", "--out", str(out)], check=True, timeout=600)
+    results = json.loads(out.read_text())
+    (training,) = results["training"]
+    assert training["ours_epoch_s"] > 0 and training["reference_epoch_s"] > 0
+    assert {m["variant"] for m in results["memory"]} == {"reference", "ours", "ours_checkpointing"}
+    assert all(m["step_peak_mb"] >= 0 for m in results["memory"])
+    assert results["inference"][0]["classifier_per_s"] > 0
+    assert "| memory, one step |" in out.with_suffix(".md").read_text()
+
+
+def test_reference_style_coop_equals_ours_before_training():
+    """The benchmark's reference loop computes the same classifier as promptlab's CoOp (77 tokens vs truncated)."""
+    import torch
+
+    from benchmarks.speed import ReferenceCoOp, class_names
+    from promptlab.methods import CoOp
+
+    model = CoOp(class_names=class_names(20), backbone="clip-tiny", pretrained=None, n_ctx=16)
+    backbone = model.backbone
+    reference = ReferenceCoOp(backbone.model, backbone._text.tokenizer, model.class_names, model.ctx)
+    assert torch.allclose(reference.text_features(), model.class_features(), atol=1e-5)
+    images = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(reference(images), model(images), atol=1e-3)

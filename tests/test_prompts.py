@@ -92,3 +92,18 @@ def test_coop_encodes_its_shared_context_once_with_the_same_features():
     model.shared_prefix = 0
     assert torch.allclose(shared, model.class_features(), atol=1e-5)
     assert CoOp(class_names=names, backbone="clip-tiny", pretrained=None, class_specific=True).shared_prefix == 0
+
+
+def test_text_checkpointing_gives_the_same_features_and_gradients():
+    from promptlab.methods.coop import CoOp
+
+    names = ["golden_retriever", "tabby_cat", "red_fox"]
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = CoOp(class_names=names, backbone="clip-tiny", pretrained=None, text_checkpointing=checkpointing)
+        features = model.class_features()  # shared-prefix path
+        features[:, :4].sum().backward()
+        results.append((features.detach(), model.ctx.grad.clone()))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert results[0][1].abs().sum() > 0 and torch.allclose(results[0][1], results[1][1], atol=1e-6)

@@ -36,6 +36,8 @@ class CLIPClassifier(L.LightningModule):
         weight_decay: SGD weight decay.
         warmup_epochs: epochs at the constant warm-up learning rate before the cosine schedule.
         warmup_lr: the constant warm-up learning rate (reference: 1e-5).
+        text_checkpointing: recompute the text tower's activations in the backward pass instead of
+            storing them (for thousands of classes on a small GPU; slower).
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class CLIPClassifier(L.LightningModule):
         weight_decay: float = 5e-4,
         warmup_epochs: int = 1,
         warmup_lr: float = 1e-5,
+        text_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         check_class_names(class_names, "The class list")
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.backbone = FrozenCLIP(backbone, pretrained, weights_path)
+        self.backbone.set_text_checkpointing(text_checkpointing)
         self.strict_loading = False  # checkpoints hold the trainable part only
         n = len(class_names)
         self.val_metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro")}, prefix="val/")
