@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -78,11 +79,11 @@ def synthetic_dataset(root: Path, n_classes: int, shots: int, size: int = 256) -
 class ReferenceCoOp(nn.Module):
     """CoOp as the reference code computes it: [SOT][ctx x 16][name.][EOT] padded to 77 tokens."""
 
-    def __init__(self, clip: nn.Module, tokenizer, names: list[str], ctx: torch.Tensor) -> None:
+    def __init__(self, clip: nn.Module, tokenize: Callable, names: list[str], ctx: torch.Tensor) -> None:
         super().__init__()
         self.clip = clip
         prompts = [" ".join(["X"] * N_CTX) + " " + name.replace("_", " ") + "." for name in names]
-        self.register_buffer("token_ids", tokenizer(prompts))  # (C, 77)
+        self.register_buffer("token_ids", tokenize(prompts))  # (C, 77)
         with torch.no_grad():
             embedding = clip.token_embedding(self.token_ids)  # (C, 77, width)
         self.register_buffer("prefix", embedding[:, :1])  # SOT
@@ -161,10 +162,10 @@ class EpochTimer(L.Callback):
         self.epochs.append(time.perf_counter() - self.epoch_start)
 
 
-def build(backbone: str, pretrained: str | None, names: list[str], data: dict, seed: int) -> tuple:
-    torch.manual_seed(seed)
-    model = CoOp(class_names=names, backbone=backbone, pretrained=pretrained, n_ctx=N_CTX)
+def build(backbone: str, pretrained: str | None, data: dict, seed: int) -> tuple[CoOp, FewShotDataModule]:
     datamodule = FewShotDataModule(batch_size=32, test_batch_size=128, num_workers=2, seed=seed, **data)
+    torch.manual_seed(seed)
+    model = CoOp(class_names=datamodule.class_names, backbone=backbone, pretrained=pretrained, n_ctx=N_CTX)
     datamodule.preprocess = model.preprocess
     return model, datamodule
 
@@ -172,9 +173,8 @@ def build(backbone: str, pretrained: str | None, names: list[str], data: dict, s
 def compare_training(name: str, backbone: str, pretrained, data: dict, epochs: int, ref_epochs: int | None,
                      ref_steps: int | None, seed: int, cache_dir: str) -> dict:  # fmt: skip
     """Ours (Lightning, cached features) and the reference-style loop on the same data and initial context."""
-    datamodule = FewShotDataModule(**data)
-    names = datamodule.class_names
-    model, datamodule = build(backbone, pretrained, names, data | {"cache_dir": cache_dir}, seed)
+    model, datamodule = build(backbone, pretrained, data | {"cache_dir": cache_dir}, seed)
+    names = model.class_names
     initial_ctx = model.ctx.detach().clone()
     timer = EpochTimer()
     trainer = L.Trainer(
@@ -191,7 +191,7 @@ def compare_training(name: str, backbone: str, pretrained, data: dict, epochs: i
         result["ours_accuracy"] = trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/acc"]
 
     backbone_ref = FrozenCLIP(backbone, pretrained)  # a fresh copy: nothing shared with our run
-    reference = ReferenceCoOp(backbone_ref.model, backbone_ref._text.tokenizer, names, initial_ctx)
+    reference = ReferenceCoOp(backbone_ref.model, backbone_ref.tokenize, names, initial_ctx)
     torch.manual_seed(seed)
     loader = datamodule._loader(datamodule.splits.train, train=True)
     steps, epoch_times = reference_fit(reference, loader, ref_epochs or 1, model.hparams, ref_steps)
@@ -219,32 +219,25 @@ def peak_step_memory(variant: str, backbone: str, n_classes: int) -> dict:
     images, labels = torch.randn(32, 3, size, size), torch.randint(n_classes, (32,))
     if variant == "reference":
         bb = model.backbone
-        step_model = ReferenceCoOp(bb.model, bb._text.tokenizer, model.class_names, model.ctx)
+        step_model = ReferenceCoOp(bb.model, bb.tokenize, model.class_names, model.ctx)
         batch = images
     else:
         model.backbone.set_text_checkpointing(variant == "ours_checkpointing")
         step_model = model
         batch = model.backbone.encode_image(images)  # what the feature cache holds
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current size
     start = time.perf_counter()
     loss = F.cross_entropy(step_model(batch), labels)
     loss.backward()
     return {"variant": variant, "classes": n_classes, "backbone": backbone, "rss_before_mb": before,
-            "step_peak_mb": _peak_mb() - before, "step_s": time.perf_counter() - start}  # fmt: skip
+            "step_peak_mb": _status_mb("VmHWM") - before, "step_s": time.perf_counter() - start}  # fmt: skip
 
 
 def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MB."""
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
     return int(line.split()[1]) / 1024
-
-
-def _rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def _peak_mb() -> float:
-    return _status_mb("VmHWM")
 
 
 def memory_in_subprocess(variant: str, backbone: str, n_classes: int) -> dict:
@@ -270,7 +263,7 @@ def inference(backbone: str, pretrained, n_classes: int, batch: int, repeats: in
     bare = classifier.backbone.model  # the same weights, called as open_clip does
     size = model.preprocess.size
     images = torch.randn(batch, 3, size, size)
-    reference = ReferenceCoOp(bare, model.backbone._text.tokenizer, model.class_names, model.ctx).eval()
+    reference = ReferenceCoOp(bare, model.backbone.tokenize, model.class_names, model.ctx).eval()
 
     def rate(function, n: int) -> float:
         function()  # warm-up

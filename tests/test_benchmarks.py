@@ -37,7 +37,7 @@ def test_reference_style_coop_equals_ours_before_training():
 
     model = CoOp(class_names=class_names(20), backbone="clip-tiny", pretrained=None, n_ctx=16)
     backbone = model.backbone
-    reference = ReferenceCoOp(backbone.model, backbone._text.tokenizer, model.class_names, model.ctx)
+    reference = ReferenceCoOp(backbone.model, backbone.tokenize, model.class_names, model.ctx)
     assert torch.allclose(reference.text_features(), model.class_features(), atol=1e-5)
     images = torch.randn(4, 3, 32, 32)
     assert torch.allclose(reference(images), model(images), atol=1e-3)

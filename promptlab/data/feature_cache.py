@@ -139,33 +139,32 @@ class FeatureCache:
         folder = self.root / self.key / transform_key(transform, views)
         digests = [_digest_or_skip(p, skip_bad_images) for p in paths]
         files = [folder / d[:2] / f"{d}.safetensors" if d else None for d in digests]
-        args = (paths, digests, files, transform, views, device, batch_size, num_workers, skip_bad_images, rank)
+
+        @torch.no_grad()
+        def encode(todo: list[int]) -> None:
+            if not todo:
+                return
+            dataset = _Views([paths[i] for i in todo], [digests[i] for i in todo], transform, views, skip_bad_images)
+            loader = DataLoader(dataset, max(1, batch_size // views), num_workers=num_workers,
+                                collate_fn=collate_skipping_none)  # fmt: skip
+            desc = f"Caching image features ({len(todo)} images x {views} view{'s' * (views > 1)})"
+            for batch in tqdm(loader, desc=desc, disable=rank != 0, leave=False):
+                if batch is None:
+                    continue
+                images, local = batch  # (B, V, 3, H, W), (B,)
+                encoded = self.encoder(images.flatten(0, 1).to(device)).float().cpu().unflatten(0, (len(local), views))
+                for j, features in zip(local.tolist(), encoded, strict=True):
+                    _atomic_save(features.contiguous(), files[todo[j]])
+
         barrier()  # every process sees the cache in the same state, so the shares below cover all
         missing = [i for i, f in enumerate(files) if f is not None and not f.is_file()]
-        self._encode(missing[rank::world_size], *args)
+        encode(missing[rank::world_size])
         barrier()
         # Normally nothing: what another process could not write (a crash, a concurrent job's race).
-        self._encode([i for i in missing if not files[i].is_file()], *args)
+        encode([i for i in missing if not files[i].is_file()])
         kept = [i for i, f in enumerate(files) if f is not None and f.is_file()]
         features = torch.stack([load_file(files[i])["features"] for i in kept]) if kept else torch.empty(0, views, 0)
         return features, torch.tensor(kept, dtype=torch.long)
-
-    @torch.no_grad()
-    def _encode(self, todo, paths, digests, files, transform, views, device, batch_size, num_workers, skip, rank):
-        dataset = _Views([paths[i] for i in todo], [digests[i] for i in todo], transform, views, skip)
-        loader = DataLoader(
-            dataset, batch_size=max(1, batch_size // views), num_workers=num_workers, collate_fn=collate_skipping_none
-        )
-        if not todo:
-            return
-        desc = f"Caching image features ({len(todo)} images x {views} view{'s' * (views > 1)})"
-        for batch in tqdm(loader, desc=desc, disable=rank != 0, leave=False):
-            if batch is None:
-                continue
-            images, local = batch  # (B, V, 3, H, W), (B,)
-            encoded = self.encoder(images.flatten(0, 1).to(device)).float().cpu().unflatten(0, (len(local), views))
-            for j, features in zip(local.tolist(), encoded, strict=True):
-                _atomic_save(features.contiguous(), files[todo[j]])
 
 
 def _atomic_save(features: torch.Tensor, path: Path) -> None:

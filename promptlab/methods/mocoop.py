@@ -217,9 +217,8 @@ class MoCoOp(CLIPClassifier):
         super().on_test_epoch_end()
         if self._routing_counts is None:
             return
-        counts = self.trainer.strategy.reduce(
-            self._routing_counts.to(self.device), reduce_op="sum"
-        ).cpu()  # all processes
+        counts = self._routing_counts.to(self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum").cpu()  # summed over all processes
         out_dir = run_dir(self.trainer)
         if out_dir is not None:
             experts = [group[0] for group in self.template_groups]

@@ -81,5 +81,5 @@ def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: 
     token_ids = torch.tensor(rows, dtype=torch.long)
     token_ids = token_ids[:, : backbone.prompt_length(token_ids)]
     same = (token_ids == token_ids[:1]).all(dim=0).long()  # (L,) position holds one token in every prompt
-    shared_prefix = int(same.cumprod(0).sum()) if len(class_names) > 1 else 0
+    shared_prefix = int(same.cumprod(0).sum())  # encode_prompts ignores it when it reaches an EOT
     return PromptLayout(token_ids, torch.tensor(slots, dtype=torch.long), backbone.pool_index(token_ids), shared_prefix)
