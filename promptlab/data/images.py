@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -46,11 +47,24 @@ def load_image(path: str | Path) -> Image.Image:
         ImageLoadError: the file is missing, not an image, truncated, or exceeds PIL's
             decompression-bomb limit.
     """
+    return _decode(path, str(path))[0]
+
+
+def decode_image_bytes(data: bytes, name: str) -> tuple[Image.Image, str]:
+    """Decodes an uploaded image like :func:`load_image`, naming it ``name`` in errors.
+
+    Returns:
+        The RGB image and PIL's name for its format (``PNG``, ``JPEG``...).
+    """
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.load()
-                return image.convert("RGB")
+                return image.convert("RGB"), str(image.format)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"Cannot read image {str(path)!r}: {error}. Replace or remove the file.") from error
+        raise ImageLoadError(f"Cannot read image {name!r}: {error}. Replace or remove the file.") from error

@@ -1,0 +1,271 @@
+"""A project on disk: classes, uploaded images, an unlabelled pool and class descriptions.
+
+Layout of ``<workspace>/<project>/``::
+
+    project.json                 name, creation time
+    data/labelled/<class>/<sha256>.<ext>
+    data/unlabelled/<sha256>.<ext>
+    data/descriptions.json       {class: [sentence, ...]} for label-free training
+    data.dvc, .dvc/              DVC snapshots of data/ (one per training run)
+    runs/<run id>/               see :mod:`promptlab.workspace.runs`
+
+Uploads are stored under their content hash and a suffix from their decoded format, never under the
+uploaded name, and every write goes through a temporary file and a rename, so a failed upload never
+leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from promptlab.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image_bytes, is_image_file
+from promptlab.data.sources import DatasetError, check_class_names
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+PROJECT_FILE = "project.json"
+# PIL format name -> the suffix stored images get (only formats the data module reads).
+FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
+IMAGE_UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS)  # for upload widgets
+_UNSAFE_NAME = re.compile(r"[/\\:*?\"<>|\x00-\x1f]")
+
+
+class ProjectError(ValueError):
+    """A project operation that cannot be done; the message says what to do instead."""
+
+
+def check_name(name: str, what: str) -> str:
+    """A project or class name, stripped, that is safe as a folder name; raises :class:`ProjectError`."""
+    name = name.strip()
+    if not name:
+        raise ProjectError(f"The {what} name is empty; type a name.")
+    if len(name) > 80 or name.startswith(".") or _UNSAFE_NAME.search(name):
+        raise ProjectError(
+            f'The {what} name {name!r} cannot be used: keep it under 80 characters, without / \\ : * ? " < > | '
+            "and not starting with a dot."
+        )
+    return name
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class UploadReport:
+    """What became of a batch of uploads: stored file names, duplicates and rejections with reasons."""
+
+    added: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (uploaded name, reason)
+
+
+class Project:
+    """One project folder; see the module docstring for its layout."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / PROJECT_FILE).is_file():
+            raise ProjectError(f"{str(self.path)!r} is not a promptlab project (no {PROJECT_FILE}); create it first.")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def labelled_dir(self) -> Path:
+        return self.data_dir / "labelled"
+
+    @property
+    def unlabelled_dir(self) -> Path:
+        return self.data_dir / "unlabelled"
+
+    @property
+    def descriptions_file(self) -> Path:
+        return self.data_dir / "descriptions.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.path / "runs"
+
+    # -- classes ------------------------------------------------------------------------------------
+
+    def classes(self) -> list[str]:
+        """Class names, sorted (the order labels get)."""
+        if not self.labelled_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.labelled_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _class_dir(self, name: str) -> Path:
+        if name not in self.classes():
+            raise ProjectError(f"Project {self.name!r} has no class {name!r}.")
+        return self.labelled_dir / name
+
+    def add_class(self, name: str) -> str:
+        """Adds an empty class; the name is checked like the CLI's class folders (no duplicates)."""
+        name = check_name(name, "class")
+        try:
+            check_class_names([*self.classes(), name], f"Project {self.name!r}")
+        except DatasetError as error:
+            raise ProjectError(str(error)) from error
+        (self.labelled_dir / name).mkdir(parents=True)
+        return name
+
+    def rename_class(self, old: str, new: str) -> str:
+        """Renames a class folder (its images move with it); the descriptions follow the new name."""
+        source = self._class_dir(old)
+        new = check_name(new, "class")
+        if new == old:
+            return new
+        try:
+            check_class_names([*(c for c in self.classes() if c != old), new], f"Project {self.name!r}")
+        except DatasetError as error:
+            raise ProjectError(str(error)) from error
+        source.rename(self.labelled_dir / new)
+        descriptions = self.descriptions()
+        if old in descriptions:
+            descriptions[new] = descriptions.pop(old)
+            self.set_descriptions(descriptions)
+        return new
+
+    def delete_class(self, name: str) -> None:
+        """Deletes a class and its images (earlier runs keep them in their DVC snapshot)."""
+        shutil.rmtree(self._class_dir(name))
+        descriptions = self.descriptions()
+        if descriptions.pop(name, None) is not None:
+            self.set_descriptions(descriptions)
+
+    # -- images -------------------------------------------------------------------------------------
+
+    def images(self, class_name: str | None) -> list[Path]:
+        """Stored images of a class, or of the unlabelled pool with ``None``, sorted by file name."""
+        folder = self.unlabelled_dir if class_name is None else self._class_dir(class_name)
+        return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+
+    def image_counts(self) -> dict[str, int]:
+        return {name: len(self.images(name)) for name in self.classes()}
+
+    def add_images(self, class_name: str | None, uploads: list[tuple[str, bytes]]) -> UploadReport:
+        """Stores uploaded files in a class (or the unlabelled pool with ``None``).
+
+        Each file is decoded in full first (non-images, corrupt files and decompression bombs are
+        rejected with the reason), then stored as ``<sha256>.<suffix of its real format>``. A file
+        already in the same place is a duplicate; one already in another class is rejected, since an
+        image cannot have two labels.
+
+        Args:
+            uploads: (uploaded file name, content) pairs; the name is used only in messages.
+        """
+        folder = self.unlabelled_dir if class_name is None else self._class_dir(class_name)
+        existing = self._stored_hashes()
+        report = UploadReport()
+        for uploaded_name, data in uploads:
+            if len(data) > MAX_UPLOAD_BYTES:
+                report.rejected.append((uploaded_name, f"larger than {MAX_UPLOAD_BYTES // 2**20} MB"))
+                continue
+            try:
+                _, image_format = decode_image_bytes(data, uploaded_name)
+            except ImageLoadError as error:
+                report.rejected.append((uploaded_name, str(error)))
+                continue
+            suffix = FORMAT_SUFFIXES.get(image_format)
+            if suffix is None:
+                report.rejected.append(
+                    (
+                        uploaded_name,
+                        f"{image_format} images are not supported; use {', '.join(sorted(FORMAT_SUFFIXES))}",
+                    )
+                )
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in existing:
+                if existing[digest] == folder:
+                    report.duplicates.append(uploaded_name)
+                else:
+                    report.rejected.append((uploaded_name, f"the same image is already in {existing[digest].name!r}"))
+                continue
+            atomic_write_bytes(folder / f"{digest}{suffix}", data)
+            existing[digest] = folder
+            report.added.append(f"{digest}{suffix}")
+        return report
+
+    def _stored_hashes(self) -> dict[str, Path]:
+        """sha256 of every stored image -> its folder (file names are the hashes)."""
+        folders = [self.labelled_dir / c for c in self.classes()] + [self.unlabelled_dir]
+        return {p.stem: folder for folder in folders if folder.is_dir() for p in folder.iterdir() if is_image_file(p)}
+
+    def remove_image(self, path: str | Path) -> None:
+        """Deletes one stored image (earlier runs keep it in their DVC snapshot)."""
+        path = Path(path).resolve()
+        if not path.is_relative_to(self.data_dir.resolve()) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ProjectError(f"{str(path)!r} is not an image of project {self.name!r}.")
+        path.unlink(missing_ok=True)
+
+    # -- descriptions -------------------------------------------------------------------------------
+
+    def descriptions(self) -> dict[str, list[str]]:
+        """Class descriptions for label-free training ({} when none were written)."""
+        if not self.descriptions_file.is_file():
+            return {}
+        try:
+            content = json.loads(self.descriptions_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return {str(k): [str(s) for s in v] for k, v in content.items() if isinstance(v, list)}
+
+    def set_descriptions(self, descriptions: dict[str, list[str]]) -> None:
+        """Saves descriptions of existing classes; blank sentences are dropped."""
+        unknown = sorted(set(descriptions) - set(self.classes()))
+        if unknown:
+            raise ProjectError(f"Descriptions name unknown class(es) {', '.join(unknown)}; add the class first.")
+        clean = {k: [s.strip() for s in v if s.strip()] for k, v in descriptions.items()}
+        atomic_write_bytes(self.descriptions_file, json.dumps({k: v for k, v in clean.items() if v}, indent=2).encode())
+
+
+class Workspace:
+    """A folder of projects (the app's ``PROMPTLAB_WORKSPACE``, default ``~/promptlab-workspace``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+
+    def projects(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / PROJECT_FILE).is_file())
+
+    def open(self, name: str) -> Project:
+        return Project(self.root / name)
+
+    def create(self, name: str) -> Project:
+        """Creates an empty project folder (with a DVC repository for its data snapshots)."""
+        from promptlab.workspace.snapshots import init_snapshots
+
+        name = check_name(name, "project")
+        path = self.root / name
+        if path.exists():
+            raise ProjectError(f"A project named {name!r} already exists; pick another name or open it.")
+        (path / "data" / "labelled").mkdir(parents=True)
+        init_snapshots(path)
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_bytes(path / PROJECT_FILE, json.dumps({"name": name, "created": created}).encode())
+        return Project(path)

@@ -1,0 +1,99 @@
+"""Reading what a run left behind, for the app's Train, Inspect, Try it, Export and Runs pages."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promptlab.reporting import CONFUSION_JSON_FILE, CONFUSION_PNG_FILE, TEST_METRICS_FILE
+from promptlab.workspace.runs import (
+    CLASSIFIER_FILE,
+    LIGHTNING_DIR,
+    LOG_FILE,
+    PROGRESS_FILE,
+    SETTINGS_FILE,
+    SPLIT_FILE,
+    read_json,
+    run_status,
+)
+from promptlab.workspace.worker import INSPECTION_FILE, PREDICTIONS_FILE
+
+
+@dataclass
+class Curves:
+    """Training curves from Lightning's ``metrics.csv``: loss per step, validation accuracy per epoch."""
+
+    loss: list[tuple[int, float]] = field(default_factory=list)  # (step, train/loss)
+    val_accuracy: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/acc)
+
+
+def training_curves(run_dir: Path) -> Curves:
+    """The curves so far (the file grows while training; a partly written last line is skipped)."""
+    curves = Curves()
+    path = run_dir / LIGHTNING_DIR / "metrics.csv"
+    try:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    if row.get("train/loss"):
+                        curves.loss.append((int(row["step"]), float(row["train/loss"])))
+                    if row.get("val/acc"):
+                        curves.val_accuracy.append((int(row["epoch"]) + 1, float(row["val/acc"])))
+                except (TypeError, ValueError):
+                    continue
+    except OSError:
+        pass
+    return curves
+
+
+@dataclass
+class RunResults:
+    """Everything about one run the pages show."""
+
+    run_dir: Path
+    record: dict  # run.json, with the status checked
+    settings: dict
+    metrics: dict  # test_metrics.json ({} without a test)
+    confusion: dict  # {"class_names": [...], "matrix": [[...]]}
+    predictions: list[dict]  # held-out images: path (relative to data/), true, predicted, probability
+    inspection: dict  # per method: nearest_words, routing, pseudo_label_counts, stages
+    progress: dict
+
+    @property
+    def classifier_file(self) -> Path | None:
+        path = self.run_dir / CLASSIFIER_FILE
+        return path if path.is_file() else None
+
+    @property
+    def confusion_png(self) -> Path | None:
+        path = self.run_dir / LIGHTNING_DIR / CONFUSION_PNG_FILE
+        return path if path.is_file() else None
+
+    @property
+    def misclassified(self) -> list[dict]:
+        return [row for row in self.predictions if row["true"] != row["predicted"]]
+
+    @property
+    def train_images(self) -> int:
+        return len(read_json(self.run_dir / SPLIT_FILE).get("train", []))
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.run_dir / LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def run_results(run_dir: Path) -> RunResults:
+    lightning = run_dir / LIGHTNING_DIR
+    return RunResults(
+        run_dir=run_dir,
+        record=run_status(run_dir),
+        settings=read_json(run_dir / SETTINGS_FILE),
+        metrics=read_json(lightning / TEST_METRICS_FILE),
+        confusion=read_json(lightning / CONFUSION_JSON_FILE),
+        predictions=read_json(run_dir / PREDICTIONS_FILE).get("rows", []),
+        inspection=read_json(run_dir / INSPECTION_FILE),
+        progress=read_json(run_dir / PROGRESS_FILE),
+    )

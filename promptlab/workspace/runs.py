@@ -1,0 +1,266 @@
+"""Training runs of a project: settings, the held-out split, starting a background worker, status,
+cancelling, and the one-run-at-a-time lock.
+
+A run folder ``<project>/runs/<run id>/`` holds ``settings.json`` (what the user chose),
+``run.json`` (status, process id, times, data version, accuracy or error), ``split.json`` (CoOp
+format: which images trained and which measured), ``data.dvc`` (the DVC snapshot), ``config.yaml``
+(the resolved promptlab config the worker ran), ``progress.json``, ``log.txt``, ``lightning/`` (the
+Lightning log folder: metrics.csv, checkpoints, test reports) and, when it finished,
+``classifier.safetensors`` plus ``predictions.json`` and ``inspection.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from promptlab.workspace.project import Project, ProjectError, atomic_write_bytes
+from promptlab.workspace.snapshots import take_snapshot
+
+METHODS = {"zeroshot": "Zero-shot CLIP", "coop": "CoOp", "mocoop": "MoCoOp", "nola": "NoLA (no labels)"}
+# Backbones offered in the app: (open_clip model, weights tag). toy-clip ships with promptlab.
+BACKBONES = {
+    "toy-clip (offline, 32 px toy world)": ("toy-clip", "promptlab"),
+    "ViT-B-16 (OpenAI)": ("ViT-B-16", "openai"),
+    "ViT-B-32 (OpenAI)": ("ViT-B-32", "openai"),
+    "RN50 (OpenAI)": ("RN50", "openai"),
+}
+ACTIVE = ("queued", "running")
+LOCK_FILE = ".training.lock"
+RUN_FILE, SETTINGS_FILE, SPLIT_FILE, PROGRESS_FILE, LOG_FILE = (
+    "run.json",
+    "settings.json",
+    "split.json",
+    "progress.json",
+    "log.txt",
+)
+LIGHTNING_DIR, CLASSIFIER_FILE = "lightning", "classifier.safetensors"
+
+
+@dataclass
+class RunSettings:
+    """What a user picks on the Train page (presets fill the advanced ones)."""
+
+    method: str = "coop"
+    backbone: str = "toy-clip"
+    pretrained: str | None = "promptlab"
+    weights_path: str | None = None  # local weights of the backbone, on machines that cannot download them
+    epochs: int = 50
+    lr: float = 0.002
+    n_ctx: int = 16
+    batch_size: int = 32
+    test_fraction: float = 0.3
+    seed: int = 1
+    extra: dict = field(default_factory=dict)  # more model init_args, for researchers
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ProjectError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if not 0 < self.test_fraction < 1:
+            raise ProjectError(f"The held-out share must be between 0 and 1 (got {self.test_fraction}).")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.n_ctx < 1:
+            raise ProjectError("Epochs, batch size, learning rate and context length must be positive.")
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, content: dict) -> None:
+    atomic_write_bytes(path, json.dumps(content, indent=2).encode())
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's content, or {} when it is missing or half-written."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def update_run(run_dir: Path, **changes) -> dict:
+    """Merges ``changes`` into ``run.json`` (atomically) and returns the new content."""
+    record = read_json(run_dir / RUN_FILE) | changes
+    _write_json(run_dir / RUN_FILE, record)
+    return record
+
+
+def process_alive(pid: int | None) -> bool:
+    """True while process ``pid`` runs (a finished child not yet reaped counts as gone)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie has exited even though kill(0) succeeds
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# -- the held-out split -----------------------------------------------------------------------------
+
+
+def check_trainable(project: Project, settings: RunSettings) -> None:
+    """Raises :class:`ProjectError` naming the class or folder to fix when a run cannot start."""
+    counts = project.image_counts()
+    if len(counts) < 2:
+        raise ProjectError(f"Project {project.name!r} has {len(counts)} class(es); add at least 2 classes.")
+    if settings.method == "nola":
+        if len(project.images(None)) < len(counts):
+            raise ProjectError(
+                f"NoLA learns from unlabelled images: add at least {len(counts)} to the unlabelled pool "
+                "(more is better, e.g. 20 per class)."
+            )
+        return
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise ProjectError(f"Class {empty[0]!r} has no images; upload some or delete the class.")
+    if settings.method != "zeroshot":
+        single = [name for name, n in counts.items() if n < 2]
+        if single:
+            raise ProjectError(
+                f"Class {single[0]!r} has only 1 image; {METHODS[settings.method]} needs at least 2 per class "
+                "(one to learn from, one to measure accuracy)."
+            )
+
+
+def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[list]]:
+    """CoOp-format split of the project's labelled images (paths relative to ``data/``).
+
+    Zero-shot and NoLA learn nothing from labels, so every labelled image measures accuracy. The
+    others hold out ``test_fraction`` of each class (at least one image, seeded) and train on the
+    rest; the held-out images also give the validation curve during training.
+    """
+    rng = random.Random(settings.seed)
+    split: dict[str, list[list]] = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(project.classes()):
+        items = [[str(p.relative_to(project.data_dir)), label, name] for p in project.images(name)]
+        if settings.method in ("zeroshot", "nola"):
+            split["train"] += items  # unused by the method; the data module wants every class present
+            split["test"] += items
+            continue
+        rng.shuffle(items)
+        n_test = min(max(1, round(settings.test_fraction * len(items))), len(items) - 1)
+        split["test"] += items[:n_test]
+        split["train"] += items[n_test:]
+    split["val"] = list(split["test"])
+    return split
+
+
+# -- starting, listing, cancelling ------------------------------------------------------------------
+
+
+def _lock_holder(project: Project) -> str | None:
+    """The run id holding the training lock, or None (a lock left by a dead worker is removed)."""
+    lock = project.path / LOCK_FILE
+    run_id = lock.read_text().strip() if lock.is_file() else ""
+    if not run_id:
+        return None
+    if run_status(project.runs_dir / run_id).get("status") in ACTIVE:
+        return run_id
+    lock.unlink(missing_ok=True)
+    return None
+
+
+def active_run(project: Project) -> str | None:
+    """The id of the run training now, if any."""
+    return _lock_holder(project)
+
+
+def start_run(project: Project, settings: RunSettings) -> str:
+    """Checks the data, snapshots it with DVC, writes the split and starts the worker process.
+
+    The worker runs in its own session, so it outlives a browser refresh or an app restart.
+
+    Raises:
+        ProjectError: another run is training, or the data cannot train this method.
+    """
+    check_trainable(project, settings)
+    project.runs_dir.mkdir(exist_ok=True)
+    run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{settings.method}"
+    while (project.runs_dir / run_id).exists():
+        run_id += "x"
+    lock = project.path / LOCK_FILE
+    if _lock_holder(project) is not None:
+        raise ProjectError(f"Run {lock.read_text().strip()!r} is still training; wait for it or cancel it first.")
+    try:
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError as error:
+        raise ProjectError("Another run is starting right now; wait for it or cancel it first.") from error
+    with os.fdopen(handle, "w") as f:
+        f.write(run_id)
+    run_dir = project.runs_dir / run_id
+    try:
+        run_dir.mkdir()
+        _write_json(run_dir / SETTINGS_FILE, asdict(settings))
+        _write_json(run_dir / SPLIT_FILE, held_out_split(project, settings))
+        update_run(
+            run_dir,
+            id=run_id,
+            method=settings.method,
+            backbone=settings.backbone,
+            status="queued",
+            created=now_utc(),
+            data_version=take_snapshot(project.path, run_dir),
+        )
+        with (run_dir / LOG_FILE).open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "promptlab.workspace.worker", str(run_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        update_run(run_dir, pid=process.pid)
+        threading.Thread(target=process.wait, daemon=True).start()  # reap it, so it never lingers as a zombie
+    except BaseException as error:
+        lock.unlink(missing_ok=True)
+        update_run(run_dir, status="failed", error=f"Could not start: {error}", finished=now_utc())
+        raise
+    return run_id
+
+
+def run_status(run_dir: Path) -> dict:
+    """``run.json`` with ``status`` corrected to ``interrupted`` when its worker died without saying so.
+
+    A queued run without a process id is being started by :func:`start_run` right now.
+    """
+    record = read_json(run_dir / RUN_FILE)
+    if record.get("status") in ACTIVE and record.get("pid") and not process_alive(record["pid"]):
+        record = update_run(
+            run_dir,
+            status="interrupted",
+            finished=now_utc(),
+            error="The training process stopped unexpectedly (machine restarted or process killed); start a new run.",
+        )
+    return record
+
+
+def list_runs(project: Project) -> list[dict]:
+    """Every run's ``run.json`` (with ``status`` checked), newest first."""
+    if not project.runs_dir.is_dir():
+        return []
+    folders = sorted((p for p in project.runs_dir.iterdir() if (p / RUN_FILE).is_file()), reverse=True)
+    return [run_status(folder) for folder in folders]
+
+
+def cancel_run(project: Project, run_id: str) -> None:
+    """Stops a training run: the worker records ``cancelled`` and releases the lock."""
+    run_dir = project.runs_dir / run_id
+    pid = read_json(run_dir / RUN_FILE).get("pid")
+    if process_alive(pid):
+        os.killpg(pid, signal.SIGTERM)  # the worker's SIGTERM handler writes the status
+    elif run_status(run_dir).get("status") in ACTIVE:
+        update_run(run_dir, status="cancelled", finished=now_utc())
+        (project.path / LOCK_FILE).unlink(missing_ok=True)

@@ -1,0 +1,214 @@
+"""The background training process the app starts: ``python -m promptlab.workspace.worker <run dir>``.
+
+It turns the run's settings into a promptlab config, trains and tests through the same LightningCLI
+as ``promptlab fit``, exports the classifier, writes what the Inspect page shows, and records the
+outcome in ``run.json``. SIGTERM (Cancel) records ``cancelled``; any error records ``failed`` with
+its one-line message. Either way the project's training lock is released.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+from promptlab.workspace.runs import (
+    CLASSIFIER_FILE,
+    LIGHTNING_DIR,
+    LOCK_FILE,
+    SETTINGS_FILE,
+    SPLIT_FILE,
+    RunSettings,
+    now_utc,
+    read_json,
+    update_run,
+)
+
+TOY_TEMPLATES = ["a photo of a {}.", "an image of a {}", "a {} shape"]  # toy-clip's caption phrasings
+MOCOOP_TOY_GROUPS = [["a photo of a {}."], ["an image of a {}.", "a {}."], ["a {} shape.", "the {} shape."]]
+PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
+
+
+def build_config(project_path: Path, run_dir: Path, settings: RunSettings) -> dict:
+    """The promptlab config (as ``promptlab fit -c`` reads it) for a run of the app."""
+    toy = settings.backbone == "toy-clip"
+    model: dict = {"backbone": settings.backbone, "pretrained": settings.pretrained}
+    model |= {"weights_path": settings.weights_path} if settings.weights_path else {}
+    if settings.method == "coop":
+        model |= {"n_ctx": settings.n_ctx, "lr": settings.lr}
+    elif settings.method == "mocoop":
+        model |= {"lr": settings.lr, "top_k": 2} | ({"template_groups": MOCOOP_TOY_GROUPS} if toy else {})
+    elif settings.method == "nola":
+        model |= {"dino": "toy-dino" if toy else "dino_vitb16", "lr": settings.lr}
+        model |= {"templates": TOY_TEMPLATES if toy else "ensemble", "n_prompts": 16}
+        descriptions = project_path / "data" / "descriptions.json"
+        model |= {"descriptions_file": str(descriptions)} if descriptions.is_file() else {}
+    elif settings.method == "zeroshot":
+        model |= {"templates": TOY_TEMPLATES if toy else "ensemble"}
+    class_path = {"zeroshot": "ZeroShotCLIP", "coop": "CoOp", "mocoop": "MoCoOp", "nola": "NoLA"}[settings.method]
+    data = {
+        "dataset": "split",
+        "split_file": str(run_dir / SPLIT_FILE),
+        "root": str(project_path / "data"),
+        "shots": 0,  # every training image the user gave
+        "seed": settings.seed,
+        "batch_size": settings.batch_size,
+        "test_batch_size": 128,
+        "num_workers": 0,
+        "crop_scale": [0.5, 1.0] if toy else [0.08, 1.0],
+    }
+    if settings.method == "nola":
+        data |= {"label_free": True, "unlabelled": str(project_path / "data" / "unlabelled")}
+        if not read_json(run_dir / SPLIT_FILE).get("test"):  # classes without labelled images: names only
+            names_file = run_dir / "class_names.txt"
+            names_file.write_text("\n".join(sorted(p.name for p in (project_path / "data" / "labelled").iterdir())))
+            data["class_names_file"] = str(names_file)
+    return {
+        "model": {"class_path": f"promptlab.methods.{class_path}", "init_args": model | settings.extra},
+        "data": data,
+        "seed_everything": settings.seed,
+        "trainer": {
+            "max_epochs": settings.epochs,
+            "check_val_every_n_epoch": max(1, settings.epochs // 10),
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "gradient_clip_val": 1.0 if settings.method == "mocoop" else None,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(run_dir), "name": LIGHTNING_DIR, "version": ""},
+            },
+            "callbacks": [
+                {"class_path": "promptlab.workspace.progress.ProgressFile", "init_args": {"run_dir": str(run_dir)}}
+            ],
+        },
+    }
+
+
+def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path) -> dict:
+    """Classifies the held-out images with the exported file; returns {"rows": [...]} (also written)."""
+    from promptlab.classifier import Classifier
+
+    test = read_json(run_dir / SPLIT_FILE).get("test", [])
+    classifier = Classifier.load(classifier_path, device="cpu")
+    paths = [str(project_path / "data" / path) for path, _, _ in test]
+    predictions = classifier.predict(paths, top_k=3) if paths else []
+    rows = [
+        {"path": path, "true": name, "predicted": p.label, "probability": p.probability}
+        for (path, _, name), p in zip(test, predictions, strict=True)
+    ]
+    content = {"rows": rows}
+    (run_dir / PREDICTIONS_FILE).write_text(json.dumps(content, indent=2))
+    return content
+
+
+def _write_inspection(run_dir: Path, model, settings: RunSettings) -> None:
+    """What the Inspect page shows beyond the test metrics, per method."""
+    from promptlab.inspection import nearest_words
+
+    content: dict = {"method": settings.method}
+    if settings.method == "coop":
+        context = model.ctx.detach()
+        contexts = context if context.dim() == 3 else context[None]  # (C or 1, n_ctx, width)
+        content["nearest_words"] = [nearest_words(c, model.backbone) for c in contexts]
+    lightning = run_dir / LIGHTNING_DIR
+    if settings.method == "mocoop" and (lightning / "routing.json").is_file():
+        content["routing"] = read_json(lightning / "routing.json")
+    if settings.method == "nola":
+        from safetensors.torch import load_file
+
+        labels = load_file(str(lightning / "nola_pseudo_labels.safetensors"))["pool_labels"]
+        content["pseudo_label_counts"] = {name: int((labels == c).sum()) for c, name in enumerate(model.class_names)}
+        content["stages"] = read_json(lightning / "nola_stages.json")
+    (run_dir / INSPECTION_FILE).write_text(json.dumps(content, indent=2))
+
+
+def train(run_dir: Path) -> None:
+    """Runs one app run to the end (see the module docstring)."""
+    from promptlab.cli import lightning_cli
+    from promptlab.export import export_classifier, export_run, latest_checkpoint, load_method
+    from promptlab.reporting import TEST_METRICS_FILE
+    from promptlab.workspace.progress import write_progress
+
+    project_path = run_dir.parent.parent
+    settings = RunSettings(**read_json(run_dir / SETTINGS_FILE))
+    config_file = run_dir / "config.yaml"
+    config_file.write_text(yaml.safe_dump(build_config(project_path, run_dir, settings), sort_keys=False))
+    write_progress(run_dir, stage="preparing")
+    lightning = run_dir / LIGHTNING_DIR
+    has_test = bool(read_json(run_dir / SPLIT_FILE).get("test"))
+    if settings.method == "zeroshot":
+        cli = lightning_cli(["test", "-c", str(config_file)])
+        metrics = read_json(lightning / TEST_METRICS_FILE)
+        classifier = export_classifier(
+            cli.model, run_dir / CLASSIFIER_FILE, metrics=metrics, data_version=cli.datamodule.data_version
+        )
+        model = cli.model
+    else:
+        lightning_cli(["fit", "-c", str(config_file), f"--test_after_fit={has_test}"])
+        classifier = export_run(lightning, run_dir / CLASSIFIER_FILE)
+        model = load_method(latest_checkpoint(lightning))
+    write_progress(run_dir, stage="inspecting")
+    _write_inspection(run_dir, model, settings)
+    _write_predictions(run_dir, project_path, classifier)
+    metrics = read_json(lightning / TEST_METRICS_FILE)
+    update_run(
+        run_dir,
+        status="finished",
+        finished=now_utc(),
+        accuracy=metrics.get("accuracy"),
+        num_test=metrics.get("num_samples", 0),
+    )
+    write_progress(run_dir, stage="finished")
+
+
+def one_line_error(error: BaseException) -> str:
+    """The message a user needs: a promptlab error's own text, even when wrapped (jsonargparse wraps
+    errors raised while instantiating a model as ``Does not validate...`` followed by ``- <reason>`` lines)."""
+    from promptlab.errors import USER_ERRORS
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, USER_ERRORS):
+            return str(cause).strip().splitlines()[0]
+        cause = cause.__cause__ or cause.__context__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line[2:] for line in lines if line.startswith("- ")), None)
+    return reason or (lines[0] if lines else type(error).__name__)
+
+
+def _release_lock(run_dir: Path) -> None:
+    lock = run_dir.parent.parent / LOCK_FILE
+    if lock.is_file() and lock.read_text().strip() == run_dir.name:
+        lock.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_dir = Path((argv or sys.argv[1:])[0]).resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def on_sigterm(signum, frame) -> None:
+        update_run(run_dir, status="cancelled", finished=now_utc())
+        _release_lock(run_dir)
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    update_run(run_dir, status="running", pid=os.getpid(), started=now_utc())
+    try:
+        train(run_dir)
+        return 0
+    except Exception as error:  # recorded for the app; the traceback goes to log.txt
+        traceback.print_exc()
+        update_run(run_dir, status="failed", finished=now_utc(), error=one_line_error(error))
+        return 1
+    finally:
+        _release_lock(run_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The app's tested API: projects, uploads (good and bad), DVC snapshots, runs, locking, cancelling."""
+
+import io
+import os
+import signal
+import time
+
+import pytest
+from PIL import Image
+
+from promptlab.classifier import Classifier
+from promptlab.workspace.project import MAX_UPLOAD_BYTES, ProjectError, Workspace
+from promptlab.workspace.results import run_results, training_curves
+from promptlab.workspace.runs import (
+    LOCK_FILE,
+    RunSettings,
+    active_run,
+    cancel_run,
+    held_out_split,
+    list_runs,
+    run_status,
+    start_run,
+    update_run,
+)
+from promptlab.workspace.snapshots import restore_snapshot, snapshot_files
+from tests.ui_support import SHAPES, toy_project, wait_for_run
+
+
+def png(size=(8, 8), colour=(255, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = Workspace(tmp_path).create("pets")
+    project.add_class("cat")
+    project.add_class("dog")
+    return project
+
+
+def test_class_names_are_validated_like_the_cli(project):
+    with pytest.raises(ProjectError, match="duplicate class names"):
+        project.add_class("Cat")
+    for bad in ["", "a/b", ".hidden", "x" * 81]:
+        with pytest.raises(ProjectError):
+            project.add_class(bad)
+    with pytest.raises(ProjectError, match="duplicate"):
+        project.rename_class("cat", "dog")
+    project.add_images("cat", [("c.png", png())])
+    project.set_descriptions({"cat": ["a small furry pet"]})
+    project.rename_class("cat", "kitten")
+    assert project.classes() == ["dog", "kitten"]
+    assert len(project.images("kitten")) == 1
+    assert project.descriptions() == {"kitten": ["a small furry pet"]}
+    project.delete_class("kitten")
+    assert project.classes() == ["dog"] and project.descriptions() == {}
+    with pytest.raises(ProjectError, match="already exists"):
+        Workspace(project.path.parent).create("pets")
+
+
+def test_uploads_are_stored_by_content_and_bad_files_rejected(project):
+    good = png()
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
+    truncated = png((64, 64), (1, 2, 3))[:-40]
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 10000)).save(bomb, format="PNG")  # 200 Mpixel: over PIL's bomb limit, 30 KB on disk
+    report = project.add_images(
+        "cat",
+        [
+            ("../../evil.png", good),
+            ("renamed.gif", jpeg.getvalue()),
+            ("again.png", good),
+            ("notes.png", b"not an image at all"),
+            ("broken.png", truncated),
+            ("bomb.png", bomb.getvalue()),
+            ("huge.png", b"0" * (MAX_UPLOAD_BYTES + 1)),
+        ],
+    )
+    stored = sorted(p.name for p in project.images("cat"))
+    assert len(report.added) == 2 and sorted(report.added) == stored
+    assert any(name.endswith(".jpg") for name in stored)  # suffix from the decoded format, not the upload name
+    assert not (project.path.parent / "evil.png").exists() and not (project.data_dir / "evil.png").exists()
+    assert report.duplicates == ["again.png"]
+    reasons = dict(report.rejected)
+    assert set(reasons) == {"notes.png", "broken.png", "bomb.png", "huge.png"}
+    assert "notes.png" in reasons["notes.png"] and "decompression bomb" in reasons["bomb.png"].lower()
+    # The same image under another class would carry two labels.
+    ((_, reason),) = project.add_images("dog", [("dup.png", good)]).rejected
+    assert "already in 'cat'" in reason
+    assert not list(project.labelled_dir.rglob(".tmp-*"))  # no half-written files left behind
+
+
+def test_runs_need_enough_images_per_class(project):
+    with pytest.raises(ProjectError, match="Class 'cat' has no images"):
+        start_run(project, RunSettings(method="coop"))
+    project.add_images("cat", [("a.png", png())])
+    project.add_images("dog", [("b.png", png(colour=(0, 0, 255))), ("c.png", png(colour=(0, 0, 200)))])
+    with pytest.raises(ProjectError, match="Class 'cat' has only 1 image"):
+        start_run(project, RunSettings(method="coop"))
+    with pytest.raises(ProjectError, match="unlabelled pool"):
+        start_run(project, RunSettings(method="nola"))
+    assert not list_runs(project) and not (project.path / LOCK_FILE).exists()
+
+
+def test_held_out_split_keeps_an_image_of_each_class_for_training_and_testing(tmp_path):
+    project = toy_project(tmp_path, per_class=2)
+    split = held_out_split(project, RunSettings(method="coop", test_fraction=0.5))
+    assert len(split["train"]) == len(split["test"]) == 3
+    assert {c for _, _, c in split["train"]} == set(SHAPES) == {c for _, _, c in split["test"]}
+    zero_shot = held_out_split(project, RunSettings(method="zeroshot"))
+    assert len(zero_shot["test"]) == 6
+
+
+@pytest.mark.slow
+def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
+    project = toy_project(tmp_path, per_class=6)
+    run_id = start_run(project, RunSettings(method="coop", epochs=20))
+    with pytest.raises(ProjectError, match="still training"):  # training started twice
+        start_run(project, RunSettings(method="coop"))
+    assert active_run(project) == run_id
+    record = wait_for_run(project, run_id)
+    assert record["status"] == "finished", run_results(project.runs_dir / run_id).log_tail()
+    assert active_run(project) is None and not (project.path / LOCK_FILE).exists()
+
+    results = run_results(project.runs_dir / run_id)
+    assert record["num_test"] == 6 and 0 <= record["accuracy"] <= 1
+    assert results.metrics["accuracy"] == record["accuracy"] and results.confusion_png is not None
+    assert len(results.predictions) == 6
+    assert len(results.inspection["nearest_words"][0]) == 16  # 16 context vectors, 3 words each
+    curves = training_curves(results.run_dir)
+    assert len(curves.loss) == 20 and curves.val_accuracy
+    # The exported classifier reproduces the recorded predictions.
+    classifier = Classifier.load(results.classifier_file, device="cpu")
+    rows = results.predictions
+    labels = [p.label for p in classifier.predict([str(project.data_dir / r["path"]) for r in rows])]
+    assert labels == [r["predicted"] for r in rows]
+
+    # The run can always be traced to its images: the snapshot survives deleting them.
+    data_json = (results.run_dir / "lightning" / "data.json").read_text()
+    assert record["data_version"] in data_json
+    trained_on = snapshot_files(project.path, results.run_dir)
+    assert len(trained_on) == 18
+    project.delete_class("circle")
+    restored = restore_snapshot(project.path, results.run_dir, tmp_path / "restored")
+    assert len(list((restored / "labelled" / "circle").iterdir())) == 6
+
+
+@pytest.mark.slow
+def test_cancel_and_a_dead_worker_release_the_lock(tmp_path):
+    project = toy_project(tmp_path, per_class=4)
+    run_id = start_run(project, RunSettings(method="coop", epochs=1000))
+    deadline = time.monotonic() + 60
+    while run_status(project.runs_dir / run_id).get("status") != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cancel_run(project, run_id)
+    assert wait_for_run(project, run_id, 30)["status"] == "cancelled"
+    assert active_run(project) is None
+
+    # The app restarted mid-training and the machine killed the worker: the run reads as interrupted,
+    # and the lock no longer blocks a new run.
+    run_id = start_run(project, RunSettings(method="coop", epochs=1000))
+    while run_status(project.runs_dir / run_id).get("status") != "running" and time.monotonic() < deadline + 60:
+        time.sleep(0.2)
+    os.killpg(run_status(project.runs_dir / run_id)["pid"], signal.SIGKILL)
+    record = wait_for_run(project, run_id, 30)
+    assert record["status"] == "interrupted" and "stopped unexpectedly" in record["error"]
+    assert active_run(project) is None
+    assert len(project.images("circle")) == 4  # no upload lost
+
+
+def test_failed_run_records_a_one_line_error(tmp_path):
+    project = toy_project(tmp_path, per_class=2)
+    run_id = start_run(project, RunSettings(method="coop", backbone="ViT-B-16", pretrained="openai", epochs=1))
+    record = wait_for_run(project, run_id, 120)
+    assert record["status"] == "failed" and "\n" not in record["error"] and "weights_path" in record["error"]
+    assert active_run(project) is None
+
+
+def test_interrupted_status_when_the_worker_is_gone(tmp_path):
+    project = toy_project(tmp_path, per_class=2)
+    run_dir = project.runs_dir / "r1"
+    run_dir.mkdir(parents=True)
+    update_run(run_dir, id="r1", method="coop", status="running", pid=2**22 + 12345)  # no such process
+    (project.path / LOCK_FILE).write_text("r1")
+    assert active_run(project) is None and run_status(run_dir)["status"] == "interrupted"

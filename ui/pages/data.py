@@ -1,0 +1,114 @@
+"""Data: classes, their images (upload or camera), the unlabelled pool and class descriptions."""
+
+import streamlit as st
+from common import flash, require_project, show_flashes, show_upload_report
+
+from promptlab.workspace.project import IMAGE_UPLOAD_TYPES, Project, ProjectError
+
+THUMBNAILS = 12
+
+project = require_project()
+st.title(f"Data · {project.name}")
+show_flashes()
+uploads_round = st.session_state.setdefault("uploads_round", 0)  # a new key empties the uploaders
+
+
+def store_uploads(class_name: str | None, files) -> None:
+    report = project.add_images(class_name, [(f.name, f.getvalue()) for f in files])
+    st.session_state["last_report"] = report
+    st.session_state["uploads_round"] += 1
+    st.rerun()
+
+
+if "last_report" in st.session_state:
+    show_upload_report(st.session_state.pop("last_report"))
+
+
+def thumbnails(project: Project, class_name: str | None, key: str) -> None:
+    images = project.images(class_name)
+    show_all = len(images) > THUMBNAILS and st.toggle(f"Show all {len(images)}", key=f"all-{key}")
+    shown = images if show_all else images[:THUMBNAILS]
+    columns = st.columns(6)
+    for i, path in enumerate(shown):
+        with columns[i % 6]:
+            st.image(str(path), width="stretch")
+            if st.button("Remove", key=f"rm-{key}-{path.name}"):
+                project.remove_image(path)
+                flash("Removed 1 image.")
+                st.rerun()
+
+
+with st.form("add-class", clear_on_submit=True):
+    new_class = st.text_input("New class", placeholder="e.g. golden retriever")
+    if st.form_submit_button("Add class"):
+        try:
+            project.add_class(new_class)
+            flash(f"Added class {new_class.strip()!r}.")
+            st.rerun()
+        except ProjectError as error:
+            st.error(str(error))
+
+counts = project.image_counts()
+if not counts:
+    st.info("Add at least two classes, then upload a few images to each (10 or more works best).")
+for class_name, count in counts.items():
+    with st.expander(f"**{class_name}** · {count} image(s)", expanded=count < 2):
+        if count == 0:
+            st.warning("This class has no images yet.")
+        elif count == 1:
+            st.warning("One image is not enough to train and measure; add at least one more.")
+        files = st.file_uploader(
+            f"Upload images of {class_name}",
+            type=IMAGE_UPLOAD_TYPES,
+            accept_multiple_files=True,
+            key=f"upload-{class_name}-{uploads_round}",
+        )
+        if files and st.button(f"Add {len(files)} file(s)", key=f"add-{class_name}", type="primary"):
+            store_uploads(class_name, files)
+        if st.toggle("Use the camera", key=f"cam-on-{class_name}"):
+            photo = st.camera_input("Take a photo", key=f"cam-{class_name}-{uploads_round}")
+            if photo is not None:
+                store_uploads(class_name, [photo])
+        thumbnails(project, class_name, class_name)
+        left, right = st.columns(2)
+        with left:
+            renamed = st.text_input("Rename to", key=f"rename-{class_name}")
+            if st.button("Rename", key=f"rename-btn-{class_name}") and renamed:
+                try:
+                    project.rename_class(class_name, renamed)
+                    flash(f"Renamed {class_name!r} to {renamed.strip()!r}.")
+                    st.rerun()
+                except ProjectError as error:
+                    st.error(str(error))
+        with right:
+            sure = st.checkbox(f"Yes, delete {class_name!r} and its {count} image(s)", key=f"sure-{class_name}")
+            if st.button("Delete class", key=f"delete-{class_name}", disabled=not sure):
+                project.delete_class(class_name)
+                flash(f"Deleted class {class_name!r}.")
+                st.rerun()
+
+st.subheader("Label-free training (NoLA)")
+st.write(
+    "NoLA needs no labelled images: only the class names, a pool of unlabelled images and, optionally, "
+    "a few sentences describing each class."
+)
+with st.expander(f"Unlabelled pool · {len(project.images(None))} image(s)"):
+    files = st.file_uploader(
+        "Upload unlabelled images",
+        type=IMAGE_UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key=f"upload-pool-{uploads_round}",
+    )
+    if files and st.button(f"Add {len(files)} file(s) to the pool", type="primary"):
+        store_uploads(None, files)
+    thumbnails(project, None, "pool")
+if counts:
+    with st.expander("Class descriptions"), st.form("descriptions"):
+        current = project.descriptions()
+        edited = {
+            name: st.text_area(f"{name} (one sentence per line)", "\n".join(current.get(name, [])), key=f"desc-{name}")
+            for name in counts
+        }
+        if st.form_submit_button("Save descriptions"):
+            project.set_descriptions({name: text.splitlines() for name, text in edited.items()})
+            st.success("Saved the descriptions.")

@@ -1,0 +1,33 @@
+"""Export: download a run's classifier file, with code that loads and uses it."""
+
+import streamlit as st
+from common import pick_finished_run, require_project
+
+from promptlab.workspace.runs import CLASSIFIER_FILE
+
+project = require_project()
+st.title(f"Export · {project.name}")
+record = pick_finished_run(project)
+if record is None:
+    st.stop()
+path = project.runs_dir / record["id"] / CLASSIFIER_FILE
+file_name = f"{project.name.replace(' ', '_')}-{record['id']}.safetensors"
+st.write(
+    f"One file holds the classifier: class names, the learned class features, preprocessing and, for "
+    f"`{record.get('backbone')}`, everything needed to rebuild the image encoder ({path.stat().st_size / 2**20:.1f} MB). "
+    "It is a safetensors file: loading it never runs code."
+)
+st.download_button(
+    "Download the classifier", path.read_bytes(), file_name=file_name, type="primary", mime="application/octet-stream"
+)
+st.subheader("Use it in Python")
+st.code(
+    f"""from promptlab.classifier import Classifier
+
+classifier = Classifier.load("{file_name}")
+for prediction in classifier.predict(["photo1.jpg", "photo2.jpg"], top_k=3):
+    print(prediction.label, prediction.probability, prediction.top_k)""",
+    language="python",
+)
+st.subheader("Or from the command line")
+st.code(f"pip install promptlab\npromptlab classify --classifier {file_name} photo1.jpg photos/", language="bash")

@@ -1,0 +1,105 @@
+"""Inspect: accuracy, per-class accuracy, confusion matrix, mistakes and a look inside the classifier."""
+
+import streamlit as st
+from common import require_project
+
+from promptlab.workspace.results import run_results, training_curves
+from promptlab.workspace.runs import METHODS, list_runs
+
+project = require_project()
+st.title(f"Inspect · {project.name}")
+runs = list_runs(project)
+if not runs:
+    st.info("No runs yet: train one on the **Train** page.")
+    st.stop()
+record = st.selectbox("Run", runs, format_func=lambda r: f"{r['id']} · {r.get('status')}")
+results = run_results(project.runs_dir / record["id"])
+status = results.record.get("status")
+if status != "finished":
+    (st.error if status in ("failed", "interrupted") else st.info)(
+        f"Run {record['id']} is {status}" + (f": {results.record['error']}" if results.record.get("error") else ".")
+    )
+    if status in ("failed", "interrupted", "cancelled"):
+        with st.expander("Log"):
+            st.code(results.log_tail())
+    st.stop()
+
+metrics = results.metrics
+columns = st.columns(4)
+columns[0].metric("Accuracy", f"{metrics['accuracy']:.1%}" if metrics else "–")
+columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–")
+columns[2].metric("Held-out images", metrics.get("num_samples", 0))
+columns[3].metric("Training images", results.train_images if record["method"] in ("coop", "mocoop") else 0)
+st.caption(
+    f"{METHODS[record['method']]} on {record.get('backbone')} · data version `{record.get('data_version')}` "
+    "(a DVC snapshot of the project's images, kept with the run)"
+)
+if not metrics:
+    st.info("This run had no labelled images to measure accuracy on.")
+else:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Per-class accuracy")
+        st.bar_chart(metrics["per_class_accuracy"], horizontal=True, x_label="accuracy")
+    with right:
+        st.subheader("Confusion matrix")
+        if results.confusion_png:
+            st.image(str(results.confusion_png), width="stretch")
+
+curves = training_curves(results.run_dir)
+if curves.loss:
+    st.subheader("Training curves")
+    left, right = st.columns(2)
+    left.line_chart({"loss": [v for _, v in curves.loss]}, x_label="step", y_label="training loss")
+    if curves.val_accuracy:
+        right.line_chart(
+            {"held-out accuracy": [v for _, v in curves.val_accuracy]}, x_label="evaluation", y_label="accuracy"
+        )
+
+st.subheader("Misclassified held-out images")
+mistakes = results.misclassified
+if not mistakes:
+    st.write("None: every held-out image was classified correctly." if results.predictions else "No held-out images.")
+columns = st.columns(6)
+for i, row in enumerate(mistakes[:24]):
+    with columns[i % 6]:
+        path = project.data_dir / row["path"]
+        if path.is_file():
+            st.image(str(path), width="stretch")
+        st.caption(f"true **{row['true']}** → {row['predicted']} ({row['probability']:.0%})")
+
+inspection = results.inspection
+if "nearest_words" in inspection:
+    st.subheader("What CoOp learned: nearest words to each context vector")
+    st.caption("The learned vectors sit between words; their nearest vocabulary words rarely read as a phrase.")
+    contexts = inspection["nearest_words"]
+    names = ["shared context"] if len(contexts) == 1 else list(metrics.get("per_class_accuracy", {}))
+    for name, context in zip(names, contexts):
+        st.write(f"**{name}**")
+        st.dataframe(
+            [
+                {"position": i + 1, **{f"word {k + 1}": f"{w} ({d:.2f})" for k, (w, d) in enumerate(words)}}
+                for i, words in enumerate(context)
+            ],
+            hide_index=True,
+        )
+if "routing" in inspection:
+    st.subheader("What MoCoOp learned: which expert prompts the router picks")
+    routing = inspection["routing"]
+    st.bar_chart(dict(zip(routing["experts"], routing["overall"])), horizontal=True, x_label="share of picks")
+    st.dataframe(
+        {
+            "class": list(routing["per_class"]),
+            **{f"E{e}": [row[e] for row in routing["per_class"].values()] for e in range(len(routing["experts"]))},
+        },
+        hide_index=True,
+    )
+if "pseudo_label_counts" in inspection:
+    st.subheader("What NoLA learned from: pseudo-labels of the unlabelled pool")
+    st.bar_chart(inspection["pseudo_label_counts"], horizontal=True, x_label="unlabelled images")
+    stages = inspection.get("stages", {})
+    if "stage1_accuracy" in stages:
+        st.write(
+            f"On your labelled images: description classifier {stages['stage1_accuracy']:.1%}, DINO labeller "
+            f"{stages['stage2_accuracy']:.1%}, final classifier {metrics.get('accuracy', 0):.1%}."
+        )

@@ -1,0 +1,124 @@
+"""Train: pick a method and a backbone, start a background run, watch it, cancel it."""
+
+import time
+
+import streamlit as st
+from common import flash, require_project, show_flashes
+
+from promptlab.workspace.project import ProjectError
+from promptlab.workspace.results import run_results, training_curves
+from promptlab.workspace.runs import (
+    BACKBONES,
+    METHODS,
+    RunSettings,
+    active_run,
+    cancel_run,
+    check_trainable,
+    list_runs,
+    start_run,
+)
+
+ABOUT = {
+    "zeroshot": "No training: CLIP compares each image with 'a photo of a <class>'. A baseline.",
+    "coop": "Learns 16 context words in front of your class names from your labelled images.",
+    "mocoop": "Learns several soft prompts and picks the best ones per image; steadier than CoOp.",
+    "nola": "No labels: learns from class names and the unlabelled pool (labelled images only measure it).",
+}
+PRESETS = {"Quick (50 epochs)": 50, "Thorough (200 epochs)": 200}
+
+project = require_project()
+st.title(f"Train · {project.name}")
+show_flashes()
+
+
+@st.fragment(run_every=2)
+def live_run(run_id: str) -> None:
+    """Progress, curves and Cancel of the running run; refreshes itself every 2 s."""
+    results = run_results(project.runs_dir / run_id)
+    status, progress = results.record.get("status"), results.progress
+    if status not in ("queued", "running"):
+        st.rerun()  # finished: redraw the whole page
+    st.subheader(f"Training {run_id}")
+    stage = progress.get("stage", "starting")
+    if stage == "training" and progress.get("total_steps"):
+        done = min(progress.get("step", 0) / progress["total_steps"], 1.0)
+        st.progress(done, text=f"Epoch {progress.get('epoch', 0) + 1} of {progress.get('max_epochs')} · {done:.0%}")
+    else:
+        st.progress(
+            0.0,
+            text={
+                "starting": "Starting…",
+                "preparing": "Loading the model and computing image features…",
+                "testing": "Measuring accuracy on the held-out images…",
+                "inspecting": "Exporting the classifier…",
+            }.get(stage, stage),
+        )
+    curves = training_curves(results.run_dir)
+    left, right = st.columns(2)
+    if curves.loss:
+        left.line_chart({"loss": [v for _, v in curves.loss]}, x_label="step", y_label="training loss")
+    if curves.val_accuracy:
+        right.line_chart(
+            {"held-out accuracy": [v for _, v in curves.val_accuracy]}, x_label="evaluation", y_label="accuracy"
+        )
+    if st.button("Cancel training", type="secondary"):
+        cancel_run(project, run_id)
+        flash(f"Cancelled run {run_id}.", "warning")
+        st.rerun()
+
+
+running = active_run(project)
+if running:
+    live_run(running)
+    st.stop()
+
+latest = next(iter(list_runs(project)), None)
+if latest and latest.get("status") == "finished":
+    accuracy = latest.get("accuracy")
+    shown = f"{accuracy:.1%} on {latest.get('num_test')} held-out images" if accuracy is not None else "no test images"
+    st.success(f"Last run {latest['id']} ({METHODS[latest['method']]}) finished: {shown}. See **Inspect**.")
+elif latest and latest.get("status") in ("failed", "interrupted"):
+    st.error(f"Last run {latest['id']} {latest['status']}: {latest.get('error')}")
+    with st.expander("Log"):
+        st.code(run_results(project.runs_dir / latest["id"]).log_tail())
+
+method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True)
+st.caption(ABOUT[method])
+backbone_label = st.selectbox("Backbone", list(BACKBONES), help="toy-clip works offline; the others download weights.")
+preset = st.radio("Preset", list(PRESETS), horizontal=True, disabled=method == "zeroshot")
+with st.expander("Advanced"):
+    epochs = st.number_input("Epochs", 1, 1000, PRESETS[preset])
+    lr = st.number_input("Learning rate", 1e-5, 1.0, 0.004 if method == "nola" else 0.002, format="%.4f")
+    n_ctx = st.number_input("Context words (CoOp)", 1, 32, 16)
+    batch_size = st.number_input("Batch size", 1, 512, 32)
+    test_fraction = st.slider("Held-out share of each class (measures accuracy)", 0.1, 0.5, 0.3, 0.05)
+    seed = st.number_input("Seed", 0, 10_000, 1)
+    weights_path = st.text_input("Backbone weights file (when this machine cannot download them)")
+
+model_name, pretrained = BACKBONES[backbone_label]
+settings = RunSettings(
+    method,
+    model_name,
+    pretrained,
+    weights_path.strip() or None,
+    int(epochs),
+    float(lr),
+    int(n_ctx),
+    int(batch_size),
+    float(test_fraction),
+    int(seed),
+)
+try:
+    check_trainable(project, settings)
+except ProjectError as error:
+    st.warning(str(error))
+if st.button("Start training", type="primary"):
+    try:
+        with st.spinner("Saving a snapshot of your data and starting…"):
+            run_id = start_run(project, settings)
+    except (ProjectError, OSError, RuntimeError) as error:
+        st.error(str(error))
+    else:
+        flash(f"Started run {run_id}. You can leave this page; training continues in the background.", "info")
+        time.sleep(0.5)
+        st.rerun()
