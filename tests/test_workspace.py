@@ -129,7 +129,7 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
     assert record["num_test"] == 6 and 0 <= record["accuracy"] <= 1
     assert results.metrics["accuracy"] == record["accuracy"] and results.confusion_png is not None
     assert len(results.predictions) == 6
-    assert len(results.inspection["nearest_words"][0]) == 16  # 16 context vectors, 3 words each
+    assert len(results.inspection["nearest_words"]["shared context"]) == 16  # 16 context vectors, 3 words each
     curves = training_curves(results.run_dir)
     assert len(curves.loss) == 20 and curves.val_accuracy
     # The exported classifier reproduces the recorded predictions.

@@ -190,12 +190,8 @@ class Project:
                 continue
             suffix = FORMAT_SUFFIXES.get(image_format)
             if suffix is None:
-                report.rejected.append(
-                    (
-                        uploaded_name,
-                        f"{image_format} images are not supported; use {', '.join(sorted(FORMAT_SUFFIXES))}",
-                    )
-                )
+                supported = ", ".join(sorted(FORMAT_SUFFIXES))
+                report.rejected.append((uploaded_name, f"{image_format} images are not supported; use {supported}"))
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in existing:

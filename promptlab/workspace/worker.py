@@ -115,7 +115,8 @@ def _write_inspection(run_dir: Path, model, settings: RunSettings) -> None:
     if settings.method == "coop":
         context = model.ctx.detach()
         contexts = context if context.dim() == 3 else context[None]  # (C or 1, n_ctx, width)
-        content["nearest_words"] = [nearest_words(c, model.backbone) for c in contexts]
+        names = ["shared context"] if len(contexts) == 1 else model.class_names
+        content["nearest_words"] = {n: nearest_words(c, model.backbone) for n, c in zip(names, contexts, strict=True)}
     lightning = run_dir / LIGHTNING_DIR
     if settings.method == "mocoop" and (lightning / "routing.json").is_file():
         content["routing"] = read_json(lightning / "routing.json")

@@ -12,10 +12,11 @@ if record is None:
     st.stop()
 path = project.runs_dir / record["id"] / CLASSIFIER_FILE
 file_name = f"{project.name.replace(' ', '_')}-{record['id']}.safetensors"
+size_mb = path.stat().st_size / 2**20
 st.write(
-    f"One file holds the classifier: class names, the learned class features, preprocessing and, for "
-    f"`{record.get('backbone')}`, everything needed to rebuild the image encoder ({path.stat().st_size / 2**20:.1f} MB). "
-    "It is a safetensors file: loading it never runs code."
+    f"One file ({size_mb:.1f} MB) holds the classifier: class names, the learned class features, preprocessing "
+    f"and the reference to `{record.get('backbone')}` (or its image encoder's weights, when they cannot be "
+    "downloaded). It is a safetensors file: loading it never runs code."
 )
 st.download_button(
     "Download the classifier", path.read_bytes(), file_name=file_name, type="primary", mime="application/octet-stream"

@@ -72,28 +72,21 @@ inspection = results.inspection
 if "nearest_words" in inspection:
     st.subheader("What CoOp learned: nearest words to each context vector")
     st.caption("The learned vectors sit between words; their nearest vocabulary words rarely read as a phrase.")
-    contexts = inspection["nearest_words"]
-    names = ["shared context"] if len(contexts) == 1 else list(metrics.get("per_class_accuracy", {}))
-    for name, context in zip(names, contexts):
+    for name, context in inspection["nearest_words"].items():
         st.write(f"**{name}**")
-        st.dataframe(
-            [
-                {"position": i + 1, **{f"word {k + 1}": f"{w} ({d:.2f})" for k, (w, d) in enumerate(words)}}
-                for i, words in enumerate(context)
-            ],
-            hide_index=True,
-        )
+        rows = [
+            {"position": i + 1, **{f"word {k + 1}": f"{w} ({d:.2f})" for k, (w, d) in enumerate(words)}}
+            for i, words in enumerate(context)
+        ]
+        st.dataframe(rows, hide_index=True)
 if "routing" in inspection:
     st.subheader("What MoCoOp learned: which expert prompts the router picks")
     routing = inspection["routing"]
-    st.bar_chart(dict(zip(routing["experts"], routing["overall"])), horizontal=True, x_label="share of picks")
-    st.dataframe(
-        {
-            "class": list(routing["per_class"]),
-            **{f"E{e}": [row[e] for row in routing["per_class"].values()] for e in range(len(routing["experts"]))},
-        },
-        hide_index=True,
-    )
+    overall = dict(zip(routing["experts"], routing["overall"], strict=True))
+    st.bar_chart(overall, horizontal=True, x_label="share of picks")
+    per_class = list(routing["per_class"].values())
+    experts = {f"E{e}: {name}": [row[e] for row in per_class] for e, name in enumerate(routing["experts"])}
+    st.dataframe({"class": list(routing["per_class"]), **experts}, hide_index=True)
 if "pseudo_label_counts" in inspection:
     st.subheader("What NoLA learned from: pseudo-labels of the unlabelled pool")
     st.bar_chart(inspection["pseudo_label_counts"], horizontal=True, x_label="unlabelled images")
