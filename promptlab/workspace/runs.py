@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -255,12 +256,20 @@ def list_runs(project: Project) -> list[dict]:
     return [run_status(folder) for folder in folders]
 
 
-def cancel_run(project: Project, run_id: str) -> None:
-    """Stops a training run: the worker records ``cancelled`` and releases the lock."""
+def cancel_run(project: Project, run_id: str, wait_s: float = 10.0) -> None:
+    """Stops a training run, records ``cancelled`` and releases the lock.
+
+    The worker records it itself on SIGTERM; a worker killed before it installed its handler (just
+    started) is recorded here.
+    """
     run_dir = project.runs_dir / run_id
     pid = read_json(run_dir / RUN_FILE).get("pid")
     if process_alive(pid):
-        os.killpg(pid, signal.SIGTERM)  # the worker's SIGTERM handler writes the status
-    elif run_status(run_dir).get("status") in ACTIVE:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if read_json(run_dir / RUN_FILE).get("status") in ACTIVE:
         update_run(run_dir, status="cancelled", finished=now_utc())
-        (project.path / LOCK_FILE).unlink(missing_ok=True)
+        if _lock_holder(project) in (None, run_id):
+            (project.path / LOCK_FILE).unlink(missing_ok=True)

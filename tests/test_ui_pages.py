@@ -1,0 +1,186 @@
+"""Every page of the Streamlit app, in-process with Streamlit's AppTest (no browser)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from promptlab.workspace.project import UploadReport, Workspace
+from promptlab.workspace.runs import RunSettings, cancel_run, start_run
+from tests.ui_support import toy_project, wait_for_run
+
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+PAGES = ["data", "train", "inspect_run", "try_it", "export", "runs"]
+
+
+def open_page(page: str, project: str | None = "shapes", **state) -> AppTest:
+    """Runs the app on ``pages/<page>.py`` with ``project`` open; fails on any uncaught exception."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    if project:
+        at.session_state["project"] = project
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page != "projects":
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """All the text a user reads on the page, joined."""
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "info", "success", "warning", "error", "code"):
+        parts += [str(element.value) for element in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path / "workspace"))
+    return tmp_path / "workspace"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A workspace whose project ``shapes`` has one finished CoOp run and one failed run."""
+    root = tmp_path_factory.mktemp("trained")
+    project = toy_project(root, per_class=6)
+    run_id = start_run(project, RunSettings(method="coop", epochs=10))
+    assert wait_for_run(project, run_id)["status"] == "finished"
+    failed = start_run(project, RunSettings(method="coop", backbone="ViT-B-16", pretrained="openai", epochs=1))
+    assert wait_for_run(project, failed)["status"] == "failed"
+    return root
+
+
+@pytest.fixture
+def trained_workspace(trained, monkeypatch) -> Path:
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(trained))
+    return trained
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_without_a_project_point_to_the_projects_page(workspace, page):
+    at = open_page(page, project=None)
+    assert "Open or create a project" in texts(at)
+
+
+def test_projects_page_creates_projects_and_rejects_bad_names(workspace):
+    at = open_page("projects", project=None)
+    at.text_input[0].input("my pets")
+    at.button[0].click().run()
+    assert Workspace(workspace).projects() == ["my pets"]
+    assert "Created project 'my pets'" in texts(at)
+    for bad, message in [("my pets", "already exists"), ("a/b", "cannot be used"), ("   ", "empty")]:
+        at.text_input[0].input(bad)
+        at.button[0].click().run()
+        assert message in texts(at)
+    assert Workspace(workspace).projects() == ["my pets"]
+    assert at.dataframe[0].value["project"].tolist() == ["my pets"]
+
+
+def test_data_page_manages_classes_and_reports_uploads(workspace):
+    project = Workspace(workspace).create("shapes")
+    at = open_page("data")
+    at.text_input[0].input("circle")
+    at.button[0].click().run()
+    at.text_input[0].input("Circle")  # reads the same as "circle" in a prompt
+    at.button[0].click().run()
+    assert "duplicate class names" in texts(at)
+    assert project.classes() == ["circle"]
+    assert "This class has no images yet." in texts(at)
+
+    # Upload outcomes are reported one line each (the browser test drives the real uploader).
+    report = UploadReport(added=["a.png"], duplicates=["b.png"], rejected=[("notes.txt", "Cannot read image")])
+    at = open_page("data", last_report=report)
+    shown = texts(at)
+    assert "Added 1 image(s)" in shown and "1 duplicate(s)" in shown and "notes.txt: Cannot read image" in shown
+
+    at.text_input(key="rename-circle").input("disc")
+    at.button(key="rename-btn-circle").click().run()
+    assert project.classes() == ["disc"]
+    assert at.button(key="delete-disc").disabled  # deleting needs the confirmation box
+    at.checkbox(key="sure-disc").check().run()
+    at.button(key="delete-disc").click().run()
+    assert project.classes() == []
+
+
+def test_data_page_warns_about_a_class_with_one_image_and_saves_descriptions(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
+    project = toy_project(tmp_path, per_class=1)
+    at = open_page("data")
+    assert "One image is not enough" in texts(at)
+    at.text_area(key="desc-circle").input("a round shape\n\nlike a coin")
+    at.button(key="FormSubmitter:descriptions-Save descriptions").click().run()
+    assert project.descriptions() == {"circle": ["a round shape", "like a coin"]}
+
+
+def test_train_page_explains_what_is_missing(workspace):
+    project = Workspace(workspace).create("shapes")
+    project.add_class("circle")
+    project.add_class("square")
+    at = open_page("train")
+    assert "Class 'circle' has no images" in texts(at)
+    at.button[-1].click().run()  # Start training anyway
+    assert "Class 'circle' has no images" in "\n".join(e.value for e in at.error)
+    assert not project.runs_dir.exists() or not any(project.runs_dir.iterdir())
+
+
+@pytest.mark.slow
+def test_train_page_starts_shows_and_cancels_a_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
+    project = toy_project(tmp_path, per_class=4)
+    at = open_page("train")
+    at.number_input[0].set_value(1000)  # epochs: long enough to cancel
+    at.button[-1].click().run()
+    (run,) = [p.name for p in project.runs_dir.iterdir()]
+    assert f"Training {run}" in texts(at)
+    assert not any(b.label == "Start training" for b in at.button)  # no second run while one trains
+
+    # A browser refresh or an app restart finds the run still training.
+    at = open_page("train")
+    assert f"Training {run}" in texts(at)
+    at.button[0].click().run()  # Cancel training
+    assert wait_for_run(project, run, 30)["status"] == "cancelled"
+    assert f"Cancelled run {run}" in texts(at) or "Start training" in [b.label for b in at.button]
+
+
+def test_train_page_reports_the_last_run(trained_workspace):
+    at = open_page("train")
+    assert "failed" in texts(at) and "weights_path" in texts(at)
+
+
+def test_inspect_page_shows_accuracy_confusion_matrix_and_learned_words(trained_workspace):
+    at = open_page("inspect_run")
+    at.selectbox[-1].select_index(1).run()  # runs are newest first: the failed run, then the finished one
+    assert [m.label for m in at.metric][:3] == ["Accuracy", "Macro F1", "Held-out images"]
+    assert at.metric[2].value == "6"
+    shown = texts(at)
+    assert "Per-class accuracy" in shown and "Confusion matrix" in shown and "Misclassified" in shown
+    assert "nearest words" in shown and len(at.dataframe) == 1  # one shared context
+    at.selectbox[-1].select_index(0).run()
+    assert "weights_path" in "\n".join(e.value for e in at.error)
+
+
+def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
+    at = open_page("try_it")
+    assert not at.error and [r.label for r in at.radio] == ["Image from"]
+    assert "finished" not in [o for o in at.selectbox[-1].options if "failed" in o]
+    at = open_page("export")
+    assert "Classifier.load" in texts(at) and "promptlab classify" in texts(at)
+    assert len(at.get("download_button")) == 1
+
+
+def test_runs_page_lists_every_run_and_the_best(trained_workspace):
+    at = open_page("runs")
+    table = at.dataframe[0].value
+    assert sorted(table["status"]) == ["failed", "finished"]
+    assert "Best so far" in texts(at)
+
+
+def test_cancel_run_of_a_finished_run_changes_nothing(trained_workspace):
+    project = Workspace(trained_workspace).open("shapes")
+    finished = sorted(p.name for p in project.runs_dir.iterdir())[0]
+    cancel_run(project, finished)
+    assert open_page("runs").dataframe[0].value["status"].tolist().count("finished") == 1
