@@ -146,6 +146,18 @@ def test_train_page_starts_shows_and_cancels_a_run(tmp_path, monkeypatch):
     assert f"Cancelled run {run}" in texts(at) or "Start training" in [b.label for b in at.button]
 
 
+@pytest.mark.slow
+def test_train_page_refuses_a_second_run_started_from_another_tab(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
+    project = toy_project(tmp_path, per_class=4)
+    at = open_page("train")  # this tab still shows the Start button...
+    run = start_run(project, RunSettings(method="coop", epochs=1000))  # ...when another tab starts a run
+    at.button[-1].click().run()  # the rerun finds the other run first and shows it instead
+    assert f"Training {run}" in texts(at)
+    assert [p.name for p in project.runs_dir.iterdir()] == [run]
+    cancel_run(project, run)
+
+
 def test_train_page_reports_the_last_run(trained_workspace):
     at = open_page("train")
     assert "failed" in texts(at) and "weights_path" in texts(at)

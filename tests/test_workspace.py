@@ -127,6 +127,8 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
 
     results = run_results(project.runs_dir / run_id)
     assert record["num_test"] == 6 and 0 <= record["accuracy"] <= 1
+    # Zero-shot CLIP measured on the same held-out images, for comparison.
+    assert (results.run_dir / "zeroshot" / "test_metrics.json").is_file() and 0 <= record["zero_shot_accuracy"] <= 1
     assert results.metrics["accuracy"] == record["accuracy"] and results.confusion_png is not None
     assert len(results.predictions) == 6
     assert len(results.inspection["nearest_words"]["shared context"]) == 16  # 16 context vectors, 3 words each
@@ -146,6 +148,34 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
     project.delete_class("circle")
     restored = restore_snapshot(project.path, results.run_dir, tmp_path / "restored")
     assert len(list((restored / "labelled" / "circle").iterdir())) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["zeroshot", "mocoop", "nola"])
+def test_other_methods_run_and_leave_what_the_inspect_page_shows(tmp_path, method):
+    project = toy_project(tmp_path, per_class=3, pool=12)
+    project.set_descriptions({"circle": ["a round shape"]})
+    record = wait_for_run(project, start_run(project, RunSettings(method=method, epochs=3)))
+    results = run_results(project.runs_dir / record["id"])
+    assert record["status"] == "finished", results.log_tail()
+    assert record["num_test"] == (3 if method == "mocoop" else 9)  # zero-shot and NoLA test on every labelled image
+    assert results.classifier_file is not None and len(results.predictions) == record["num_test"]
+    if method == "mocoop":
+        assert set(results.inspection["routing"]) >= {"experts", "overall", "per_class"}
+    if method == "nola":
+        assert sum(results.inspection["pseudo_label_counts"].values()) == 12
+        assert "stage1_accuracy" in results.inspection["stages"]
+    assert (record["zero_shot_accuracy"] is None) == (method == "zeroshot")
+
+
+@pytest.mark.slow
+def test_nola_trains_from_class_names_and_unlabelled_images_alone(tmp_path):
+    project = toy_project(tmp_path, per_class=0, pool=12)
+    record = wait_for_run(project, start_run(project, RunSettings(method="nola", epochs=2)))
+    results = run_results(project.runs_dir / record["id"])
+    assert record["status"] == "finished", results.log_tail()
+    assert record["accuracy"] is None and record["zero_shot_accuracy"] is None and not results.predictions
+    assert Classifier.load(results.classifier_file, device="cpu").class_names == list(SHAPES)
 
 
 @pytest.mark.slow

@@ -21,15 +21,17 @@ def toy_png(shape: str, rng: random.Random, styles: tuple[str, ...] = ("filled",
     return buffer.getvalue()
 
 
-def write_toy_images(folder: Path, per_class: int, seed: int = 0) -> dict[str, list[Path]]:
-    """``folder/<shape>_<i>.png`` for each shape; returns the paths per shape."""
+def write_toy_images(
+    folder: Path, per_class: int, seed: int = 0, styles: tuple[str, ...] = ("filled",)
+) -> dict[str, list[Path]]:
+    """``folder/<shape>_<i>.png`` for each shape, in random ``styles``; returns the paths per shape."""
     rng, paths = random.Random(seed), {}
     folder.mkdir(parents=True, exist_ok=True)
     for shape in SHAPES:
         paths[shape] = []
         for i in range(per_class):
             path = folder / f"{shape}_{i}.png"
-            path.write_bytes(toy_png(shape, rng))
+            path.write_bytes(toy_png(shape, rng, styles))
             paths[shape].append(path)
     return paths
 

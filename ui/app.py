@@ -15,16 +15,16 @@ sys.path.insert(0, str(Path(__file__).parent))  # the pages import common.py
 
 from common import current_project, open_project, workspace
 
-st.set_page_config(page_title="promptlab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="promptlab", page_icon=":material/science:", layout="wide")
 
 pages = [
-    st.Page("pages/projects.py", title="Projects", icon="📁", default=True),
-    st.Page("pages/data.py", title="Data", icon="🖼️"),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/inspect_run.py", title="Inspect", icon="🔍"),
-    st.Page("pages/try_it.py", title="Try it", icon="🎯"),
-    st.Page("pages/export.py", title="Export", icon="📦"),
-    st.Page("pages/runs.py", title="Runs", icon="📊"),
+    st.Page("pages/projects.py", title="Projects", icon=":material/folder:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/inspect_run.py", title="Inspect", icon=":material/search_insights:"),
+    st.Page("pages/try_it.py", title="Try it", icon=":material/touch_app:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_chart:"),
 ]
 navigation = st.navigation(pages)
 

@@ -14,10 +14,12 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from promptlab.workspace.project import Project
 from promptlab.workspace.runs import (
     CLASSIFIER_FILE,
     LIGHTNING_DIR,
@@ -33,10 +35,15 @@ from promptlab.workspace.runs import (
 TOY_TEMPLATES = ["a photo of a {}.", "an image of a {}", "a {} shape"]  # toy-clip's caption phrasings
 MOCOOP_TOY_GROUPS = [["a photo of a {}."], ["an image of a {}.", "a {}."], ["a {} shape.", "the {} shape."]]
 PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
+BASELINE_DIR = "zeroshot"  # Lightning log folder of the zero-shot baseline on the same held-out images
 
 
-def build_config(project_path: Path, run_dir: Path, settings: RunSettings) -> dict:
-    """The promptlab config (as ``promptlab fit -c`` reads it) for a run of the app."""
+def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_name: str = LIGHTNING_DIR) -> dict:
+    """The promptlab config (as ``promptlab fit -c`` reads it) for a run of the app.
+
+    Args:
+        log_name: the Lightning log folder inside ``run_dir`` (reports and checkpoints go there).
+    """
     toy = settings.backbone == "toy-clip"
     model: dict = {"backbone": settings.backbone, "pretrained": settings.pretrained}
     model |= {"weights_path": settings.weights_path} if settings.weights_path else {}
@@ -47,8 +54,12 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings) -> di
     elif settings.method == "nola":
         model |= {"dino": "toy-dino" if toy else "dino_vitb16", "lr": settings.lr}
         model |= {"templates": TOY_TEMPLATES if toy else "ensemble", "n_prompts": 16}
-        descriptions = project_path / "data" / "descriptions.json"
-        model |= {"descriptions_file": str(descriptions)} if descriptions.is_file() else {}
+        described = read_json(project_path / "data" / "descriptions.json")
+        if described:  # every class listed (templates alone for those without sentences), as NoLA wants
+            descriptions = run_dir / "descriptions.json"
+            classes = Project(project_path).classes()
+            descriptions.write_text(json.dumps({name: described.get(name, []) for name in classes}, indent=2))
+            model |= {"descriptions_file": str(descriptions)}
     elif settings.method == "zeroshot":
         model |= {"templates": TOY_TEMPLATES if toy else "ensemble"}
     class_path = {"zeroshot": "ZeroShotCLIP", "coop": "CoOp", "mocoop": "MoCoOp", "nola": "NoLA"}[settings.method]
@@ -67,7 +78,7 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings) -> di
         data |= {"label_free": True, "unlabelled": str(project_path / "data" / "unlabelled")}
         if not read_json(run_dir / SPLIT_FILE).get("test"):  # classes without labelled images: names only
             names_file = run_dir / "class_names.txt"
-            names_file.write_text("\n".join(sorted(p.name for p in (project_path / "data" / "labelled").iterdir())))
+            names_file.write_text("\n".join(Project(project_path).classes()))
             data["class_names_file"] = str(names_file)
     return {
         "model": {"class_path": f"promptlab.methods.{class_path}", "init_args": model | settings.extra},
@@ -81,7 +92,7 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings) -> di
             "gradient_clip_val": 1.0 if settings.method == "mocoop" else None,
             "logger": {
                 "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(run_dir), "name": LIGHTNING_DIR, "version": ""},
+                "init_args": {"save_dir": str(run_dir), "name": log_name, "version": ""},
             },
             "callbacks": [
                 {"class_path": "promptlab.workspace.progress.ProgressFile", "init_args": {"run_dir": str(run_dir)}}
@@ -129,6 +140,12 @@ def _write_inspection(run_dir: Path, model, settings: RunSettings) -> None:
     (run_dir / INSPECTION_FILE).write_text(json.dumps(content, indent=2))
 
 
+def _write_config(run_dir: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = run_dir / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def train(run_dir: Path) -> None:
     """Runs one app run to the end (see the module docstring)."""
     from promptlab.cli import lightning_cli
@@ -138,8 +155,7 @@ def train(run_dir: Path) -> None:
 
     project_path = run_dir.parent.parent
     settings = RunSettings(**read_json(run_dir / SETTINGS_FILE))
-    config_file = run_dir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(build_config(project_path, run_dir, settings), sort_keys=False))
+    config_file = _write_config(run_dir, build_config(project_path, run_dir, settings))
     write_progress(run_dir, stage="preparing")
     lightning = run_dir / LIGHTNING_DIR
     has_test = bool(read_json(run_dir / SPLIT_FILE).get("test"))
@@ -158,11 +174,19 @@ def train(run_dir: Path) -> None:
     _write_inspection(run_dir, model, settings)
     _write_predictions(run_dir, project_path, classifier)
     metrics = read_json(lightning / TEST_METRICS_FILE)
+    baseline = None
+    if settings.method != "zeroshot" and has_test:  # the same held-out images, without learning
+        write_progress(run_dir, stage="baseline")
+        zero_shot = replace(settings, method="zeroshot", extra={})
+        config = build_config(project_path, run_dir, zero_shot, log_name=BASELINE_DIR)
+        lightning_cli(["test", "-c", str(_write_config(run_dir, config, "zeroshot_config.yaml"))])
+        baseline = read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE).get("accuracy")
     update_run(
         run_dir,
         status="finished",
         finished=now_utc(),
         accuracy=metrics.get("accuracy"),
+        zero_shot_accuracy=baseline,
         num_test=metrics.get("num_samples", 0),
     )
     write_progress(run_dir, stage="finished")

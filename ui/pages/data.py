@@ -4,12 +4,15 @@ import streamlit as st
 from common import flash, require_project, show_flashes, show_upload_report
 
 from promptlab.workspace.project import IMAGE_UPLOAD_TYPES, Project, ProjectError
+from promptlab.workspace.runs import active_run
 
 THUMBNAILS = 12
 
 project = require_project()
 st.title(f"Data · {project.name}")
 show_flashes()
+if active_run(project):
+    st.info("A run is training on a snapshot of these images; changes here apply to the next run.")
 uploads_round = st.session_state.setdefault("uploads_round", 0)  # a new key empties the uploaders
 
 

@@ -26,7 +26,14 @@ if status != "finished":
 
 metrics = results.metrics
 columns = st.columns(4)
-columns[0].metric("Accuracy", f"{metrics['accuracy']:.1%}" if metrics else "–")
+baseline = results.record.get("zero_shot_accuracy")
+columns[0].metric(
+    "Accuracy",
+    f"{metrics['accuracy']:.1%}" if metrics else "–",
+    delta=f"{100 * (metrics['accuracy'] - baseline):+.1f} points vs zero-shot"
+    if metrics and baseline is not None
+    else None,
+)
 columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–")
 columns[2].metric("Held-out images", metrics.get("num_samples", 0))
 columns[3].metric("Training images", results.train_images if record["method"] in ("coop", "mocoop") else 0)
@@ -34,13 +41,18 @@ st.caption(
     f"{METHODS[record['method']]} on {record.get('backbone')} · data version `{record.get('data_version')}` "
     "(a DVC snapshot of the project's images, kept with the run)"
 )
+if metrics and baseline is not None and metrics["accuracy"] < baseline:
+    st.warning(
+        f"Zero-shot CLIP did better on these images ({baseline:.1%}): with this few images the learned prompt "
+        "overfits. Add more images per class, try MoCoOp or fewer epochs, or use a zero-shot run."
+    )
 if not metrics:
     st.info("This run had no labelled images to measure accuracy on.")
 else:
     left, right = st.columns(2)
     with left:
         st.subheader("Per-class accuracy")
-        st.bar_chart(metrics["per_class_accuracy"], horizontal=True, x_label="accuracy")
+        st.bar_chart(metrics["per_class_accuracy"], horizontal=True, y_label="accuracy")
     with right:
         st.subheader("Confusion matrix")
         if results.confusion_png:
@@ -83,13 +95,13 @@ if "routing" in inspection:
     st.subheader("What MoCoOp learned: which expert prompts the router picks")
     routing = inspection["routing"]
     overall = dict(zip(routing["experts"], routing["overall"], strict=True))
-    st.bar_chart(overall, horizontal=True, x_label="share of picks")
+    st.bar_chart(overall, horizontal=True, y_label="share of picks")
     per_class = list(routing["per_class"].values())
     experts = {f"E{e}: {name}": [row[e] for row in per_class] for e, name in enumerate(routing["experts"])}
     st.dataframe({"class": list(routing["per_class"]), **experts}, hide_index=True)
 if "pseudo_label_counts" in inspection:
     st.subheader("What NoLA learned from: pseudo-labels of the unlabelled pool")
-    st.bar_chart(inspection["pseudo_label_counts"], horizontal=True, x_label="unlabelled images")
+    st.bar_chart(inspection["pseudo_label_counts"], horizontal=True, y_label="unlabelled images")
     stages = inspection.get("stages", {})
     if "stage1_accuracy" in stages:
         st.write(

@@ -23,6 +23,7 @@ for record in runs:
             "epochs": settings.get("epochs") if record.get("method") != "zeroshot" else None,
             "status": record.get("status"),
             "accuracy": record.get("accuracy"),
+            "zero-shot": record.get("zero_shot_accuracy"),
             "held-out images": record.get("num_test"),
             "date": record.get("created", "").replace("T", " ").replace("+00:00", " UTC"),
             "data version": (record.get("data_version") or "").removeprefix("dvc:")[:12],
@@ -32,7 +33,10 @@ st.dataframe(
     rows,
     hide_index=True,
     width="stretch",
-    column_config={"accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0, max_value=1)},
+    column_config={
+        "accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0, max_value=1),
+        "zero-shot": st.column_config.NumberColumn("zero-shot on the same images", format="percent"),
+    },
 )
 best = max((r for r in runs if r.get("accuracy") is not None), key=lambda r: r["accuracy"], default=None)
 if best:

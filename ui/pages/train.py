@@ -24,6 +24,13 @@ ABOUT = {
     "mocoop": "Learns several soft prompts and picks the best ones per image; steadier than CoOp.",
     "nola": "No labels: learns from class names and the unlabelled pool (labelled images only measure it).",
 }
+STAGES = {  # progress.json stage -> (what the user reads, progress bar)
+    "starting": ("Starting…", 0.0),
+    "preparing": ("Loading the model and computing image features…", 0.0),
+    "testing": ("Measuring accuracy on the held-out images…", 1.0),
+    "inspecting": ("Exporting the classifier…", 1.0),
+    "baseline": ("Measuring zero-shot CLIP on the same images, for comparison…", 1.0),
+}
 PRESETS = {"Quick (50 epochs)": 50, "Thorough (200 epochs)": 200}
 
 project = require_project()
@@ -44,15 +51,8 @@ def live_run(run_id: str) -> None:
         done = min(progress.get("step", 0) / progress["total_steps"], 1.0)
         st.progress(done, text=f"Epoch {progress.get('epoch', 0) + 1} of {progress.get('max_epochs')} · {done:.0%}")
     else:
-        st.progress(
-            0.0,
-            text={
-                "starting": "Starting…",
-                "preparing": "Loading the model and computing image features…",
-                "testing": "Measuring accuracy on the held-out images…",
-                "inspecting": "Exporting the classifier…",
-            }.get(stage, stage),
-        )
+        text, done = STAGES.get(stage, (stage, 0.0))
+        st.progress(done, text=text)
     curves = training_curves(results.run_dir)
     left, right = st.columns(2)
     if curves.loss:
@@ -76,13 +76,16 @@ latest = next(iter(list_runs(project)), None)
 if latest and latest.get("status") == "finished":
     accuracy = latest.get("accuracy")
     shown = f"{accuracy:.1%} on {latest.get('num_test')} held-out images" if accuracy is not None else "no test images"
-    st.success(f"Last run {latest['id']} ({METHODS[latest['method']]}) finished: {shown}. See **Inspect**.")
+    if latest.get("zero_shot_accuracy") is not None:
+        shown += f" (zero-shot CLIP: {latest['zero_shot_accuracy']:.1%})"
+    st.success(f"Last run {latest['id']} ({METHODS[latest['method']]}) finished: {shown}.")
+    st.page_link("pages/inspect_run.py", label="Inspect the classifier", icon=":material/search_insights:")
 elif latest and latest.get("status") in ("failed", "interrupted"):
     st.error(f"Last run {latest['id']} {latest['status']}: {latest.get('error')}")
     with st.expander("Log"):
         st.code(run_results(project.runs_dir / latest["id"]).log_tail())
 
-method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True)
+method = st.radio("Method", list(METHODS), index=1, format_func=METHODS.get, horizontal=True)
 st.caption(ABOUT[method])
 backbone_label = st.selectbox("Backbone", list(BACKBONES), help="toy-clip works offline; the others download weights.")
 preset = st.radio("Preset", list(PRESETS), horizontal=True, disabled=method == "zeroshot")

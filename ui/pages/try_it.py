@@ -43,4 +43,4 @@ if image_file is not None:
     left, right = st.columns([1, 2])
     left.image(image, caption=image_file.name, width="stretch")
     right.subheader(f"{prediction.label} · {prediction.probability:.0%}")
-    right.bar_chart(dict(prediction.top_k), horizontal=True, x_label="probability")
+    right.bar_chart(dict(prediction.top_k), horizontal=True, y_label="probability")

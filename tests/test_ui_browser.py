@@ -1,0 +1,209 @@
+"""The app end to end in a real browser: Playwright driving Debian's chromium against `streamlit run`.
+
+Create a project, upload images of three toy-world classes (plus a file that is not an image), train
+CoOp on toy-clip, read the accuracy and the confusion matrix, try an image, download the classifier
+and check that it classifies. Screenshots of every page go to ``test-artifacts/screenshots/``
+(``PROMPTLAB_SCREENSHOTS`` overrides). Without chromium or playwright the test is skipped, unless
+``PROMPTLAB_REQUIRE_BROWSER=1`` (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from promptlab.classifier import Classifier
+from promptlab.toy.render import STYLES
+from tests.ui_support import SHAPES, write_toy_images
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_CLASS = 10
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _browser_or_skip():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if chromium and sync_playwright:
+        return chromium, sync_playwright
+    message = "needs chromium (apt-get install chromium) and playwright (pip install playwright)"
+    if os.environ.get("PROMPTLAB_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    """``streamlit run ui/app.py`` on a free port with an empty workspace; yields (url, workspace)."""
+    port = _free_port()
+    workspace = tmp_path / "workspace"
+    env = {**os.environ, "PROMPTLAB_WORKSPACE": str(workspace)}
+    log = (tmp_path / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "ui" / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url, workspace
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.mark.slow
+def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
+    chromium, sync_playwright = _browser_or_skip()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    url, workspace = app_url
+    shots = Path(os.environ.get("PROMPTLAB_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    images = write_toy_images(tmp_path / "uploads", PER_CLASS, styles=STYLES)
+    not_an_image = tmp_path / "uploads" / "notes.png"
+    not_an_image.write_text("these are my notes, not a picture")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+
+        def settle() -> None:
+            page.wait_for_timeout(300)
+            page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
+
+        def screenshot(name: str) -> None:
+            settle()
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+        def go(title: str) -> None:
+            page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+            settle()
+
+        try:
+            page.goto(url)
+            page.get_by_label("New project name").fill("shapes")
+            page.get_by_role("button", name="Create project").click()
+            page.get_by_text("Created project 'shapes'").wait_for()
+            screenshot("1-projects")
+
+            go("Data")
+            for shape in SHAPES:
+                page.get_by_label("New class").fill(shape)
+                page.get_by_role("button", name="Add class").click()
+                page.get_by_text(f"Added class '{shape}'").wait_for()
+            for shape in SHAPES:
+                settle()  # a file chooser filled mid-rerun is replaced before it uploads
+                uploader = page.get_by_test_id("stFileUploader").filter(has_text=f"Upload images of {shape}")
+                files = [str(f) for f in images[shape]] + ([str(not_an_image)] if shape == "circle" else [])
+                uploader.locator("input[type=file]").set_input_files(files)
+                page.get_by_role("button", name=f"Add {len(files)} file(s)").click()
+                page.get_by_text(f"Added {PER_CLASS} image(s).").wait_for()
+                if shape == "circle":  # the non-image is refused by name, the others are stored
+                    page.get_by_text("notes.png: Cannot read image").wait_for()
+            assert all(
+                len(list((workspace / "shapes" / "data" / "labelled" / s).iterdir())) == PER_CLASS for s in SHAPES
+            )
+            screenshot("2-data")
+
+            go("Train")
+            page.get_by_text("CoOp", exact=True).click()
+            page.get_by_text("Thorough (200 epochs)").click()
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text("Training 20").wait_for()
+            try:  # catch it mid-training, with its curves, unless it finishes first
+                page.get_by_text("Epoch ").wait_for(timeout=60_000)
+                page.wait_for_timeout(2500)
+            except PlaywrightTimeout:
+                pass
+            screenshot("3-train-running")
+            page.get_by_text("Last run").wait_for(timeout=240_000)
+            screenshot("4-train-finished")
+
+            go("Inspect")
+            page.get_by_text("Confusion matrix").wait_for()
+            accuracy = page.get_by_test_id("stMetricValue").first.inner_text()
+            assert accuracy.endswith("%")
+            page.get_by_role("img").first.wait_for()
+            screenshot("5-inspect")
+
+            go("Try it")
+            uploader = page.get_by_test_id("stFileUploader")
+            uploader.locator("input[type=file]").set_input_files(str(images["triangle"][0]))
+            page.get_by_test_id("stHeading").filter(has_text="%").last.wait_for()
+            screenshot("6-try-it")
+
+            go("Export")
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download the classifier").click()
+            classifier_file = tmp_path / "downloaded.safetensors"
+            download.value.save_as(classifier_file)
+            screenshot("7-export")
+
+            go("Runs")
+            page.get_by_text("Best so far").wait_for()
+            screenshot("8-runs")
+        except Exception:
+            page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            raise
+        browser.close()
+
+    classifier = Classifier.load(classifier_file, device="cpu")
+    assert classifier.class_names == list(SHAPES)
+    paths = [str(path) for shape in SHAPES for path in images[shape]]
+    predictions = classifier.predict(paths)
+    correct = sum(
+        p.label == shape for p, shape in zip(predictions, [s for s in SHAPES for _ in range(PER_CLASS)], strict=True)
+    )
+    assert correct / len(paths) > 0.6  # well above chance (1/3) on the images it was shown
