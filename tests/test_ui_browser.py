@@ -159,7 +159,6 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
 
             go("Train")
             page.get_by_text("CoOp", exact=True).click()
-            page.get_by_text("Thorough (200 epochs)").click()
             page.get_by_role("button", name="Start training").click()
             page.get_by_text("Training 20").wait_for()
             try:  # catch it mid-training, with its curves, unless it finishes first

@@ -112,6 +112,8 @@ def test_held_out_split_keeps_an_image_of_each_class_for_training_and_testing(tm
     assert {c for _, _, c in split["train"]} == set(SHAPES) == {c for _, _, c in split["test"]}
     zero_shot = held_out_split(project, RunSettings(method="zeroshot"))
     assert len(zero_shot["test"]) == 6
+    project.add_class("star")  # NoLA needs no labelled images, but measures only with some in every class
+    assert held_out_split(project, RunSettings(method="nola")) == {"train": [], "val": [], "test": []}
 
 
 @pytest.mark.slow

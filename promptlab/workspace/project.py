@@ -260,8 +260,12 @@ class Workspace:
         path = self.root / name
         if path.exists():
             raise ProjectError(f"A project named {name!r} already exists; pick another name or open it.")
-        (path / "data" / "labelled").mkdir(parents=True)
-        init_snapshots(path)
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        atomic_write_bytes(path / PROJECT_FILE, json.dumps({"name": name, "created": created}).encode())
+        try:
+            (path / "data" / "labelled").mkdir(parents=True)
+            init_snapshots(path)
+            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            atomic_write_bytes(path / PROJECT_FILE, json.dumps({"name": name, "created": created}).encode())
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # nothing of the user's is in it yet
+            raise
         return Project(path)

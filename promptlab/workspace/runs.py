@@ -139,12 +139,15 @@ def check_trainable(project: Project, settings: RunSettings) -> None:
 def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[list]]:
     """CoOp-format split of the project's labelled images (paths relative to ``data/``).
 
-    Zero-shot and NoLA learn nothing from labels, so every labelled image measures accuracy. The
-    others hold out ``test_fraction`` of each class (at least one image, seeded) and train on the
-    rest; the held-out images also give the validation curve during training.
+    Zero-shot and NoLA learn nothing from labels, so every labelled image measures accuracy (NoLA
+    measures nothing unless every class has labelled images). The others hold out ``test_fraction``
+    of each class (at least one image, seeded) and train on the rest; the held-out images also give
+    the validation curve during training.
     """
     rng = random.Random(settings.seed)
     split: dict[str, list[list]] = {"train": [], "val": [], "test": []}
+    if settings.method == "nola" and not all(project.image_counts().values()):
+        return split
     for label, name in enumerate(project.classes()):
         items = [[str(p.relative_to(project.data_dir)), label, name] for p in project.images(name)]
         if settings.method in ("zeroshot", "nola"):

@@ -17,7 +17,11 @@ uploads_round = st.session_state.setdefault("uploads_round", 0)  # a new key emp
 
 
 def store_uploads(class_name: str | None, files) -> None:
-    report = project.add_images(class_name, [(f.name, f.getvalue()) for f in files])
+    try:
+        report = project.add_images(class_name, [(f.name, f.getvalue()) for f in files])
+    except OSError as error:  # disk full, permissions: the files stored before it are kept
+        st.error(f"Could not store the uploads in {project.data_dir}: {error}. Free some disk space and try again.")
+        return
     st.session_state["last_report"] = report
     st.session_state["uploads_round"] += 1
     st.rerun()

@@ -18,7 +18,7 @@ with st.form("create", clear_on_submit=True):
     if st.form_submit_button("Create project", type="primary"):
         try:
             project = workspace().create(name)
-        except (ProjectError, OSError) as error:
+        except (ProjectError, OSError, RuntimeError) as error:  # RuntimeError: DVC could not start
             st.error(str(error))
         else:
             open_project(project.name)

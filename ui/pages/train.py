@@ -31,7 +31,7 @@ STAGES = {  # progress.json stage -> (what the user reads, progress bar)
     "inspecting": ("Exporting the classifier…", 1.0),
     "baseline": ("Measuring zero-shot CLIP on the same images, for comparison…", 1.0),
 }
-PRESETS = {"Quick (50 epochs)": 50, "Thorough (200 epochs)": 200}
+PRESETS = {"Standard (200 epochs)": 200, "Quick (50 epochs)": 50}  # benchmarks/app_presets.md
 
 project = require_project()
 st.title(f"Train · {project.name}")
