@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from promptlab.classifier import Classifier
 from promptlab.toy.render import STYLES
@@ -111,8 +112,12 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
     shots = Path(os.environ.get("PROMPTLAB_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     images = write_toy_images(tmp_path / "uploads", PER_CLASS, styles=STYLES)
-    not_an_image = tmp_path / "uploads" / "notes.png"
-    not_an_image.write_text("these are my notes, not a picture")
+    bad = tmp_path / "bad"  # uploaded with the circles: each refused by name, the good ones stored
+    bad.mkdir()
+    (bad / "notes.png").write_text("these are my notes, not a picture")
+    (bad / "broken.png").write_bytes(images["square"][0].read_bytes()[:-60])  # truncated
+    Image.new("1", (20000, 10000)).save(bad / "bomb.png")  # 200 Mpixel in 30 KB: a decompression bomb
+    shutil.copy(images["circle"][0], bad / "circle_again.png")  # a duplicate
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -146,12 +151,18 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             for shape in SHAPES:
                 settle()  # a file chooser filled mid-rerun is replaced before it uploads
                 uploader = page.get_by_test_id("stFileUploader").filter(has_text=f"Upload images of {shape}")
-                files = [str(f) for f in images[shape]] + ([str(not_an_image)] if shape == "circle" else [])
+                files = [str(f) for f in images[shape]] + (sorted(map(str, bad.iterdir())) if shape == "circle" else [])
                 uploader.locator("input[type=file]").set_input_files(files)
                 page.get_by_role("button", name=f"Add {len(files)} file(s)").click()
                 page.get_by_text(f"Added {PER_CLASS} image(s).").wait_for()
-                if shape == "circle":  # the non-image is refused by name, the others are stored
-                    page.get_by_text("notes.png: Cannot read image").wait_for()
+                if shape == "circle":
+                    for message in [
+                        "notes.png: Cannot read image",
+                        "broken.png: Cannot read image",
+                        "bomb.png: Cannot read image",
+                        "Skipped 1 duplicate(s)",
+                    ]:
+                        page.get_by_text(message).first.wait_for()
             assert all(
                 len(list((workspace / "shapes" / "data" / "labelled" / s).iterdir())) == PER_CLASS for s in SHAPES
             )

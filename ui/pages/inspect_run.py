@@ -105,6 +105,9 @@ if "pseudo_label_counts" in inspection:
     stages = inspection.get("stages", {})
     if "stage1_accuracy" in stages:
         st.write(
-            f"On your labelled images: description classifier {stages['stage1_accuracy']:.1%}, DINO labeller "
-            f"{stages['stage2_accuracy']:.1%}, final classifier {metrics.get('accuracy', 0):.1%}."
+            "Accuracy of the pseudo-labellers on your labelled images: the description-based CLIP classifier "
+            f"{stages['stage1_accuracy']:.1%}, the DINO labeller trained on its picks {stages['stage2_accuracy']:.1%}; "
+            f"the final classifier {metrics.get('accuracy', 0):.1%}."
         )
+    else:
+        st.caption("Upload labelled images to every class to measure how accurate these pseudo-labels are.")

@@ -14,7 +14,8 @@ if not runs:
     st.stop()
 rows = []
 for record in runs:
-    settings = run_results(project.runs_dir / record["id"]).settings
+    results = run_results(project.runs_dir / record["id"])
+    settings = results.settings
     rows.append(
         {
             "run": record["id"],
@@ -24,6 +25,7 @@ for record in runs:
             "status": record.get("status"),
             "accuracy": record.get("accuracy"),
             "zero-shot": record.get("zero_shot_accuracy"),
+            "training images": results.train_images if record.get("method") in ("coop", "mocoop") else 0,
             "held-out images": record.get("num_test"),
             "date": record.get("created", "").replace("T", " ").replace("+00:00", " UTC"),
             "data version": (record.get("data_version") or "").removeprefix("dvc:")[:12],
