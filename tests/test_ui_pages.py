@@ -44,14 +44,20 @@ def workspace(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A workspace whose project ``shapes`` has one finished CoOp run and one failed run."""
+    """A workspace whose project ``shapes`` has finished CoOp, MoCoOp and NoLA runs and one failed run."""
     root = tmp_path_factory.mktemp("trained")
-    project = toy_project(root, per_class=6)
-    run_id = start_run(project, RunSettings(method="coop", epochs=10))
-    assert wait_for_run(project, run_id)["status"] == "finished"
+    project = toy_project(root, per_class=6, pool=12)
+    for settings in [RunSettings("coop", epochs=10), RunSettings("mocoop", epochs=3), RunSettings("nola", epochs=3)]:
+        assert wait_for_run(project, start_run(project, settings))["status"] == "finished"
     failed = start_run(project, RunSettings(method="coop", backbone="ViT-B-16", pretrained="openai", epochs=1))
     assert wait_for_run(project, failed)["status"] == "failed"
     return root
+
+
+def select_run(at: AppTest, text: str) -> AppTest:
+    """Picks the first run whose label in the run select box contains ``text``."""
+    box = at.selectbox[-1]
+    return box.select_index(next(i for i, option in enumerate(box.options) if text in option)).run()
 
 
 @pytest.fixture
@@ -163,22 +169,30 @@ def test_train_page_reports_the_last_run(trained_workspace):
     assert "failed" in texts(at) and "weights_path" in texts(at)
 
 
-def test_inspect_page_shows_accuracy_confusion_matrix_and_learned_words(trained_workspace):
-    at = open_page("inspect_run")
-    at.selectbox[-1].select_index(1).run()  # runs are newest first: the failed run, then the finished one
+def test_inspect_page_shows_accuracy_confusion_matrix_and_what_each_method_learned(trained_workspace):
+    at = select_run(open_page("inspect_run"), "-coop · finished")
     assert [m.label for m in at.metric][:3] == ["Accuracy", "Macro F1", "Held-out images"]
-    assert at.metric[2].value == "6"
+    assert at.metric[2].value == "6" and "vs zero-shot" in at.metric[0].delta
     shown = texts(at)
     assert "Per-class accuracy" in shown and "Confusion matrix" in shown and "Misclassified" in shown
     assert "nearest words" in shown and len(at.dataframe) == 1  # one shared context
-    at.selectbox[-1].select_index(0).run()
+
+    at = select_run(at, "-mocoop")
+    assert "which expert prompts the router picks" in texts(at) and len(at.dataframe) == 1  # per-class routing
+
+    at = select_run(at, "-nola")
+    shown = texts(at)
+    assert "pseudo-labels of the unlabelled pool" in shown and "the DINO labeller trained on its picks" in shown
+    assert at.metric[2].value == "18"  # NoLA learns without labels: every labelled image measures it
+
+    at = select_run(at, "failed")
     assert "weights_path" in "\n".join(e.value for e in at.error)
 
 
 def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
     at = open_page("try_it")
     assert not at.error and [r.label for r in at.radio] == ["Image from"]
-    assert "finished" not in [o for o in at.selectbox[-1].options if "failed" in o]
+    assert len(at.selectbox[-1].options) == 3  # the finished runs only
     at = open_page("export")
     assert "Classifier.load" in texts(at) and "promptlab classify" in texts(at)
     assert len(at.get("download_button")) == 1
@@ -187,7 +201,7 @@ def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
 def test_runs_page_lists_every_run_and_the_best(trained_workspace):
     at = open_page("runs")
     table = at.dataframe[0].value
-    assert sorted(table["status"]) == ["failed", "finished"]
+    assert sorted(table["status"]) == ["failed", "finished", "finished", "finished"]
     assert "Best so far" in texts(at)
 
 
@@ -195,4 +209,4 @@ def test_cancel_run_of_a_finished_run_changes_nothing(trained_workspace):
     project = Workspace(trained_workspace).open("shapes")
     finished = sorted(p.name for p in project.runs_dir.iterdir())[0]
     cancel_run(project, finished)
-    assert open_page("runs").dataframe[0].value["status"].tolist().count("finished") == 1
+    assert open_page("runs").dataframe[0].value["status"].tolist().count("finished") == 3
