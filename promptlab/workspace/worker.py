@@ -33,7 +33,12 @@ from promptlab.workspace.runs import (
 )
 
 TOY_TEMPLATES = ["a photo of a {}.", "an image of a {}", "a {} shape"]  # toy-clip's caption phrasings
-MOCOOP_TOY_GROUPS = [["a photo of a {}."], ["an image of a {}.", "a {}."], ["a {} shape.", "the {} shape."]]
+MOCOOP_TOY_GROUPS = [  # as configs/toy/mocoop.yaml
+    ["a photo of a {}."],
+    ["an image of a {}.", "a {}."],
+    ["a {} shape.", "the {} shape."],
+    ["the {}.", "this is the {}."],
+]
 PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
 BASELINE_DIR = "zeroshot"  # Lightning log folder of the zero-shot baseline on the same held-out images
 
@@ -50,7 +55,7 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
     if settings.method == "coop":
         model |= {"n_ctx": settings.n_ctx, "lr": settings.lr}
     elif settings.method == "mocoop":
-        model |= {"lr": settings.lr, "top_k": 2} | ({"template_groups": MOCOOP_TOY_GROUPS} if toy else {})
+        model |= {"lr": settings.lr} | ({"template_groups": MOCOOP_TOY_GROUPS} if toy else {})
     elif settings.method == "nola":
         model |= {"dino": "toy-dino" if toy else "dino_vitb16", "lr": settings.lr}
         model |= {"templates": TOY_TEMPLATES if toy else "ensemble", "n_prompts": 16}
@@ -101,21 +106,19 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
     }
 
 
-def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path) -> dict:
-    """Classifies the held-out images with the exported file; returns {"rows": [...]} (also written)."""
+def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path) -> None:
+    """Classifies the held-out images with the exported file (the Inspect page shows the mistakes)."""
     from promptlab.classifier import Classifier
 
     test = read_json(run_dir / SPLIT_FILE).get("test", [])
-    classifier = Classifier.load(classifier_path, device="cpu")
+    classifier = Classifier.load(classifier_path)
     paths = [str(project_path / "data" / path) for path, _, _ in test]
     predictions = classifier.predict(paths, top_k=3) if paths else []
     rows = [
         {"path": path, "true": name, "predicted": p.label, "probability": p.probability}
         for (path, _, name), p in zip(test, predictions, strict=True)
     ]
-    content = {"rows": rows}
-    (run_dir / PREDICTIONS_FILE).write_text(json.dumps(content, indent=2))
-    return content
+    (run_dir / PREDICTIONS_FILE).write_text(json.dumps({"rows": rows}, indent=2))
 
 
 def _write_inspection(run_dir: Path, model, settings: RunSettings) -> None:

@@ -12,7 +12,7 @@ project = require_project()
 st.title(f"Data · {project.name}")
 show_flashes()
 if active_run(project):
-    st.info("A run is training on a snapshot of these images; changes here apply to the next run.")
+    st.info("A run is training on these images: wait for it before removing any (new uploads go to the next run).")
 uploads_round = st.session_state.setdefault("uploads_round", 0)  # a new key empties the uploaders
 
 
