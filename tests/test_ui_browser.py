@@ -157,16 +157,16 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
                 page.get_by_text(f"Added {PER_CLASS} image(s).").wait_for()
                 if shape == "circle":
                     for message in [
-                        "notes.png: Cannot read image",
-                        "broken.png: Cannot read image",
-                        "bomb.png: Cannot read image",
+                        "Cannot read image 'notes.png'",
+                        "Cannot read image 'broken.png'",
+                        "Cannot read image 'bomb.png'",
                         "Skipped 1 duplicate(s)",
                     ]:
                         page.get_by_text(message).first.wait_for()
+                    screenshot("2-data")  # with the refused files listed
             assert all(
                 len(list((workspace / "shapes" / "data" / "labelled" / s).iterdir())) == PER_CLASS for s in SHAPES
             )
-            screenshot("2-data")
 
             go("Train")
             page.get_by_text("CoOp", exact=True).click()

@@ -98,10 +98,12 @@ def test_data_page_manages_classes_and_reports_uploads(workspace):
     assert "This class has no images yet." in texts(at)
 
     # Upload outcomes are reported one line each (the browser test drives the real uploader).
-    report = UploadReport(added=["a.png"], duplicates=["b.png"], rejected=[("notes.txt", "Cannot read image")])
+    report = UploadReport(
+        added=["a.png"], duplicates=["b.png"], rejected=[("notes.txt", "Cannot read image 'notes.txt'")]
+    )
     at = open_page("data", last_report=report)
     shown = texts(at)
-    assert "Added 1 image(s)" in shown and "1 duplicate(s)" in shown and "notes.txt: Cannot read image" in shown
+    assert "Added 1 image(s)" in shown and "1 duplicate(s)" in shown and "Cannot read image 'notes.txt'" in shown
 
     at.text_input(key="rename-circle").input("disc")
     at.button(key="rename-btn-circle").click().run()

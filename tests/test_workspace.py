@@ -89,7 +89,7 @@ def test_uploads_are_stored_by_content_and_bad_files_rejected(project):
     assert "notes.png" in reasons["notes.png"] and "decompression bomb" in reasons["bomb.png"].lower()
     # The same image under another class would carry two labels.
     ((_, reason),) = project.add_images("dog", [("dup.png", good)]).rejected
-    assert "already in 'cat'" in reason
+    assert "already stored in 'cat'" in reason
     assert not list(project.labelled_dir.rglob(".tmp-*"))  # no half-written files left behind
 
 

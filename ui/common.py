@@ -61,8 +61,8 @@ def show_upload_report(report: UploadReport) -> None:
         st.success(f"Added {len(report.added)} image(s).")
     if report.duplicates:
         st.info(f"Skipped {len(report.duplicates)} duplicate(s) already stored: {', '.join(report.duplicates[:5])}.")
-    for name, reason in report.rejected:
-        st.error(f"{name}: {reason}")
+    for _, reason in report.rejected:
+        st.error(reason)
 
 
 def flash(message: str, kind: str = "success") -> None:

@@ -7,7 +7,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -66,5 +66,8 @@ def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, st
             with Image.open(source) as image:
                 image.load()
                 return image.convert("RGB"), str(image.format)
+    except UnidentifiedImageError as error:  # its message names a Python object, not the file
+        raise ImageLoadError(f"Cannot read image {name!r}: not an image format PIL can read. Replace or remove the file.") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"Cannot read image {name!r}: {error}. Replace or remove the file.") from error
+        detail = str(error).rstrip(".")
+        raise ImageLoadError(f"Cannot read image {name!r}: {detail}. Replace or remove the file.") from error

@@ -73,7 +73,7 @@ class UploadReport:
 
     added: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (uploaded name, reason)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (uploaded name, reason naming the file)
 
 
 class Project:
@@ -181,7 +181,10 @@ class Project:
         report = UploadReport()
         for uploaded_name, data in uploads:
             if len(data) > MAX_UPLOAD_BYTES:
-                report.rejected.append((uploaded_name, f"larger than {MAX_UPLOAD_BYTES // 2**20} MB"))
+                limit = MAX_UPLOAD_BYTES // 2**20
+                report.rejected.append(
+                    (uploaded_name, f"{uploaded_name!r} is larger than {limit} MB; resize it first.")
+                )
                 continue
             try:
                 _, image_format = decode_image_bytes(data, uploaded_name)
@@ -191,14 +194,16 @@ class Project:
             suffix = FORMAT_SUFFIXES.get(image_format)
             if suffix is None:
                 supported = ", ".join(sorted(FORMAT_SUFFIXES))
-                report.rejected.append((uploaded_name, f"{image_format} images are not supported; use {supported}"))
+                reason = f"{uploaded_name!r} is a {image_format} image; use {supported}."
+                report.rejected.append((uploaded_name, reason))
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in existing:
                 if existing[digest] == folder:
                     report.duplicates.append(uploaded_name)
                 else:
-                    report.rejected.append((uploaded_name, f"the same image is already in {existing[digest].name!r}"))
+                    where = existing[digest].name
+                    report.rejected.append((uploaded_name, f"{uploaded_name!r} is already stored in {where!r}."))
                 continue
             atomic_write_bytes(folder / f"{digest}{suffix}", data)
             existing[digest] = folder
