@@ -3,6 +3,8 @@
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -201,6 +203,19 @@ def test_cancel_and_a_dead_worker_release_the_lock(tmp_path):
     assert record["status"] == "interrupted" and "stopped unexpectedly" in record["error"]
     assert active_run(project) is None
     assert len(project.images("circle")) == 4  # no upload lost
+
+
+@pytest.mark.slow
+def test_training_outlives_the_app_process_that_started_it(tmp_path):
+    project = toy_project(tmp_path, per_class=4)
+    start_and_exit = (
+        "import sys; from promptlab.workspace.project import Project; "
+        "from promptlab.workspace.runs import RunSettings, start_run; "
+        f"print(start_run(Project({str(project.path)!r}), RunSettings(method='coop', epochs=30)))"
+    )
+    app = subprocess.run([sys.executable, "-c", start_and_exit], capture_output=True, text=True, check=True)
+    run_id = app.stdout.strip().splitlines()[-1]  # the app process has exited; its worker goes on
+    assert wait_for_run(project, run_id)["status"] == "finished"
 
 
 def test_failed_run_records_a_one_line_error(tmp_path):
