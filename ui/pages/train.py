@@ -1,7 +1,5 @@
 """Train: pick a method and a backbone, start a background run, watch it, cancel it."""
 
-import time
-
 import streamlit as st
 from common import flash, require_project, show_flashes
 
@@ -80,6 +78,8 @@ if latest and latest.get("status") == "finished":
         shown += f" (zero-shot CLIP: {latest['zero_shot_accuracy']:.1%})"
     st.success(f"Last run {latest['id']} ({METHODS[latest['method']]}) finished: {shown}.")
     st.page_link("pages/inspect_run.py", label="Inspect the classifier", icon=":material/search_insights:")
+elif latest and latest.get("status") == "cancelled":
+    st.info(f"Last run {latest['id']} was cancelled.")
 elif latest and latest.get("status") in ("failed", "interrupted"):
     st.error(f"Last run {latest['id']} {latest['status']}: {latest.get('error')}")
     with st.expander("Log"):
@@ -100,16 +100,16 @@ with st.expander("Advanced"):
 
 model_name, pretrained = BACKBONES[backbone_label]
 settings = RunSettings(
-    method,
-    model_name,
-    pretrained,
-    weights_path.strip() or None,
-    int(epochs),
-    float(lr),
-    int(n_ctx),
-    int(batch_size),
-    float(test_fraction),
-    int(seed),
+    method=method,
+    backbone=model_name,
+    pretrained=pretrained,
+    weights_path=weights_path.strip() or None,
+    epochs=int(epochs),
+    lr=float(lr),
+    n_ctx=int(n_ctx),
+    batch_size=int(batch_size),
+    test_fraction=float(test_fraction),
+    seed=int(seed),
 )
 try:
     check_trainable(project, settings)
@@ -123,5 +123,4 @@ if st.button("Start training", type="primary"):
         st.error(str(error))
     else:
         flash(f"Started run {run_id}. You can leave this page; training continues in the background.", "info")
-        time.sleep(0.5)
         st.rerun()
