@@ -1,13 +1,17 @@
 """Shared fixtures: a tiny generated image folder and the random-weights tiny CLIP."""
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of retrying downloads
 # Feature caches of the tests' random-weight models go to a throwaway folder, not ~/.cache.
-os.environ.setdefault("PROMPTLAB_CACHE_DIR", tempfile.mkdtemp(prefix="promptlab-test-cache-"))
+if "PROMPTLAB_CACHE_DIR" not in os.environ:
+    os.environ["PROMPTLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="promptlab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PROMPTLAB_CACHE_DIR"], ignore_errors=True)
 
 import pytest
 from PIL import Image, ImageDraw
