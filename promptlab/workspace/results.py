@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promptlab.reporting import CONFUSION_JSON_FILE, CONFUSION_PNG_FILE, TEST_METRICS_FILE
+from promptlab.reporting import CONFUSION_PNG_FILE, TEST_METRICS_FILE
 from promptlab.workspace.runs import (
     CLASSIFIER_FILE,
     LIGHTNING_DIR,
@@ -55,7 +55,6 @@ class RunResults:
     record: dict  # run.json, with the status checked
     settings: dict
     metrics: dict  # test_metrics.json ({} without a test)
-    confusion: dict  # {"class_names": [...], "matrix": [[...]]}
     predictions: list[dict]  # held-out images: path (relative to data/), true, predicted, probability
     inspection: dict  # per method: nearest_words, routing, pseudo_label_counts, stages
     progress: dict
@@ -92,7 +91,6 @@ def run_results(run_dir: Path) -> RunResults:
         record=run_status(run_dir),
         settings=read_json(run_dir / SETTINGS_FILE),
         metrics=read_json(lightning / TEST_METRICS_FILE),
-        confusion=read_json(lightning / CONFUSION_JSON_FILE),
         predictions=read_json(run_dir / PREDICTIONS_FILE).get("rows", []),
         inspection=read_json(run_dir / INSPECTION_FILE),
         progress=read_json(run_dir / PROGRESS_FILE),
