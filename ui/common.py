@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from promptlab.workspace.project import Project, UploadReport, Workspace
-from promptlab.workspace.runs import list_runs
+from promptlab.workspace.runs import CLASSIFIER_FILE, list_runs
 
 WORKSPACE_ENV = "PROMPTLAB_WORKSPACE"
 
@@ -40,19 +40,30 @@ def require_project() -> Project:
     return project
 
 
-def pick_finished_run(project: Project, label: str = "Run") -> dict | None:
-    """A select box of the project's finished runs (newest first); None, with a hint, when there are none."""
+def require_runs(project: Project) -> list[dict]:
+    """The project's runs, newest first, or a hint to train one and an end to the page."""
+    runs = list_runs(project)
+    if not runs:
+        st.info("No runs yet: train one on the **Train** page.")
+        st.stop()
+    return runs
+
+
+def pick_finished_classifier(project: Project) -> tuple[dict, Path]:
+    """A select box of the finished runs (newest first) -> (run record, classifier file), or a hint and
+    an end to the page when none has finished."""
     runs = [r for r in list_runs(project) if r.get("status") == "finished"]
     if not runs:
         st.info("No finished run yet: train one on the **Train** page.")
-        return None
+        st.stop()
 
     def describe(record: dict) -> str:
         accuracy = record.get("accuracy")
         shown = f"{accuracy:.1%}" if isinstance(accuracy, float) else "no test images"
         return f"{record['id']} · {record.get('backbone')} · {shown}"
 
-    return st.selectbox(label, runs, format_func=describe, key=f"run-{label}")
+    record = st.selectbox("Run", runs, format_func=describe)
+    return record, project.runs_dir / record["id"] / CLASSIFIER_FILE
 
 
 def show_upload_report(report: UploadReport) -> None:

@@ -117,9 +117,10 @@ class Project:
         return sorted(p.name for p in self.labelled_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def _class_dir(self, name: str) -> Path:
-        if name not in self.classes():
+        folder = self.labelled_dir / name
+        if not name or name.startswith(".") or _UNSAFE_NAME.search(name) or not folder.is_dir():
             raise ProjectError(f"Project {self.name!r} has no class {name!r}.")
-        return self.labelled_dir / name
+        return folder
 
     def add_class(self, name: str) -> str:
         """Adds an empty class; the name is checked like the CLI's class folders (no duplicates)."""

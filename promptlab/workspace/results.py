@@ -47,6 +47,13 @@ def training_curves(run_dir: Path) -> Curves:
     return curves
 
 
+def train_image_count(run_dir: Path, method: str | None) -> int:
+    """Labelled images a run learned from (zero-shot and NoLA learn from none)."""
+    if method not in ("coop", "mocoop"):
+        return 0
+    return len(read_json(run_dir / SPLIT_FILE).get("train", []))
+
+
 @dataclass
 class RunResults:
     """Everything about one run the pages show."""
@@ -75,7 +82,7 @@ class RunResults:
 
     @property
     def train_images(self) -> int:
-        return len(read_json(self.run_dir / SPLIT_FILE).get("train", []))
+        return train_image_count(self.run_dir, self.record.get("method"))
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -165,8 +165,11 @@ def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[li
 # -- starting, listing, cancelling ------------------------------------------------------------------
 
 
-def _lock_holder(project: Project) -> str | None:
-    """The run id holding the training lock, or None (a lock left by a dead worker is removed)."""
+def active_run(project: Project) -> str | None:
+    """The id of the run training now (it holds the project's lock), or None.
+
+    A lock left by a worker that died or finished is removed on the way.
+    """
     lock = project.path / LOCK_FILE
     run_id = lock.read_text().strip() if lock.is_file() else ""
     if not run_id:
@@ -175,11 +178,6 @@ def _lock_holder(project: Project) -> str | None:
         return run_id
     lock.unlink(missing_ok=True)
     return None
-
-
-def active_run(project: Project) -> str | None:
-    """The id of the run training now, if any."""
-    return _lock_holder(project)
 
 
 def start_run(project: Project, settings: RunSettings) -> str:
@@ -196,8 +194,9 @@ def start_run(project: Project, settings: RunSettings) -> str:
     while (project.runs_dir / run_id).exists():
         run_id += "x"
     lock = project.path / LOCK_FILE
-    if _lock_holder(project) is not None:
-        raise ProjectError(f"Run {lock.read_text().strip()!r} is still training; wait for it or cancel it first.")
+    running = active_run(project)
+    if running is not None:
+        raise ProjectError(f"Run {running!r} is still training; wait for it or cancel it first.")
     try:
         handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError as error:
@@ -274,5 +273,4 @@ def cancel_run(project: Project, run_id: str, wait_s: float = 10.0) -> None:
             time.sleep(0.1)
     if read_json(run_dir / RUN_FILE).get("status") in ACTIVE:
         update_run(run_dir, status="cancelled", finished=now_utc())
-        if _lock_holder(project) in (None, run_id):
-            (project.path / LOCK_FILE).unlink(missing_ok=True)
+        active_run(project)  # removes the lock the killed worker left

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from promptlab.quickstart import CONFIGS as TOY_CONFIGS
 from promptlab.workspace.project import Project
 from promptlab.workspace.runs import (
     CLASSIFIER_FILE,
@@ -32,13 +33,6 @@ from promptlab.workspace.runs import (
     update_run,
 )
 
-TOY_TEMPLATES = ["a photo of a {}.", "an image of a {}", "a {} shape"]  # toy-clip's caption phrasings
-MOCOOP_TOY_GROUPS = [  # as configs/toy/mocoop.yaml
-    ["a photo of a {}."],
-    ["an image of a {}.", "a {}."],
-    ["a {} shape.", "the {} shape."],
-    ["the {}.", "this is the {}."],
-]
 PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
 BASELINE_DIR = "zeroshot"  # Lightning log folder of the zero-shot baseline on the same held-out images
 
@@ -50,23 +44,24 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
         log_name: the Lightning log folder inside ``run_dir`` (reports and checkpoints go there).
     """
     toy = settings.backbone == "toy-clip"
-    model: dict = {"backbone": settings.backbone, "pretrained": settings.pretrained}
+    # toy-clip: the method's settings from configs/toy (templates in the toy captions' phrasing...).
+    toy_config = yaml.safe_load((TOY_CONFIGS / f"{settings.method}.yaml").read_text()) if toy else {}
+    model = {k: v for k, v in toy_config.get("model", {}).get("init_args", {}).items() if k != "descriptions_file"}
+    model |= {"backbone": settings.backbone, "pretrained": settings.pretrained}
     model |= {"weights_path": settings.weights_path} if settings.weights_path else {}
     if settings.method == "coop":
         model |= {"n_ctx": settings.n_ctx, "lr": settings.lr}
-    elif settings.method == "mocoop":
-        model |= {"lr": settings.lr} | ({"template_groups": MOCOOP_TOY_GROUPS} if toy else {})
-    elif settings.method == "nola":
-        model |= {"dino": "toy-dino" if toy else "dino_vitb16", "lr": settings.lr}
-        model |= {"templates": TOY_TEMPLATES if toy else "ensemble", "n_prompts": 16}
+    elif settings.method in ("mocoop", "nola"):
+        model |= {"lr": settings.lr}
+    elif not toy:  # zero-shot on a real CLIP: CoOp's template ensemble beats a single template
+        model |= {"templates": "ensemble"}
+    if settings.method == "nola":
         described = read_json(project_path / "data" / "descriptions.json")
         if described:  # every class listed (templates alone for those without sentences), as NoLA wants
             descriptions = run_dir / "descriptions.json"
             classes = Project(project_path).classes()
             descriptions.write_text(json.dumps({name: described.get(name, []) for name in classes}, indent=2))
             model |= {"descriptions_file": str(descriptions)}
-    elif settings.method == "zeroshot":
-        model |= {"templates": TOY_TEMPLATES if toy else "ensemble"}
     class_path = {"zeroshot": "ZeroShotCLIP", "coop": "CoOp", "mocoop": "MoCoOp", "nola": "NoLA"}[settings.method]
     data = {
         "dataset": "split",
@@ -77,7 +72,7 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
         "batch_size": settings.batch_size,
         "test_batch_size": 128,
         "num_workers": 0,
-        "crop_scale": [0.5, 1.0] if toy else [0.08, 1.0],
+        "crop_scale": toy_config.get("data", {}).get("crop_scale", [0.08, 1.0]),
     }
     if settings.method == "nola":
         data |= {"label_free": True, "unlabelled": str(project_path / "data" / "unlabelled")}

@@ -1,16 +1,11 @@
 """Export: download a run's classifier file, with code that loads and uses it."""
 
 import streamlit as st
-from common import pick_finished_run, require_project
-
-from promptlab.workspace.runs import CLASSIFIER_FILE
+from common import pick_finished_classifier, require_project
 
 project = require_project()
 st.title(f"Export · {project.name}")
-record = pick_finished_run(project)
-if record is None:
-    st.stop()
-path = project.runs_dir / record["id"] / CLASSIFIER_FILE
+record, path = pick_finished_classifier(project)
 file_name = f"{project.name.replace(' ', '_')}-{record['id']}.safetensors"
 size_mb = path.stat().st_size / 2**20
 st.write(

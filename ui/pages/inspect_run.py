@@ -1,17 +1,14 @@
 """Inspect: accuracy, per-class accuracy, confusion matrix, mistakes and a look inside the classifier."""
 
 import streamlit as st
-from common import require_project
+from common import require_project, require_runs
 
 from promptlab.workspace.results import run_results, training_curves
-from promptlab.workspace.runs import METHODS, list_runs
+from promptlab.workspace.runs import METHODS
 
 project = require_project()
 st.title(f"Inspect · {project.name}")
-runs = list_runs(project)
-if not runs:
-    st.info("No runs yet: train one on the **Train** page.")
-    st.stop()
+runs = require_runs(project)
 record = st.selectbox("Run", runs, format_func=lambda r: f"{r['id']} · {r.get('status')}")
 results = run_results(project.runs_dir / record["id"])
 status = results.record.get("status")
@@ -36,7 +33,7 @@ columns[0].metric(
 )
 columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–")
 columns[2].metric("Held-out images", metrics.get("num_samples", 0))
-columns[3].metric("Training images", results.train_images if record["method"] in ("coop", "mocoop") else 0)
+columns[3].metric("Training images", results.train_images)
 st.caption(
     f"{METHODS[record['method']]} on {record.get('backbone')} · data version `{record.get('data_version')}` "
     "(a DVC snapshot of the project's images, kept with the run)"

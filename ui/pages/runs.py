@@ -1,31 +1,27 @@
 """Runs: every run of the project in one table, to compare and pick the best."""
 
 import streamlit as st
-from common import require_project
+from common import require_project, require_runs
 
-from promptlab.workspace.results import run_results
-from promptlab.workspace.runs import METHODS, list_runs
+from promptlab.workspace.results import train_image_count
+from promptlab.workspace.runs import METHODS, SETTINGS_FILE, read_json
 
 project = require_project()
 st.title(f"Runs · {project.name}")
-runs = list_runs(project)
-if not runs:
-    st.info("No runs yet: train one on the **Train** page.")
-    st.stop()
+runs = require_runs(project)
 rows = []
 for record in runs:
-    results = run_results(project.runs_dir / record["id"])
-    settings = results.settings
+    run_dir = project.runs_dir / record["id"]
     rows.append(
         {
             "run": record["id"],
             "method": METHODS.get(record.get("method"), record.get("method")),
             "backbone": record.get("backbone"),
-            "epochs": settings.get("epochs") if record.get("method") != "zeroshot" else None,
+            "epochs": read_json(run_dir / SETTINGS_FILE).get("epochs") if record.get("method") != "zeroshot" else None,
             "status": record.get("status"),
             "accuracy": record.get("accuracy"),
             "zero-shot": record.get("zero_shot_accuracy"),
-            "training images": results.train_images if record.get("method") in ("coop", "mocoop") else 0,
+            "training images": train_image_count(run_dir, record.get("method")),
             "held-out images": record.get("num_test"),
             "date": record.get("created", "").replace("T", " ").replace("+00:00", " UTC"),
             "data version": (record.get("data_version") or "").removeprefix("dvc:")[:12],

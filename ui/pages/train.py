@@ -8,11 +8,14 @@ from promptlab.workspace.results import run_results, training_curves
 from promptlab.workspace.runs import (
     BACKBONES,
     METHODS,
+    PROGRESS_FILE,
     RunSettings,
     active_run,
     cancel_run,
     check_trainable,
     list_runs,
+    read_json,
+    run_status,
     start_run,
 )
 
@@ -39,8 +42,8 @@ show_flashes()
 @st.fragment(run_every=2)
 def live_run(run_id: str) -> None:
     """Progress, curves and Cancel of the running run; refreshes itself every 2 s."""
-    results = run_results(project.runs_dir / run_id)
-    status, progress = results.record.get("status"), results.progress
+    run_dir = project.runs_dir / run_id
+    status, progress = run_status(run_dir).get("status"), read_json(run_dir / PROGRESS_FILE)
     if status not in ("queued", "running"):
         st.rerun()  # finished: redraw the whole page
     st.subheader(f"Training {run_id}")
@@ -51,7 +54,7 @@ def live_run(run_id: str) -> None:
     else:
         text, done = STAGES.get(stage, (stage, 0.0))
         st.progress(done, text=text)
-    curves = training_curves(results.run_dir)
+    curves = training_curves(run_dir)
     left, right = st.columns(2)
     if curves.loss:
         left.line_chart({"loss": [v for _, v in curves.loss]}, x_label="step", y_label="training loss")

@@ -1,13 +1,12 @@
 """Try it: classify an uploaded or camera image with a finished run's classifier."""
 
 import streamlit as st
-from common import pick_finished_run, require_project
+from common import pick_finished_classifier, require_project
 
 from promptlab.classifier import Classifier
 from promptlab.classifier_file import ClassifierFileError
 from promptlab.data.images import ImageLoadError, decode_image_bytes
 from promptlab.workspace.project import IMAGE_UPLOAD_TYPES
-from promptlab.workspace.runs import CLASSIFIER_FILE
 
 
 @st.cache_resource(max_entries=3)
@@ -17,10 +16,7 @@ def load_classifier(path: str, modified: float) -> Classifier:  # modified: relo
 
 project = require_project()
 st.title(f"Try it · {project.name}")
-record = pick_finished_run(project)
-if record is None:
-    st.stop()
-path = project.runs_dir / record["id"] / CLASSIFIER_FILE
+record, path = pick_finished_classifier(project)
 try:
     classifier = load_classifier(str(path), path.stat().st_mtime)
 except (ClassifierFileError, OSError) as error:
