@@ -147,7 +147,7 @@ def _write_config(run_dir: Path, config: dict, name: str = "config.yaml") -> Pat
 def train(run_dir: Path) -> None:
     """Runs one app run to the end (see the module docstring)."""
     from promptlab.cli import lightning_cli
-    from promptlab.export import export_classifier, export_run, latest_checkpoint, load_method
+    from promptlab.export import export_classifier
     from promptlab.reporting import TEST_METRICS_FILE
     from promptlab.workspace.progress import write_progress
 
@@ -159,19 +159,15 @@ def train(run_dir: Path) -> None:
     has_test = bool(read_json(run_dir / SPLIT_FILE).get("test"))
     if settings.method == "zeroshot":
         cli = lightning_cli(["test", "-c", str(config_file)])
-        metrics = read_json(lightning / TEST_METRICS_FILE)
-        classifier = export_classifier(
-            cli.model, run_dir / CLASSIFIER_FILE, metrics=metrics, data_version=cli.datamodule.data_version
-        )
-        model = cli.model
-    else:
-        lightning_cli(["fit", "-c", str(config_file), f"--test_after_fit={has_test}"])
-        classifier = export_run(lightning, run_dir / CLASSIFIER_FILE)
-        model = load_method(latest_checkpoint(lightning))
+    else:  # the trained model stays in memory: the last epoch, as the checkpoint and the test have it
+        cli = lightning_cli(["fit", "-c", str(config_file), f"--test_after_fit={has_test}"])
     write_progress(run_dir, stage="inspecting")
-    _write_inspection(run_dir, model, settings)
-    _write_predictions(run_dir, project_path, classifier)
     metrics = read_json(lightning / TEST_METRICS_FILE)
+    classifier = export_classifier(
+        cli.model, run_dir / CLASSIFIER_FILE, metrics=metrics or None, data_version=cli.datamodule.data_version
+    )
+    _write_inspection(run_dir, cli.model, settings)
+    _write_predictions(run_dir, project_path, classifier)
     baseline = None
     if settings.method != "zeroshot" and has_test:  # the same held-out images, without learning
         write_progress(run_dir, stage="baseline")
