@@ -107,3 +107,12 @@ def test_text_checkpointing_gives_the_same_features_and_gradients():
         results.append((features.detach(), model.ctx.grad.clone()))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
     assert results[0][1].abs().sum() > 0 and torch.allclose(results[0][1], results[1][1], atol=1e-6)
+
+
+def test_class_specific_checkpoint_refuses_other_classes():
+    trained = {"hyper_parameters": {"class_names": CLASSES}}
+    other = {"hyper_parameters": {"class_names": ["cow", "horse", "sheep", "goat"]}}
+    coop(class_specific=True).on_load_checkpoint(trained)
+    with pytest.raises(ValueError, match=r"class-specific contexts for 4 classes .*class_specific false"):
+        coop(class_specific=True).on_load_checkpoint(other)
+    coop().on_load_checkpoint(other)  # a shared context applies to any classes (base-to-new)

@@ -60,3 +60,14 @@ class CoOp(CLIPClassifier):
 
     def class_features(self) -> torch.Tensor:
         return self.backbone.encode_prompts(self.prompt_embeddings(), self.pool_index, shared_prefix=self.shared_prefix)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Class-specific contexts belong to their classes: loading them for other classes (base-to-new,
+        # another dataset) would silently give each class another class's context.
+        trained = list(checkpoint.get("hyper_parameters", {}).get("class_names", self.class_names))
+        if self.ctx.dim() == 3 and trained != self.class_names:
+            raise ValueError(
+                f"This CoOp checkpoint has class-specific contexts for {len(trained)} classes ({', '.join(trained[:5])}"
+                f"{', ...' if len(trained) > 5 else ''}) and cannot classify others; evaluate it on the classes it was "
+                "trained on, or train with --model.init_args.class_specific false for unseen classes."
+            )
