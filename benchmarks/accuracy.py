@@ -80,6 +80,8 @@ def run_once(
             stages = json.loads((run / "nola_stages.json").read_text())
             row |= {k: stages[k] for k in ("stage1_accuracy", "stage2_accuracy") if k in stages}
     else:
+        if method == "CoOp":  # class-specific contexts have none for unseen classes: base-to-new shares one
+            args.append("--model.init_args.class_specific=false")
         run, base = _run_cli([*args, "--data.subsample_classes=base"], runs, name)
         test = ["test", *args[1:], "--data.subsample_classes=new"]
         if subcommand == "fit":

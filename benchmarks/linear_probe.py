@@ -2,7 +2,9 @@
 
 A prompt learner (CoOp, MoCoOp) only moves the class text features: it is a linear classifier on the
 frozen image features, so a linear probe trained on the same features bounds what it can reach.
-Prints a table and writes ``benchmarks/linear_probe.json``.
+Each accuracy is also split by whether the test image's shape and colour were ever paired in
+toy-clip's pretraining (``seen``) or held out (``unseen``). Prints a table and writes
+``benchmarks/linear_probe.json``.
 
     python benchmarks/linear_probe.py [--data toy]
 """
@@ -34,6 +36,7 @@ def probe(train: torch.Tensor, labels: torch.Tensor, steps: int = 500) -> torch.
 def main(argv: list[str] | None = None) -> None:
     from promptlab.backbone import FrozenCLIP
     from promptlab.toy.knn import load_split, normalise
+    from promptlab.toy.world import held_out_combination
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="toy")
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     data, clip = Path(args.data), FrozenCLIP("toy-clip", pretrained="promptlab")
     names = (data / "classnames.txt").read_text().split()
+    attributes = json.loads((data / "image_attributes.json").read_text())
     with torch.no_grad():
         text = clip.encode_text([f"a photo of a {n}." for n in names])
     rows = {}
@@ -49,21 +53,36 @@ def main(argv: list[str] | None = None) -> None:
         (x_train, y_train), (x_test, y_test) = load_split(data, task, "train"), load_split(data, task, "test")
         with torch.no_grad():
             f_train, f_test = clip.encode_image(normalise(x_train)), clip.encode_image(normalise(x_test))
+        unseen = torch.tensor([
+            held_out_combination(attributes[path]["shape"], attributes[path]["colour"])
+            for path, _, _ in json.loads((data / "splits" / f"{task}.json").read_text())["test"]
+        ])  # fmt: skip
         half = torch.randperm(len(y_test))
         a, b = half[: len(y_test) // 2], half[len(y_test) // 2 :]
         with torch.enable_grad():
             on_train, oracle = probe(f_train, y_train), probe(f_test[a], y_test[a])
+        zero_shot_right = (f_test @ text.T).argmax(1) == y_test
+        probe_right = (f_test @ on_train).argmax(1) == y_test
         rows[task] = {
-            "zero_shot": float(((f_test @ text.T).argmax(1) == y_test).float().mean()),
-            "probe_on_all_train_images": float(((f_test @ on_train).argmax(1) == y_test).float().mean()),
+            "zero_shot": float(zero_shot_right.float().mean()),
+            "zero_shot_seen": float(zero_shot_right[~unseen].float().mean()),
+            "zero_shot_unseen": float(zero_shot_right[unseen].float().mean()),
+            "probe_on_all_train_images": float(probe_right.float().mean()),
+            "probe_seen": float(probe_right[~unseen].float().mean()),
+            "probe_unseen": float(probe_right[unseen].float().mean()),
+            "unseen_share_of_test": float(unseen.float().mean()),
             "oracle_probe_on_half_the_test_images": float(((f_test[b] @ oracle).argmax(1) == y_test[b]).float().mean()),
             "train_images": len(y_train),
         }
-    print("| task | zero-shot | probe (all train images) | oracle probe (half of test) |\n|---|---|---|---|")
+    print(
+        "| task | zero-shot (seen / unseen pairs) | probe on all train images (seen / unseen) "
+        "| oracle probe (half of test) | unseen share |\n|---|---|---|---|---|"
+    )
     for task, r in rows.items():
         print(
-            f"| {task} | {r['zero_shot']:.1%} | {r['probe_on_all_train_images']:.1%} "
-            f"| {r['oracle_probe_on_half_the_test_images']:.1%} |"
+            f"| {task} | {r['zero_shot']:.1%} ({r['zero_shot_seen']:.1%} / {r['zero_shot_unseen']:.1%}) "
+            f"| {r['probe_on_all_train_images']:.1%} ({r['probe_seen']:.1%} / {r['probe_unseen']:.1%}) "
+            f"| {r['oracle_probe_on_half_the_test_images']:.1%} | {r['unseen_share_of_test']:.0%} |"
         )
     Path(args.out).write_text(json.dumps(rows, indent=2))
 

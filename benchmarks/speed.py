@@ -350,7 +350,8 @@ def main() -> None:
                 "training", compare_training("synthetic", "clip-tiny", None, synthetic, epochs, epochs, None, 1, cache)
             )
             if not args.quick:
-                toy = {"root": ".", "dataset": "toy_style_shift", "shots": 16, "crop_scale": (0.5, 1.0)}
+                # configs/toy/coop.yaml's crops; both loops share one context (the reference loop has no CSC)
+                toy = {"root": ".", "dataset": "toy_style_shift", "shots": 16, "crop_scale": (0.8, 1.0)}
                 for seed in (1, 2, 3):
                     record("training", compare_training("toy style_shift", "toy-clip", "promptlab", toy, 200, 200,
                                                         None, seed, cache))  # fmt: skip

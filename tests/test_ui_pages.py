@@ -177,7 +177,7 @@ def test_inspect_page_shows_accuracy_confusion_matrix_and_what_each_method_learn
     assert at.metric[2].value == "6" and "vs zero-shot" in at.metric[0].delta
     shown = texts(at)
     assert "Per-class accuracy" in shown and "Confusion matrix" in shown and "Misclassified" in shown
-    assert "nearest words" in shown and len(at.dataframe) == 1  # one shared context
+    assert "nearest words" in shown and len(at.dataframe) == 3  # configs/toy/coop.yaml: one context per class
 
     at = select_run(at, "-mocoop")
     assert "which expert prompts the router picks" in texts(at) and len(at.dataframe) == 1  # per-class routing

@@ -5,6 +5,7 @@ Layout of ``<out>/`` (the default is ``toy``, the `toy_world` stage of ``dvc.yam
 
     images/<style>/<shape>/<n>.png      labelled task images, 4 styles x 8 shapes
     splits/{shapes,style_shift,mixed}.json   CoOp-format splits, paths relative to images/
+    image_attributes.json               what each task image shows (colour, size...), for diagnostics
     unlabelled/<style>/<n>.png          label-free pool (labels kept apart in unlabelled/labels.json)
     pretrain/<n>.png + captions.jsonl   image-text pairs for the tiny CLIP and tiny DINO
     classnames.txt, descriptions.json   the 8 shape names; sentences describing each shape (NoLA)
@@ -31,8 +32,8 @@ PHOTO_SHARE_IN_PRETRAINING = 0.1  # the shifted style is rare in pretraining: ze
 
 
 def held_out_combination(shape: str, colour: str) -> bool:
-    """A quarter of the (shape, colour) pairs never appear in pretraining."""
-    return (SHAPES.index(shape) + list(COLOURS).index(colour)) % 4 == 0
+    """Three of every eight (shape, colour) pairs never appear in pretraining (three colours per shape)."""
+    return (SHAPES.index(shape) + list(COLOURS).index(colour)) % 8 in (0, 2, 4)
 
 
 def caption(attributes: Attributes, rng: random.Random) -> tuple[str, dict]:
@@ -95,13 +96,17 @@ def generate(
     # Labelled task images: per style and shape, 40% train, 10% val, 50% test.
     n_train, n_val = int(per_class_and_style * 0.4), int(per_class_and_style * 0.1)
     by_split: dict[tuple[str, str], list[list]] = {}
+    image_attributes = {}
     for style in STYLES:
         for label, shape in enumerate(SHAPES):
             for index in range(per_class_and_style):
                 relative = f"{style}/{shape}/{index:04d}.png"
-                _write(out / "images", relative, random_attributes(rng, shapes=(shape,), styles=(style,)), rng)
+                attributes = random_attributes(rng, shapes=(shape,), styles=(style,))
+                _write(out / "images", relative, attributes, rng)
+                image_attributes[relative] = attributes.to_dict()
                 split = "train" if index < n_train else "val" if index < n_train + n_val else "test"
                 by_split.setdefault((style, split), []).append([relative, label, shape])
+    (out / "image_attributes.json").write_text(json.dumps(image_attributes, indent=0))
     (out / "splits").mkdir(parents=True, exist_ok=True)
     for task, (train_styles, test_styles) in TASKS.items():
         split = {

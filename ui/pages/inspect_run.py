@@ -24,12 +24,13 @@ if status != "finished":
 metrics = results.metrics
 columns = st.columns(4)
 baseline = results.record.get("zero_shot_accuracy")
+# Points over zero-shot, rounded as shown (+ 0.0 turns -0.0 into 0.0).
+gain = round(100 * (metrics["accuracy"] - baseline), 1) + 0.0 if metrics and baseline is not None else None
 columns[0].metric(
     "Accuracy",
     f"{metrics['accuracy']:.1%}" if metrics else "–",
-    delta=f"{100 * (metrics['accuracy'] - baseline):+.1f} points vs zero-shot"
-    if metrics and baseline is not None
-    else None,
+    delta=None if gain is None else f"{gain:+.1f} points vs zero-shot",
+    delta_color="off" if gain == 0 else "normal",  # a tie is neither green nor red
 )
 columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–")
 columns[2].metric("Held-out images", metrics.get("num_samples", 0))
