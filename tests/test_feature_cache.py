@@ -57,6 +57,18 @@ def test_augmented_views_are_distinct_and_reproducible(cache, tiny_backbone, ima
     assert torch.allclose(fresh.features(paths, transform, 4, torch.device("cpu"))[0], views, atol=1e-6)
 
 
+def test_building_the_cache_leaves_the_training_random_state_alone(cache, tiny_backbone, image_folder):
+    # A cold cache must train exactly like a warm one: encoding draws nothing from the global RNG.
+    paths = list_images(image_folder / "green_circle")[:3]
+    transform = transforms.train_transform(tiny_backbone.preprocess, (0.3, 1.0))
+    torch.manual_seed(0)
+    cache.features(paths, transform, 2, torch.device("cpu"))  # cold: encodes
+    after_cold = torch.rand(3)
+    torch.manual_seed(0)
+    cache.features(paths, transform, 2, torch.device("cpu"))  # warm: reads
+    assert torch.equal(torch.rand(3), after_cold)
+
+
 def test_keys_follow_weights_transform_and_views(tiny_backbone):
     other = FrozenCLIP("clip-tiny", pretrained=None)  # other random weights
     assert encoder_key("clip-tiny", tiny_backbone.model.visual) != encoder_key("clip-tiny", other.model.visual)

@@ -145,8 +145,10 @@ class FeatureCache:
             if not todo:
                 return
             dataset = _Views([paths[i] for i in todo], [digests[i] for i in todo], transform, views, skip_bad_images)
+            # Its own generator: a loader draws a base seed when iterated, and drawing it from the global
+            # RNG would make a run that builds the cache train differently from one that reads it.
             loader = DataLoader(dataset, max(1, batch_size // views), num_workers=num_workers,
-                                collate_fn=collate_skipping_none)  # fmt: skip
+                                collate_fn=collate_skipping_none, generator=torch.Generator())  # fmt: skip
             desc = f"Caching image features ({len(todo)} images x {views} view{'s' * (views > 1)})"
             for batch in tqdm(loader, desc=desc, disable=rank != 0, leave=False):
                 if batch is None:
