@@ -28,6 +28,8 @@ METHODS = {
 }
 LABEL_FREE = {"NoLA"}  # trained on the unlabelled pool: no shots, one run per seed
 REFERENCE_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # CoOp's epochs by shots
+# Base-to-new needs contexts that apply to unseen classes: class-specific ones have none for them.
+BASE_TO_NEW_ARGS = {"CoOp": ["--model.init_args.class_specific=false"]}
 
 
 def _run_cli(args: list[str], runs: Path, name: str) -> tuple[Path, dict]:
@@ -80,8 +82,7 @@ def run_once(
             stages = json.loads((run / "nola_stages.json").read_text())
             row |= {k: stages[k] for k in ("stage1_accuracy", "stage2_accuracy") if k in stages}
     else:
-        if method == "CoOp":  # class-specific contexts have none for unseen classes: base-to-new shares one
-            args.append("--model.init_args.class_specific=false")
+        args += BASE_TO_NEW_ARGS.get(method, [])
         run, base = _run_cli([*args, "--data.subsample_classes=base"], runs, name)
         test = ["test", *args[1:], "--data.subsample_classes=new"]
         if subcommand == "fit":

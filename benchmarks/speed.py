@@ -36,6 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
@@ -47,6 +48,7 @@ from promptlab.methods import CoOp
 from promptlab.methods.base import warmup_cosine_factor
 
 OUT = Path(__file__).parent / "speed.json"
+TOY_COOP_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "coop.yaml"
 N_CTX = 16
 SECTIONS = ["training", "memory", "inference"]
 
@@ -350,8 +352,9 @@ def main() -> None:
                 "training", compare_training("synthetic", "clip-tiny", None, synthetic, epochs, epochs, None, 1, cache)
             )
             if not args.quick:
-                # configs/toy/coop.yaml's crops; both loops share one context (the reference loop has no CSC)
-                toy = {"root": ".", "dataset": "toy_style_shift", "shots": 16, "crop_scale": (0.8, 1.0)}
+                # The toy config's crops; both loops share one context (the reference loop has no CSC).
+                crop_scale = tuple(OmegaConf.load(TOY_COOP_CONFIG).data.crop_scale)
+                toy = {"root": ".", "dataset": "toy_style_shift", "shots": 16, "crop_scale": crop_scale}
                 for seed in (1, 2, 3):
                     record("training", compare_training("toy style_shift", "toy-clip", "promptlab", toy, 200, 200,
                                                         None, seed, cache))  # fmt: skip
