@@ -19,15 +19,13 @@ import statistics
 import time
 from pathlib import Path
 
-# Methods register here: name -> (config, subcommand). Zero-shot methods use no shots.
-METHODS = {
-    "zero-shot": ("configs/toy/zeroshot.yaml", "test"),
-    "CoOp": ("configs/toy/coop.yaml", "fit"),
-    "MoCoOp": ("configs/toy/mocoop.yaml", "fit"),
-    "NoLA": ("configs/toy/nola.yaml", "fit"),
-}
-LABEL_FREE = {"NoLA"}  # trained on the unlabelled pool: no shots, one run per seed
-REFERENCE_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # CoOp's epochs by shots
+from promptlab.configs import toy_config_path
+from promptlab.methods import registered_methods
+
+# Every registered method with a toy config, by its label; its contract says how it runs: methods
+# that learn from names only are tested once per task, label-free ones once per seed on the pool.
+METHODS = {cls.label: cls for cls in registered_methods().values() if cls.toy is not None}
+LABEL_FREE = {label for label, cls in METHODS.items() if cls.learns_from == "unlabelled"}
 # Base-to-new needs contexts that apply to unseen classes: class-specific ones have none for them.
 BASE_TO_NEW_ARGS = {"CoOp": ["--model.init_args.class_specific=false"]}
 
@@ -60,7 +58,8 @@ def run_once(
 ) -> dict:
     """One method on one toy task; with ``base_to_new``, trained on the base half of the classes and
     tested on both halves (``accuracy`` is then their harmonic mean)."""
-    config, subcommand = METHODS[method]
+    cls = METHODS[method]
+    config, subcommand = str(toy_config_path(cls)), "fit" if cls.trains() else "test"
     protocol = "_base_to_new" if base_to_new else ""
     name = f"{method}_{task}{protocol}_{shots}shot_seed{seed}".replace(" ", "")
     args = [subcommand, "-c", config, f"--data.dataset=toy_{task}", f"--data.root={data_root}", f"--data.seed={seed}"]
@@ -69,11 +68,9 @@ def run_once(
         args += [f"--model.init_args.descriptions_file={Path(data_root) / 'toy' / 'descriptions.json'}"]
         args += [f"--trainer.max_epochs={epochs}"] if epochs else []
     elif subcommand == "fit":
-        args += [
-            f"--data.shots={shots}",
-            f"--trainer.max_epochs={epochs or REFERENCE_EPOCHS[shots]}",
-            "--trainer.check_val_every_n_epoch=100000",
-        ]
+        args += [f"--data.shots={shots}", "--trainer.check_val_every_n_epoch=100000"]
+        if cls.uses_epochs and (epochs or cls.epochs_by_shots):  # else the toy config's epochs
+            args.append(f"--trainer.max_epochs={epochs or cls.epochs_by_shots[shots]}")
     start = time.time()
     if not base_to_new:
         run, metrics = _run_cli(args, runs, name)
@@ -261,15 +258,15 @@ def main(argv: list[str] | None = None) -> None:
     results, runs = [], Path(args.runs)
     for task in args.tasks:
         for method in args.methods:
-            untrained = METHODS[method][1] == "test"  # zero-shot: one run per task
+            untrained = not METHODS[method].trains()  # zero-shot: one run per task
             for shots in [0] if untrained or method in LABEL_FREE else args.shots:
                 for seed in args.seeds[:1] if untrained else args.seeds:
                     results.append(run_once(method, task, shots, seed, args.data_root, runs, args.epochs))
                     r = results[-1]
                     print(f"{method} {task} {shots} shots seed {seed}: {r['accuracy']:.1%} ({r['seconds']:.0f} s)")
     for task in args.base_to_new:
-        for method in (m for m in args.methods if m not in LABEL_FREE):
-            trained = METHODS[method][1] == "fit"
+        for method in (m for m in args.methods if m not in LABEL_FREE and METHODS[m].transfers_to_new_classes):
+            trained = METHODS[method].trains()
             for seed in args.seeds if trained else args.seeds[:1]:
                 shots = args.base_to_new_shots if trained else 0
                 results.append(run_once(method, task, shots, seed, args.data_root, runs, args.epochs, base_to_new=True))

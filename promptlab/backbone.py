@@ -21,6 +21,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
+from promptlab.errors import UserError
 from promptlab.shared_prefix import encode_with_shared_prefix, supports_shared_prefix
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class BackboneError(ValueError):
+class BackboneError(UserError):
     """A backbone cannot be built or used as asked; the message says what to do."""
 
 

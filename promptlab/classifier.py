@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,49 +10,23 @@ from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
 from promptlab.classifier_file import ClassifierFileError, read_classifier_file
 from promptlab.data.images import load_image
 from promptlab.data.transforms import test_transform
-from promptlab.mixture import mixture_logits, route
-from promptlab.visual_prompts import install_visual_prompts
+from promptlab.heads import Head, HeadError, head_from_file
+from promptlab.methods.visual_prompts import install_visual_prompts
+from promptlab.reporting import Prediction, top_predictions
 
-
-@dataclass
-class Prediction:
-    """One image's prediction: the best class, its probability, and the top-k (class, probability)."""
-
-    label: str
-    probability: float
-    top_k: list[tuple[str, float]]
-
-
-def _router(tensors: dict[str, torch.Tensor]) -> torch.nn.Linear | None:
-    """The mixture-of-experts router stored as ``router.weight`` (E, D) and ``router.bias`` (E,), if any."""
-    if "router.weight" not in tensors:
-        return None
-    weight = tensors["router.weight"]
-    router = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    router.load_state_dict({"weight": weight, "bias": tensors["router.bias"]})
-    return router.requires_grad_(False)
+__all__ = ["Classifier", "Prediction"]
 
 
 class Classifier:
-    """An exported promptlab classifier: one image-encoder pass plus a matrix product per image.
+    """An exported promptlab classifier: one image-encoder pass plus its head per image.
 
     Use :meth:`load`; then :meth:`predict` or :meth:`predict_proba` on PIL images, file paths or
     preprocessed tensors.
     """
 
-    def __init__(
-        self,
-        backbone: FrozenCLIP,
-        class_features: torch.Tensor,
-        logit_scale: torch.Tensor,
-        meta: dict,
-        router: torch.nn.Linear | None = None,
-    ):
+    def __init__(self, backbone: FrozenCLIP, head: Head, meta: dict):
         self.backbone = backbone
-        self.class_features = class_features  # (C, D), or (E, C, D) experts chosen per image by the router
-        self.logit_scale = logit_scale
-        self.router = router
-        self.top_k = int(meta.get("hparams", {}).get("top_k", 1))
+        self.head = head  # (B, D) normalised image features -> (B, C) logits
         self.meta = meta
         self.class_names: list[str] = meta["class_names"]
         self.preprocess = PreprocessConfig(
@@ -63,7 +36,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | Path, weights_path: str | None = None, device: str | None = None) -> Classifier:
-        """Loads a classifier file.
+        """Loads a classifier file (any format version this promptlab reads).
 
         Args:
             path: the ``.safetensors`` file written by ``promptlab export``.
@@ -76,48 +49,23 @@ class Classifier:
         """
         meta, tensors = read_classifier_file(path)
         ref = meta["backbone"]
-        features = tensors["class_features"]
-        router = _router(tensors)
-        experts = features.shape[0] if features.dim() == 3 else None
-        if features.shape[-2:] != (len(meta["class_names"]), ref["embed_dim"]) or (
-            (experts is None) != (router is None) or (router is not None and router.out_features != experts)
-        ):
-            raise ClassifierFileError(
-                f"Classifier file {str(path)!r} is inconsistent (class features {tuple(features.shape)})."
-            )
         try:
-            if ref["embedded"]:
-                backbone = FrozenCLIP(ref["model_name"], pretrained=None)
-                visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
-                if "visual_prompts" in visual:  # a tower tuned with visual prompts (NoLA)
-                    prompts = torch.nn.Parameter(torch.empty_like(visual["visual_prompts"]), requires_grad=False)
-                    install_visual_prompts(backbone.model.visual, prompts)
-                backbone.model.visual.load_state_dict(visual)
-            else:
-                backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path)
-        except (BackboneError, RuntimeError) as error:
+            head = head_from_file(meta["head"], tensors)
+        except HeadError as error:
+            raise ClassifierFileError(f"Classifier file {str(path)!r} is inconsistent: {error}") from error
+        if (head.num_classes, head.feature_dim) != (len(meta["class_names"]), ref["embed_dim"]):
             raise ClassifierFileError(
-                f"Cannot rebuild backbone {ref['model_name']!r} for classifier {str(path)!r}: {error}"
-            ) from error
-        if backbone.embed_dim != ref["embed_dim"]:
-            raise ClassifierFileError(
-                f"Classifier {str(path)!r} was made for a {ref['embed_dim']}-d backbone, but {ref['model_name']!r} "
-                f"gives {backbone.embed_dim}-d features; use the backbone it was exported with."
+                f"Classifier file {str(path)!r} is inconsistent: its head gives {head.num_classes} classes of "
+                f"{head.feature_dim}-d features for {len(meta['class_names'])} class names and a {ref['embed_dim']}-d "
+                "backbone; export it again."
             )
-        if not ref["embedded"] and ref["weights_sha256"] and backbone.weights_sha256() != ref["weights_sha256"]:
-            raise ClassifierFileError(
-                f"Classifier {str(path)!r} was exported with other weights for {ref['model_name']!r} "
-                f"(sha256 {ref['weights_sha256'][:12]}..., loaded {backbone.weights_sha256()[:12]}...); "
-                "pass the weights file it was trained with as weights_path."
-            )
+        backbone = _rebuild_backbone(path, ref, tensors, weights_path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        backbone.to(device)
-        router = router.to(device) if router is not None else None
-        return cls(backbone, features.to(device), tensors["logit_scale"].to(device), meta, router)
+        return cls(backbone.to(device), head.to(device), meta)
 
     @property
     def device(self) -> torch.device:
-        return self.class_features.device
+        return next(self.backbone.parameters()).device
 
     def _to_tensor(self, image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):
@@ -149,23 +97,39 @@ class Classifier:
         probabilities = []
         for batch in batches:
             image_features = self.backbone.encode_image(batch.to(self.device)).float()  # (B, D)
-            if self.router is None:
-                logits = self.logit_scale * image_features @ self.class_features.T
-            else:
-                weights, indices = route(self.router(image_features), self.top_k)
-                logits = mixture_logits(image_features, self.class_features, weights, indices, self.logit_scale)
-            probabilities.append(logits.softmax(dim=-1).cpu())
+            probabilities.append(self.head(image_features).softmax(dim=-1).cpu())
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 
     def predict(self, images, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes."""
-        probabilities = self.predict_proba(images, batch_size)
-        top = probabilities.topk(min(top_k, len(self.class_names)), dim=-1)
-        return [
-            Prediction(
-                self.class_names[int(indices[0])],
-                float(values[0]),
-                [(self.class_names[int(i)], float(v)) for v, i in zip(values, indices, strict=True)],
-            )
-            for values, indices in zip(top.values, top.indices, strict=True)
-        ]
+        return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k)
+
+
+def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:
+    """The image encoder the file was exported with: embedded in the file, or by reference and checksum."""
+    try:
+        if ref["embedded"]:
+            backbone = FrozenCLIP(ref["model_name"], pretrained=None)
+            visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
+            if ref.get("visual_prompts"):  # a tower tuned with visual prompts (NoLA)
+                prompts = torch.nn.Parameter(torch.empty_like(visual["visual_prompts"]), requires_grad=False)
+                install_visual_prompts(backbone.model.visual, prompts)
+            backbone.model.visual.load_state_dict(visual)
+        else:
+            backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path)
+    except (BackboneError, RuntimeError, KeyError) as error:
+        raise ClassifierFileError(
+            f"Cannot rebuild backbone {ref['model_name']!r} for classifier {str(path)!r}: {error}"
+        ) from error
+    if backbone.embed_dim != ref["embed_dim"]:
+        raise ClassifierFileError(
+            f"Classifier {str(path)!r} was made for a {ref['embed_dim']}-d backbone, but {ref['model_name']!r} "
+            f"gives {backbone.embed_dim}-d features; use the backbone it was exported with."
+        )
+    if not ref["embedded"] and ref["weights_sha256"] and backbone.weights_sha256() != ref["weights_sha256"]:
+        raise ClassifierFileError(
+            f"Classifier {str(path)!r} was exported with other weights for {ref['model_name']!r} "
+            f"(sha256 {ref['weights_sha256'][:12]}..., loaded {backbone.weights_sha256()[:12]}...); "
+            "pass the weights file it was trained with as weights_path."
+        )
+    return backbone

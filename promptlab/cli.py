@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from promptlab.data import FewShotDataModule
 from promptlab.methods import CLIPClassifier
+from promptlab.reporting import PredictionsFile
 
 log = logging.getLogger("promptlab")
 
@@ -26,6 +27,14 @@ class PromptLabCLI(LightningCLI):
         parser.link_arguments("data.prompt_template", "model.init_args.dataset_template", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the last epoch after `fit`.")
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        self.model.connect_data(self.datamodule)  # preprocessing and the frozen encoder: model -> data
+
+    def before_predict(self) -> None:
+        paths = [sample.path for sample in self.datamodule.prediction_samples]
+        self.trainer.callbacks.append(PredictionsFile(paths, self.model.class_names))
+
     def _set_seed(self) -> None:
         # Unless a seed is given, seed everything with the few-shot seed, as the reference does.
         config = self.config.get(str(self.subcommand), self.config)
@@ -36,6 +45,21 @@ class PromptLabCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def quiet_lightning() -> None:
+    """Silences what every normal run would print and no user can act on."""
+    noise = (
+        r".*module\(s\) in eval mode.*",  # the frozen backbone is meant to be in eval mode
+        r".*LeafSpec.*",
+        r".*args parameter is intended to run from within Python.*",  # we pass sys.argv on purpose
+    )
+    for message in noise:
+        warnings.filterwarnings("ignore", message=message)
+    # Lightning's "💡 Tip: ..." lines (litlogger, litmodels) come through this logger at INFO.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in record.getMessage()
+    )
 
 
 def default_precision() -> str:
@@ -65,7 +89,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
 
 
 def export_command(argv: list[str]) -> int:
-    """``promptlab export``: a run folder, a checkpoint or a config (zero-shot) -> classifier file."""
+    """Write a classifier file from a run folder, a checkpoint or a config (zero-shot)."""
     from promptlab.export import CLASSIFIER_FILE_NAME, export_classifier, export_run, load_method
 
     parser = argparse.ArgumentParser(prog="promptlab export", description=export_command.__doc__)
@@ -94,7 +118,7 @@ def export_command(argv: list[str]) -> int:
 
 
 def classify_command(argv: list[str]) -> int:
-    """``promptlab classify``: predicts classes of images with an exported classifier."""
+    """Classify images or folders of images with an exported classifier file."""
     from promptlab.classifier import Classifier
     from promptlab.data.datamodule import prediction_samples
     from promptlab.data.images import ImageLoadError
@@ -133,26 +157,70 @@ def classify_command(argv: list[str]) -> int:
 
 
 def backbones_command(argv: list[str]) -> int:
-    """``promptlab backbones``: lists the architecture names promptlab can load."""
+    """List the backbone architectures promptlab can load."""
     from promptlab.backbone import list_backbones
 
+    argparse.ArgumentParser(prog="promptlab backbones", description=backbones_command.__doc__).parse_args(argv)
     print("\n".join(list_backbones()))
     return 0
 
 
+def methods_command(argv: list[str]) -> int:
+    """List the registered methods: key, class, what each learns from."""
+    from promptlab.methods import registered_methods
+
+    argparse.ArgumentParser(prog="promptlab methods", description=methods_command.__doc__).parse_args(argv)
+    for key, cls in registered_methods().items():
+        print(f"{key:<16} {cls.__module__}.{cls.__qualname__:<14} learns from {cls.learns_from}: {cls.about}")
+    return 0
+
+
 def quickstart_command(argv: list[str]) -> int:
-    """``promptlab quickstart``: zero-shot vs CoOp on the offline toy world, exported and used."""
+    """Zero-shot CLIP against CoOp on the offline toy world, exported and used (no network)."""
     from promptlab.quickstart import quickstart_command as run
 
     return run(argv)
 
 
+LIGHTNING_COMMANDS = {
+    "fit": "Train a method (then test the last epoch): promptlab fit -c CONFIG.yaml [--key value ...]",
+    "validate": "Evaluate a checkpoint (or a zero-shot model) on the validation split",
+    "test": "Evaluate a checkpoint (or a zero-shot model) on the test split",
+    "predict": "Write predictions.csv for --data.predict_files with a checkpoint",
+}
 TOOLS = {
     "export": export_command,
     "classify": classify_command,
     "backbones": backbones_command,
+    "methods": methods_command,
     "quickstart": quickstart_command,
 }
+
+
+def print_help() -> None:
+    """``promptlab --help``: every command with one line each."""
+    lines = ["usage: promptlab COMMAND [options]   (promptlab COMMAND --help for a command's options)", "", "commands:"]
+    first_lines = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in TOOLS.items()}
+    for name, text in {**LIGHTNING_COMMANDS, **first_lines}.items():
+        lines.append(f"  {name:<12} {text}")
+    lines += [
+        "",
+        "Configs shipped with promptlab are found by their name, e.g. -c configs/toy/coop.yaml, from any folder.",
+    ]
+    print("\n".join(lines))
+
+
+def resolve_configs(args: list[str]) -> list[str]:
+    """``-c``/``--config`` paths that do not exist here but name a shipped config (``configs/toy/coop.yaml``)
+    -> that shipped file, so the README's commands work from an installed wheel in any folder."""
+    from promptlab.configs import shipped_config
+
+    resolved = list(args)
+    for i, arg in enumerate(resolved[:-1]):
+        if arg in ("-c", "--config") and not Path(resolved[i + 1]).exists():
+            shipped = shipped_config(resolved[i + 1])
+            resolved[i + 1] = str(shipped) if shipped else resolved[i + 1]
+    return resolved
 
 
 def main(args: list[str] | None = None) -> int:
@@ -162,8 +230,13 @@ def main(args: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if args is None else args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    for noise in (r".*module\(s\) in eval mode.*", r".*LeafSpec.*"):  # the frozen backbone is meant to be in eval
-        warnings.filterwarnings("ignore", message=noise)
+    quiet_lightning()
+    if not args or args[0] in ("-h", "--help", "help"):
+        print_help()
+        return 0
+    if args[0] not in TOOLS and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
+        print(f"error: unknown command {args[0]!r}; run `promptlab --help` for the list.", file=sys.stderr)
+        return 2
     if args and args[0] in TOOLS:
         try:
             return TOOLS[args[0]](args[1:])
@@ -171,7 +244,7 @@ def main(args: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
     try:
-        lightning_cli(args)
+        lightning_cli(resolve_configs(args))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,19 +1,13 @@
-"""The errors a user can cause; the CLI reports them in one line instead of a traceback."""
+"""The base of every error a user can cause (a bad option, file, image or class name).
 
-from promptlab.backbone import BackboneError
-from promptlab.classifier_file import ClassifierFileError
-from promptlab.data.images import ImageLoadError
-from promptlab.data.sources import DatasetError
-from promptlab.export import ExportError
-from promptlab.labeller import LabellerError
-from promptlab.methods.nola import DescriptionsError
+Each layer subclasses :class:`UserError` where it raises, so the CLI and the app's worker catch them
+all in one place and print their one-sentence message instead of a traceback. This module imports
+nothing of promptlab, so any layer can use it.
+"""
 
-USER_ERRORS = (
-    BackboneError,
-    ClassifierFileError,
-    DatasetError,
-    DescriptionsError,
-    ExportError,
-    ImageLoadError,
-    LabellerError,
-)
+
+class UserError(ValueError):
+    """An error the user can fix; its message names the file, class or option and what to do."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)

@@ -11,7 +11,8 @@ import torch
 
 from promptlab.classifier_file import write_classifier_file
 from promptlab.data.datamodule import DATA_INFO_FILE_NAME
-from promptlab.methods import METHODS, CLIPClassifier
+from promptlab.errors import UserError
+from promptlab.methods import CLIPClassifier, method_class
 from promptlab.reporting import TEST_METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 CLASSIFIER_FILE_NAME = "classifier.safetensors"
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A run cannot be exported; the message names the path and the fix."""
 
 
@@ -52,12 +53,14 @@ def export_classifier(
         log.info("The method tuned part of the image encoder: embedding it in the classifier.")
         embed_backbone = True
     with torch.no_grad():
-        # class_features: (C, D), or (E, C, D) with a router for a mixture of experts; normalised
-        tensors = {**model.inference_tensors(), "logit_scale": backbone.logit_scale.float().reshape(1)}
+        head = model.export_head()
+    tensors = head.tensors()
     if embed_backbone:
         tensors |= {f"visual.{k}": v for k, v in backbone.model.visual.state_dict().items()}
+    prompts = getattr(backbone.model.visual, "visual_prompts", None)
     hparams = {k: v for k, v in model.hparams.items() if k != "class_names" and not k.startswith("_")}
     meta = {
+        "head": {"kind": head.kind, **head.params()},
         "method": type(model).__name__,
         "hparams": _json_safe(hparams),
         "class_names": model.class_names,
@@ -68,6 +71,7 @@ def export_classifier(
             "weights_sha256": backbone.weights_sha256(),
             "embed_dim": backbone.embed_dim,
             "embedded": embed_backbone,
+            "visual_prompts": 0 if prompts is None else int(prompts.shape[0]),
         },
         "metrics": _json_safe(metrics or {}),
         "data_version": data_version,
@@ -89,7 +93,7 @@ def load_method(checkpoint_path: str | Path) -> CLIPClassifier:
     checkpoint_path = Path(checkpoint_path)
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        method = METHODS[checkpoint["promptlab_method"]]
+        method = method_class(checkpoint["promptlab_method"])
     except (OSError, RuntimeError, KeyError, EOFError) as error:
         raise ExportError(
             f"{str(checkpoint_path)!r} is not a readable promptlab checkpoint ({error}); "

@@ -12,9 +12,8 @@ import json
 import random
 from pathlib import Path
 
+from promptlab.configs import toy_config_path
 from promptlab.reporting import TEST_METRICS_FILE
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "toy"
 
 
 def _latest_run(folder: Path) -> Path:
@@ -25,6 +24,7 @@ def quickstart_command(argv: list[str]) -> int:
     """Runs zero-shot and CoOp on a toy task and writes an exported classifier."""
     from promptlab.cli import classify_command, lightning_cli
     from promptlab.export import export_run
+    from promptlab.methods import CoOp, ZeroShotCLIP
     from promptlab.toy.world import generate
 
     parser = argparse.ArgumentParser(prog="promptlab quickstart", description=quickstart_command.__doc__)
@@ -47,7 +47,9 @@ def quickstart_command(argv: list[str]) -> int:
         f"--trainer.logger.init_args.save_dir={out}",
     ]
     print("\n== 1/3 zero-shot CLIP")
-    lightning_cli(["test", "-c", str(CONFIGS / "zeroshot.yaml"), *common, "--trainer.logger.init_args.name=zeroshot"])
+    lightning_cli(
+        ["test", "-c", str(toy_config_path(ZeroShotCLIP)), *common, "--trainer.logger.init_args.name=zeroshot"]
+    )
     zero_shot = json.loads((_latest_run(out / "zeroshot") / TEST_METRICS_FILE).read_text())
 
     print(f"\n== 2/3 CoOp, {args.shots} shots per class, {args.epochs} epochs")
@@ -56,7 +58,7 @@ def quickstart_command(argv: list[str]) -> int:
         f"--trainer.max_epochs={args.epochs}",
         "--trainer.logger.init_args.name=coop",
     ]
-    lightning_cli(["fit", "-c", str(CONFIGS / "coop.yaml"), *common, *fit_args])
+    lightning_cli(["fit", "-c", str(toy_config_path(CoOp)), *common, *fit_args])
     run = _latest_run(out / "coop")
     coop = json.loads((run / TEST_METRICS_FILE).read_text())
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 TEST_METRICS_FILE = "test_metrics.json"
 CONFUSION_JSON_FILE = "confusion_matrix.json"
@@ -100,6 +102,52 @@ def plot_routing(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+@dataclass
+class Prediction:
+    """One image's prediction: the best class, its probability, and the top-k (class, probability)."""
+
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+
+
+def top_predictions(probabilities: torch.Tensor, class_names: list[str], k: int) -> list[Prediction]:
+    """(N, C) probabilities -> one :class:`Prediction` per row with its ``k`` most likely classes."""
+    top = probabilities.float().topk(min(k, len(class_names)), dim=-1)
+    return [
+        Prediction(
+            class_names[int(indices[0])],
+            float(values[0]),
+            [(class_names[int(i)], float(v)) for v, i in zip(values, indices, strict=True)],
+        )
+        for values, indices in zip(top.values, top.indices, strict=True)
+    ]
+
+
+class PredictionsFile(BasePredictionWriter):
+    """Writes ``predictions.csv`` into the run folder after ``promptlab predict``.
+
+    Args:
+        paths: the predicted images, by the index the data module's predict batches carry.
+        class_names: class names by label.
+    """
+
+    def __init__(self, paths: list[str], class_names: list[str], top_k: int = 5) -> None:
+        super().__init__(write_interval="epoch")
+        self.paths, self.class_names, self.top_k = paths, class_names, top_k
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        out_dir = run_dir(trainer)
+        rows = []
+        for probabilities, indices in predictions:  # predict_step's (B, C) probabilities and (B,) indices
+            for index, prediction in zip(
+                indices.tolist(), top_predictions(probabilities, self.class_names, self.top_k), strict=True
+            ):
+                rows.append({"path": self.paths[index], **asdict(prediction)})
+        if out_dir is not None:
+            write_predictions(rows, out_dir / "predictions.csv")
 
 
 def write_predictions(rows: list[dict], path: Path) -> None:

@@ -63,7 +63,7 @@ def _meta_and_tensors(path):
 def test_tampered_class_features_are_refused(trained, tmp_path):
     path = export_classifier(trained, tmp_path / "c.safetensors")
     header, tensors = _meta_and_tensors(path)
-    tensors["class_features"] = tensors["class_features"].flip(0)
+    tensors["head.weight"] = tensors["head.weight"].flip(0)
     save_file(tensors, str(path), metadata=header)
     with pytest.raises(ClassifierFileError, match="modified after export"):
         Classifier.load(path)

@@ -85,7 +85,9 @@ def test_mixture_is_the_softmax_weighted_sum_of_the_top_k_experts():
 
 def test_gradients_reach_only_prompts_router_and_correction():
     model = mocoop()
-    parts = model.losses(model.backbone.encode_image(torch.randn(6, 3, 32, 32)), torch.tensor([0, 1, 2, 0, 1, 2]))
+    parts = model.training_losses(
+        model.backbone.encode_image(torch.randn(6, 3, 32, 32)), torch.tensor([0, 1, 2, 0, 1, 2])
+    )
     (parts["cls"] + parts["gate"] + parts["text"]).backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == {f"contexts.{e}" for e in (0, 1, 2, 3)} | {"router.weight", "router.bias", "correction"}
@@ -96,7 +98,7 @@ def test_layernorm_option_tunes_only_image_layernorms():
     model = mocoop(tune_image_layernorms=True)
     tuned = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert tuned and all(n.startswith("model.visual.transformer.") and (".ln_1." in n or ".ln_2." in n) for n in tuned)
-    parts = model.losses(model.encode_images(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
+    parts = model.training_losses(model.encode_images(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
     parts["cls"].backward()
     assert all(p.grad is not None for n, p in model.backbone.named_parameters() if n in tuned)
     groups = model.trainable_parameters()
@@ -117,7 +119,7 @@ def test_losses_fall_and_backbone_stays_bit_identical():
 
     def losses():
         with torch.no_grad():
-            parts = model.losses(model.backbone.encode_image(images), labels)
+            parts = model.training_losses(model.backbone.encode_image(images), labels)
         return parts["cls"], parts["cls"] + 5 * parts["text"] + parts["gate"]
 
     start = losses()

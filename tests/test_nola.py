@@ -8,8 +8,8 @@ import torch
 
 from promptlab.classifier import Classifier
 from promptlab.cli import main
-from promptlab.labeller import LabellerError, load_dino, select_pseudo_labels
 from promptlab.methods import NoLA
+from promptlab.methods.labeller import LabellerError, load_dino, select_pseudo_labels
 from promptlab.methods.nola import DescriptionsError, load_descriptions
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
@@ -34,7 +34,7 @@ def test_without_prompts_stage3_predicts_exactly_stage1():
 
 
 def test_prompts_change_the_image_features_and_stages_1_2_run_without_them():
-    from promptlab.visual_prompts import visual_prompts_disabled
+    from promptlab.methods.visual_prompts import visual_prompts_disabled
 
     model, plain = nola(n_prompts=4).eval(), nola(n_prompts=0).eval()  # same seed: same backbone
     images = torch.randn(2, 3, 32, 32)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from promptlab.methods.contract import Bars, Panel, Table, Text
 from promptlab.workspace.project import Project, UploadReport, Workspace
 from promptlab.workspace.runs import CLASSIFIER_FILE, list_runs
 
@@ -74,6 +75,24 @@ def show_upload_report(report: UploadReport) -> None:
         st.info(f"Skipped {len(report.duplicates)} duplicate(s) already stored: {', '.join(report.duplicates[:5])}.")
     for _, reason in report.rejected:
         st.error(reason)
+
+
+def show_panels(panels: list[Panel]) -> None:
+    """Draws what a method shows of itself on the Inspect page (see promptlab.methods.contract)."""
+    for panel in panels:
+        if panel.title:
+            st.subheader(panel.title)
+        if isinstance(panel, Bars):
+            st.bar_chart(panel.values, horizontal=True, y_label=panel.axis)
+        elif isinstance(panel, Table):
+            if panel.caption:
+                st.write(panel.caption)
+            st.dataframe(panel.rows, hide_index=True)
+            continue
+        elif isinstance(panel, Text) and panel.text:
+            st.write(panel.text)
+        if panel.caption:
+            st.caption(panel.caption)
 
 
 def flash(message: str, kind: str = "success") -> None:

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from promptlab.backbone import PreprocessConfig
+from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
@@ -121,8 +121,9 @@ class FewShotDataModule(L.LightningDataModule):
         self.cache_features = cache_features
         self.cache_views = cache_views
         self.cache_dir = cache_dir
-        self._cache: tuple[int, FeatureCache] | None = None  # (id of the model, its cache)
-        self.preprocess: PreprocessConfig | None = None  # set from the model when the trainer attaches
+        self.preprocess: PreprocessConfig | None = None  # the backbone's, set by connect_model
+        self._encoder: FrozenCLIP | None = None  # a frozen image encoder whose features may be cached
+        self._cache: FeatureCache | None = None
 
     # -- what the model needs at construction (linked by the CLI) --------------------------------
 
@@ -194,11 +195,18 @@ class FewShotDataModule(L.LightningDataModule):
         content = {name: [list(s) for s in getattr(splits, name)] for name in ("train", "val", "test")}
         path.write_text(json.dumps(content))
 
+    def connect_model(self, preprocess: PreprocessConfig, frozen_encoder: FrozenCLIP | None = None) -> None:
+        """What the data takes from the model (see :func:`promptlab.data.connect.connect`): its
+        preprocessing, and its backbone when the image encoder is frozen (features are then cached)."""
+        self.preprocess = preprocess
+        self._encoder = frozen_encoder
+        self._cache = None
+
     def _preprocess(self) -> PreprocessConfig:
-        if self.preprocess is None and self.trainer is not None:
-            self.preprocess = getattr(self.trainer.lightning_module, "preprocess", None)
         if self.preprocess is None:
-            raise RuntimeError("Set datamodule.preprocess (the backbone's PreprocessConfig) before loading data.")
+            raise RuntimeError(
+                "The data module has no preprocessing: call promptlab.data.connect(model, datamodule) first."
+            )
         return self.preprocess
 
     def _loader(
@@ -238,38 +246,66 @@ class FewShotDataModule(L.LightningDataModule):
         )
 
     def _feature_cache(self) -> FeatureCache | None:
-        """The model's feature cache when caching is on and its image encoder is frozen, else None."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        if not self.cache_features or model is None or not getattr(model, "caches_image_features", False):
+        """The feature cache of the connected frozen encoder when caching is on, else None."""
+        if not self.cache_features or self._encoder is None:
             return None
-        if self._cache is None or self._cache[0] != id(model):
-            backbone = model.backbone
+        if self._cache is None:
+            backbone = self._encoder
             key = encoder_key(backbone.model_name, backbone.model.visual)
             root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
-            self._cache = (id(model), FeatureCache(root, backbone.encode_image, key))
-        return self._cache[1]
+            self._cache = FeatureCache(root, backbone.encode_image, key)
+        return self._cache
 
-    def _cached_loader(self, samples: list[Sample], train: bool) -> DataLoader | None:
-        """(feature, label, index) batches from the feature cache, filled first where needed; None
-        when caching does not apply."""
+    def _cached_features(self, samples: list[Sample], train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(N', V, D) features from the feature cache (filled first where needed) and (N',) kept indices
+        into ``samples``; None when caching does not apply."""
         cache = self._feature_cache()
         if cache is None:
             return None
         cfg, trainer = self._preprocess(), self.trainer
-        features, kept = cache.features(
+        return cache.features(
             [self.splits.image_root / s.path for s in samples],
             train_transform(cfg, self.crop_scale) if train else test_transform(cfg),
             self.cache_views if train else 1,
-            trainer.lightning_module.device,
+            next(self._encoder.parameters()).device,
             batch_size=self.test_batch_size,
             num_workers=self.num_workers,
             skip_bad_images=self.skip_bad_images,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            barrier=trainer.strategy.barrier,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            barrier=trainer.strategy.barrier if trainer else lambda: None,
         )
+
+    def _cached_loader(self, samples: list[Sample], train: bool) -> DataLoader | None:
+        """(feature, label, index) batches from the feature cache; None when caching does not apply."""
+        cached = self._cached_features(samples, train)
+        if cached is None:
+            return None
+        features, kept = cached
         labels = torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long)
         return self._data_loader(CachedFeatures(features, labels, kept), train, 0, None)  # in memory: no workers
+
+    def split_features(self, split: Literal["train", "val"], augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image features of a labelled split, for methods fitted on features (linear probe, Tip-Adapter).
+
+        Args:
+            split: ``train`` or ``val`` (empty when the dataset has no validation images).
+            augmented: ``cache_views`` training-transform views per image, else the one test view.
+
+        Returns:
+            (N, V, D) normalised features and (N,) labels (unreadable images skipped when allowed).
+
+        Raises:
+            DatasetError: the feature cache is off or the encoder is not frozen.
+        """
+        samples = getattr(self.splits, split)
+        if not samples:
+            return torch.empty(0, 1, 0), torch.empty(0, dtype=torch.long)
+        cached = self._cached_features(samples, augmented)
+        if cached is None:
+            raise DatasetError("This method learns from cached image features: leave --data.cache_features true.")
+        features, kept = cached
+        return features, torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long)
 
     def train_dataloader(self) -> DataLoader:
         if not self.label_free:
@@ -302,8 +338,13 @@ class FewShotDataModule(L.LightningDataModule):
         samples = self.splits.test or self.splits.val
         return self._loader(samples, False, transform) if samples else None
 
+    @cached_property
+    def prediction_samples(self) -> list[Sample]:
+        """The images of ``predict_files``; predict batches carry indices into this list."""
+        return prediction_samples(self.predict_files)
+
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(prediction_samples(self.predict_files), train=False)
+        return self._loader(self.prediction_samples, train=False)
 
 
 def prediction_samples(paths: list[str]) -> list[Sample]:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from promptlab.data.datasets import SKIP_HINT, collate_skipping_none
 from promptlab.data.images import ImageLoadError, load_image
+from promptlab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,8 @@ class FeatureCache:
 
 
 def _atomic_save(features: torch.Tensor, path: Path) -> None:
-    """Writes via a temporary file and a rename, so a crash or a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    save_file({"features": features}, temporary)
-    os.replace(temporary, path)
+    """Saves one image's features atomically, so a concurrent reader never sees half a file."""
+    atomic_write(path, lambda temporary: save_file({"features": features}, str(temporary)))
 
 
 class CachedFeatures(Dataset):

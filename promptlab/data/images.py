@@ -8,13 +8,14 @@ import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+from promptlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError):
     """An image file cannot be decoded; the message names the file and the fix."""
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
 from promptlab.data.images import list_images
 from promptlab.data.sampling import Sample, split_folder_samples
+from promptlab.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """The dataset on disk cannot be used as asked; the message names the path and the fix."""
 
 

@@ -1,12 +1,86 @@
-"""Prompt-learning methods, each a LightningModule over the shared frozen backbone."""
+"""Prompt-learning methods, each a LightningModule over the shared frozen backbone, and their registry.
+
+The registry is the only table of methods: the app, the worker, export and the benchmarks loop over
+it. A method is one file under this package plus its configs; it joins the registry by being listed
+below, or, from another package, through :func:`register_method` (or the ``promptlab.methods``
+entry-point group, loaded on first use).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
 
 from promptlab.methods.base import CLIPClassifier
 from promptlab.methods.coop import CoOp
+from promptlab.methods.linear_probe import LinearProbe
 from promptlab.methods.mocoop import MoCoOp
 from promptlab.methods.nola import NoLA
+from promptlab.methods.tip_adapter import TipAdapter, TipAdapterF
 from promptlab.methods.zeroshot import ZeroShotCLIP
 
-# Explicit registry (no import side effects): checkpoint "promptlab_method" -> class.
-METHODS: dict[str, type[CLIPClassifier]] = {cls.__name__: cls for cls in (ZeroShotCLIP, CoOp, MoCoOp, NoLA)}
+# key -> class, in the order the app lists them. The zero-shot baseline comes first.
+METHODS: dict[str, type[CLIPClassifier]] = {}
+BASELINE_KEY = ZeroShotCLIP.key  # what every learned classifier is compared with
+DEFAULT_METHOD = CoOp.key  # what the app preselects
+_entry_points_loaded = False
 
-__all__ = ["METHODS", "CLIPClassifier", "CoOp", "MoCoOp", "NoLA", "ZeroShotCLIP"]
+
+def register_method(cls: type[CLIPClassifier]) -> type[CLIPClassifier]:
+    """Adds a method to the registry (usable as a class decorator); its ``key`` must be new."""
+    if not cls.key or not cls.label:
+        raise ValueError(f"Method {cls.__name__} needs a key and a label to be registered.")
+    if METHODS.get(cls.key, cls) is not cls:
+        raise ValueError(f"Method key {cls.key!r} is taken by {METHODS[cls.key].__name__}.")
+    METHODS[cls.key] = cls
+    return cls
+
+
+def unregister_method(key: str) -> None:
+    METHODS.pop(key, None)
+
+
+def registered_methods() -> dict[str, type[CLIPClassifier]]:
+    """Every method, built-in ones first, then those of installed plugins (entry points)."""
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for entry in entry_points(group="promptlab.methods"):
+            register_method(entry.load())
+    return METHODS
+
+
+def method_class(name: str) -> type[CLIPClassifier]:
+    """The method with key (``coop``) or class name (``CoOp``, as checkpoints record) ``name``.
+
+    Raises:
+        KeyError: no such method, with the known keys in the message.
+    """
+    methods = registered_methods()
+    if name in methods:
+        return methods[name]
+    for cls in methods.values():
+        if cls.__name__ == name:
+            return cls
+    raise KeyError(f"Unknown method {name!r}; registered: {', '.join(methods)}.")
+
+
+for _cls in (ZeroShotCLIP, CoOp, MoCoOp, NoLA, LinearProbe, TipAdapter, TipAdapterF):
+    register_method(_cls)
+
+__all__ = [
+    "BASELINE_KEY",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "CLIPClassifier",
+    "CoOp",
+    "LinearProbe",
+    "MoCoOp",
+    "NoLA",
+    "TipAdapter",
+    "TipAdapterF",
+    "ZeroShotCLIP",
+    "method_class",
+    "register_method",
+    "registered_methods",
+    "unregister_method",
+]

@@ -1,8 +1,11 @@
-"""The shared LightningModule: frozen backbone, logits, metrics, reference optimiser and schedule."""
+"""The shared LightningModule: frozen backbone, logits, metrics, the training loop, the reference
+optimiser and schedule, checkpoints of the trainable part only, and the method contract's defaults."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -16,13 +19,19 @@ from torchmetrics.classification import (
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.sources import check_class_names, normalise_class_name
-from promptlab.reporting import run_dir, save_test_report, write_predictions
+from promptlab.heads import Head, LinearHead
+from promptlab.methods.contract import MethodInfo, Panel
+from promptlab.reporting import run_dir, save_test_report
+
+COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # the CoOp protocol's epochs by shots
 
 
-class CLIPClassifier(L.LightningModule):
+class CLIPClassifier(MethodInfo, L.LightningModule):
     """Base of every method: classifies images by cosine similarity to per-class text features.
 
-    Subclasses implement :meth:`class_features`. Only their own trainable tensors reach the
+    Subclasses implement :meth:`class_features` (or override :meth:`logits`), fill the contract of
+    :class:`~promptlab.methods.contract.MethodInfo`, and may override :meth:`training_losses`,
+    :meth:`export_head` and :meth:`inspection_panels`. Only their own trainable tensors reach the
     optimiser and the checkpoint; the backbone is rebuilt from its name, tag and weights file.
 
     Args:
@@ -73,7 +82,7 @@ class CLIPClassifier(L.LightningModule):
         self.test_per_class = MulticlassAccuracy(n, average=None)
         self.test_confusion = MulticlassConfusionMatrix(n)
         self._eval_features: torch.Tensor | None = None
-        self._predictions: list[dict] = []
+        self.data = None  # the data module, once connect_data linked the two
 
     # -- what subclasses provide ------------------------------------------------------------------
 
@@ -82,6 +91,15 @@ class CLIPClassifier(L.LightningModule):
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------------------
+
+    def connect_data(self, data) -> None:
+        """The declared link between a method and its data module, made once both exist (the CLI does
+        it after instantiating them; tests call it directly): the data takes the backbone's
+        preprocessing and, when the image encoder is frozen, the encoder whose features it caches;
+        the method keeps the data module for what it reads besides training batches (NoLA's
+        unlabelled pool, the feature-fitted baselines' split features)."""
+        data.connect_model(self.preprocess, self.backbone if self.caches_image_features else None)
+        self.data = data
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -96,9 +114,16 @@ class CLIPClassifier(L.LightningModule):
         """(B, D) and (C, D) normalised features -> (B, C) CLIP logits."""
         return self.backbone.logit_scale * image_features @ class_features.to(image_features.dtype).T
 
-    def inference_tensors(self) -> dict[str, torch.Tensor]:
-        """What an exported classifier needs besides the image encoder: fixed (C, D) class features."""
-        return {"class_features": self.class_features().float()}
+    @torch.no_grad()
+    def export_head(self) -> Head:
+        """What an exported classifier needs besides the image encoder (default: fixed (C, D) class
+        features under CLIP's logit scale)."""
+        return LinearHead(self.class_features().detach().float(), float(self.backbone.logit_scale))
+
+    def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
+        """What the app's Inspect page shows of this method after testing (read from ``log_dir``,
+        where the method wrote its reports); ``metrics`` are the test metrics ({} without a test)."""
+        return []
 
     @property
     def caches_image_features(self) -> bool:
@@ -121,15 +146,31 @@ class CLIPClassifier(L.LightningModule):
         features = self._eval_features if self._eval_features is not None else self.class_features()
         return self.logits(image_features, features)
 
+    def training_targets(self, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """(B,) targets of a training batch (NoLA: the pseudo-labels of its pool images; -1 is ignored)."""
+        return labels
+
+    def training_losses(self, image_features: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``loss`` (what is minimised), ``logits`` (B, C) and any named parts (logged as train/loss_<name>)."""
+        logits = self.logits(image_features, self.class_features())
+        return {"loss": F.cross_entropy(logits, targets), "logits": logits}
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch was unreadable and skipped
             return None
-        images, labels, _ = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
-        self.log("train/acc", (logits.argmax(-1) == labels).float().mean(), prog_bar=True, batch_size=len(labels))
-        return loss
+        images, labels, indices = batch
+        targets = self.training_targets(labels, indices)
+        parts = self.training_losses(self.encode_images(images), targets)
+        n, known = len(targets), targets >= 0
+        self.log("train/loss", parts["loss"], prog_bar=True, batch_size=n)
+        self.log_dict({f"train/loss_{k}": v for k, v in parts.items() if k not in ("loss", "logits")}, batch_size=n)
+        accuracy = (parts["logits"].argmax(-1)[known] == targets[known]).float().mean()
+        self.log("train/acc", accuracy, prog_bar=True, batch_size=n)
+        return parts["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        if not self.uses_epochs:  # fitted in one go: one epoch (and its checkpoint) is all there is
+            self.trainer.should_stop = True
 
     # Class features are fixed during evaluation: compute them once per epoch, not per batch.
     def _freeze_eval_features(self) -> None:
@@ -150,7 +191,9 @@ class CLIPClassifier(L.LightningModule):
 
     def on_predict_epoch_start(self) -> None:
         self._freeze_eval_features()
-        self._predictions = []
+
+    def on_predict_epoch_end(self) -> None:
+        self._release_eval_features()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         if batch is None:
@@ -181,31 +224,12 @@ class CLIPClassifier(L.LightningModule):
             accuracy, macro_f1 = float(metrics["test/acc"]), float(metrics["test/f1_macro"])
             save_test_report(out_dir, self.class_names, accuracy, macro_f1, per_class, confusion)
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C) probabilities and the (B,) indices of the images (the data module knows their paths)."""
         if batch is None:
-            return torch.empty(0, len(self.class_names))
+            return torch.empty(0, len(self.class_names)), torch.empty(0, dtype=torch.long)
         images, _, indices = batch
-        probabilities = self(images).softmax(dim=-1)
-        samples = self.trainer.predict_dataloaders.dataset.samples
-        for index, probs in zip(indices.tolist(), probabilities.cpu(), strict=True):
-            top = probs.topk(min(5, len(self.class_names)))
-            self._predictions.append(
-                {
-                    "path": samples[index].path,
-                    "label": self.class_names[int(top.indices[0])],
-                    "probability": float(top.values[0]),
-                    "top_k": [
-                        (self.class_names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)
-                    ],
-                }
-            )
-        return probabilities
-
-    def on_predict_epoch_end(self) -> None:
-        self._release_eval_features()
-        out_dir = run_dir(self.trainer)
-        if out_dir is not None:
-            write_predictions(self._predictions, out_dir / "predictions.csv")
+        return self(images).softmax(dim=-1).float().cpu(), indices.cpu()
 
     # -- optimisation: SGD, constant warm-up, then cosine (Dassl) --------------------------------
 
@@ -213,16 +237,23 @@ class CLIPClassifier(L.LightningModule):
         """The optimiser's parameters, or parameter groups (dicts with ``params`` and an ``lr``)."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def configure_optimizers(self):
+    def build_optimizer(self, params: list) -> torch.optim.Optimizer:
+        """SGD with momentum and weight decay (CoOp, MoCoOp); NoLA uses AdamW."""
+        hp = self.hparams
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    def lr_factor(self, epoch: int, max_epochs: int) -> float:
+        """Learning-rate multiplier of an epoch: Dassl's constant warm-up, then cosine."""
+        hp = self.hparams
+        return warmup_cosine_factor(epoch, max_epochs, hp.warmup_epochs, hp.warmup_lr / hp.lr)
+
+    def configure_optimizers(self) -> dict[str, Any] | None:
         params = self.trainable_parameters()
         if not params:
             return None
-        hp = self.hparams
-        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        optimizer = self.build_optimizer(params)
         max_epochs = max(self.trainer.max_epochs or 1, 1) if self.trainer is not None else 1
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: warmup_cosine_factor(epoch, max_epochs, hp.warmup_epochs, hp.warmup_lr / hp.lr)
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: self.lr_factor(epoch, max_epochs))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -- checkpoints: trainable part only -----------------------------------------------------------
@@ -239,7 +270,8 @@ def warmup_cosine_factor(epoch: int, max_epochs: int, warmup_epochs: int, warmup
     """Learning-rate multiplier of Dassl's ConstantWarmupScheduler around CosineAnnealingLR.
 
     Epochs before ``warmup_epochs`` run at ``warmup_factor``; epoch ``e`` after them at
-    0.5 * (1 + cos(pi * (e - warmup_epochs) / max_epochs)), the successor stepping from 0.
+    0.5 * (1 + cos(pi * (e - warmup_epochs) / max_epochs)), the successor stepping from 0. With
+    ``warmup_epochs=0`` it is a plain cosine from 1 to 0.
     """
     if epoch < warmup_epochs:
         return warmup_factor

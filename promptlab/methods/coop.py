@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from promptlab.methods.base import CLIPClassifier
-from promptlab.methods.prompts import ClassPosition, build_prompt_layout, coop_segments
+from promptlab.methods.base import COOP_EPOCHS, CLIPClassifier
+from promptlab.methods.contract import Panel, Setting, Table, ToyDefaults
+from promptlab.methods.inspection import nearest_words
+from promptlab.methods.prompts import ClassPosition, build_prompt_layout, coop_segments, splice_context
 
 
 class CoOp(CLIPClassifier):
@@ -19,6 +23,16 @@ class CoOp(CLIPClassifier):
         class_position: where the class name goes: ``end``, ``middle`` or ``front``.
         **kwargs: see :class:`CLIPClassifier`.
     """
+
+    key = "coop"
+    label = "CoOp"
+    about = "Learns 16 context words in front of your class names from your labelled images."
+    settings = (
+        Setting("n_ctx", "Context words", 16, 1, 32, integer=True),
+        Setting("lr", "Learning rate", 0.002, 1e-5, 1.0),
+    )
+    toy = ToyDefaults("coop.yaml")
+    epochs_by_shots = COOP_EPOCHS
 
     def __init__(
         self,
@@ -53,13 +67,29 @@ class CoOp(CLIPClassifier):
 
     def prompt_embeddings(self) -> torch.Tensor:
         """(C, L, width) prompt embeddings with the context vectors in their slots."""
-        n_classes = self.token_embeddings.shape[0]
-        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.expand(n_classes, -1, -1)
-        rows = torch.arange(n_classes, device=ctx.device).unsqueeze(1).expand_as(self.context_slots)
-        return self.token_embeddings.index_put((rows, self.context_slots), ctx.to(self.token_embeddings.dtype))
+        return splice_context(self.token_embeddings, self.context_slots, self.ctx)
 
     def class_features(self) -> torch.Tensor:
         return self.backbone.encode_prompts(self.prompt_embeddings(), self.pool_index, shared_prefix=self.shared_prefix)
+
+    def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
+        """The nearest vocabulary words of every context vector, one table per context."""
+        contexts = self.ctx.detach() if self.ctx.dim() == 3 else self.ctx.detach()[None]  # (C or 1, n_ctx, width)
+        names = ["shared context"] if len(contexts) == 1 else self.class_names
+        panels: list[Panel] = []
+        for i, (name, context) in enumerate(zip(names, contexts, strict=True)):
+            rows = [
+                {"position": p + 1, **{f"word {k + 1}": f"{w} ({d:.2f})" for k, (w, d) in enumerate(words)}}
+                for p, words in enumerate(nearest_words(context, self.backbone))
+            ]
+            title = "What CoOp learned: nearest words to each context vector" if i == 0 else ""
+            caption = f"**{name}**" + (
+                " · the learned vectors sit between words; their nearest vocabulary words rarely read as a phrase."
+                if i == 0
+                else ""
+            )
+            panels.append(Table(title, rows, caption))
+        return panels
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Class-specific contexts belong to their classes: loading them for other classes (base-to-new,

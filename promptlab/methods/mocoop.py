@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptlab.methods.base import CLIPClassifier
-from promptlab.methods.prompts import build_prompt_layout
-from promptlab.mixture import mixture_logits, route
+from promptlab.heads import Head, MixtureHead, mixture_logits, route
+from promptlab.methods.base import COOP_EPOCHS, CLIPClassifier
+from promptlab.methods.contract import Bars, Panel, Setting, Table, ToyDefaults
+from promptlab.methods.prompts import build_prompt_layout, splice_context
+from promptlab.methods.templates import ensemble_features
 from promptlab.reporting import plot_routing, run_dir
 
 # The groups every reference dataset config shares (its SUN397 set): for custom datasets and the toy world.
@@ -63,6 +66,14 @@ class MoCoOp(CLIPClassifier):
         **kwargs: see :class:`CLIPClassifier` (reference optimisation: lr 0.032, 3 warm-up epochs).
     """
 
+    key = "mocoop"
+    label = "MoCoOp"
+    about = "Learns several soft prompts and picks the best ones per image; steadier than CoOp."
+    settings = (Setting("lr", "Learning rate", 0.002, 1e-5, 1.0),)
+    toy = ToyDefaults("mocoop.yaml")
+    epochs_by_shots = COOP_EPOCHS
+    trainer_args = {"gradient_clip_val": 1.0}
+
     def __init__(
         self,
         template_groups: list[list[str]] | None = None,
@@ -100,14 +111,9 @@ class MoCoOp(CLIPClassifier):
             self.register_buffer(f"expert{e}_pool", layout.pool_index, persistent=False)  # (C,)
             self.shared_prefixes.append(layout.shared_prefix)  # an expert's context is shared by all classes
 
-        with torch.no_grad():  # frozen hard prototypes P[G, C, D]: group means of normalised template features
-            prototypes = [
-                F.normalize(
-                    torch.stack([backbone.encode_text([t.format(n) for n in names]) for t in group]).mean(0), dim=-1
-                )
-                for group in groups
-            ]
-        self.register_buffer("prototypes", torch.stack(prototypes), persistent=False)
+        # Frozen hard prototypes P[G, C, D]: group means of normalised template features.
+        prototypes = torch.stack([ensemble_features(backbone, names, group) for group in groups])
+        self.register_buffer("prototypes", prototypes, persistent=False)
         self.router = nn.Linear(backbone.embed_dim, len(groups))
         self.correction = nn.Parameter(torch.zeros(1, backbone.embed_dim), requires_grad=correction)
         if tune_image_layernorms:  # the reference's ln_1 / ln_2 of every image transformer block
@@ -129,9 +135,7 @@ class MoCoOp(CLIPClassifier):
     def expert_features(self, expert: int) -> torch.Tensor:
         """(C, D) normalised class features of one expert."""
         tokens, slots = getattr(self, f"expert{expert}_tokens"), getattr(self, f"expert{expert}_slots")
-        ctx = self.contexts[expert]
-        rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(slots)
-        embeddings = tokens.index_put((rows, slots), ctx.to(tokens.dtype).expand(tokens.shape[0], -1, -1))
+        embeddings = splice_context(tokens, slots, self.contexts[expert])
         pool, prefix = getattr(self, f"expert{expert}_pool"), self.shared_prefixes[expert]
         features = self.backbone.encode_prompts(embeddings, pool, normalize=False, shared_prefix=prefix)
         return F.normalize(features + self.correction.to(features.dtype), dim=-1)
@@ -145,17 +149,20 @@ class MoCoOp(CLIPClassifier):
         self._last_route = indices.detach()
         return mixture_logits(image_features, class_features, weights, indices, self.backbone.logit_scale)
 
-    def inference_tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "class_features": self.class_features().float(),  # (E, C, D)
-            "router.weight": self.router.weight.float(),
-            "router.bias": self.router.bias.float(),
-        }
+    @torch.no_grad()
+    def export_head(self) -> Head:
+        return MixtureHead(
+            self.class_features().float(),  # (E, C, D)
+            self.router.weight.detach().float(),
+            self.router.bias.detach().float(),
+            self.hparams.top_k,
+            float(self.backbone.logit_scale),
+        )
 
     # -- training ---------------------------------------------------------------------------------
 
-    def losses(self, image_features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Classification, gating and text losses for (B, D) normalised image features."""
+    def training_losses(self, image_features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Classification, gating and text losses for (B, D) normalised image features, and their sum."""
         experts = self.class_features()  # (E, C, D)
         router_logits = self.router(image_features)  # (B, E)
         weights, indices = route(router_logits, self.hparams.top_k)
@@ -172,20 +179,9 @@ class MoCoOp(CLIPClassifier):
         n_classes = experts.shape[1]
         targets = torch.arange(n_classes, device=experts.device).repeat(self.n_experts)
         text = F.cross_entropy(text_logits.reshape(-1, n_classes), targets)
-        return {"logits": logits, "cls": F.cross_entropy(logits, labels), "gate": gate, "text": text}
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:
-            return None
-        images, labels, _ = batch
-        parts = self.losses(self.encode_images(images), labels)
-        hp = self.hparams
-        loss = parts["cls"] + hp.text_loss_weight * parts["text"] + hp.gate_loss_weight * parts["gate"]
-        n = len(labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log_dict({f"train/loss_{k}": parts[k] for k in ("cls", "gate", "text")}, batch_size=n)
-        self.log("train/acc", (parts["logits"].argmax(-1) == labels).float().mean(), prog_bar=True, batch_size=n)
-        return loss
+        cls = F.cross_entropy(logits, labels)
+        loss = cls + self.hparams.text_loss_weight * text + self.hparams.gate_loss_weight * gate
+        return {"loss": loss, "logits": logits, "cls": cls, "gate": gate, "text": text}
 
     def trainable_parameters(self) -> list[dict]:
         backbone = list(self.backbone.tuned_parameters().values())
@@ -226,6 +222,26 @@ class MoCoOp(CLIPClassifier):
             (out_dir / ROUTING_FILE).write_text(json.dumps(report, indent=2))
             plot_routing(report, out_dir / "routing.png")
         self._routing_counts = None
+
+    def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
+        """Which expert prompts the router picks, overall and per true class."""
+        try:
+            routing = json.loads((log_dir / ROUTING_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        experts = routing["experts"]
+        per_class = [
+            {"class": name, **{f"E{e}: {expert}": row[e] for e, expert in enumerate(experts)}}
+            for name, row in routing["per_class"].items()
+        ]
+        return [
+            Bars(
+                "What MoCoOp learned: which expert prompts the router picks",
+                dict(zip(experts, routing["overall"], strict=True)),
+                axis="share of picks",
+            ),
+            Table("", per_class, caption="Share of picks per true class"),
+        ]
 
 
 def routing_report(counts: torch.Tensor, class_names: list[str], experts: list[str]) -> dict:

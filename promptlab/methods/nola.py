@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -23,18 +22,21 @@ from torch import nn
 from promptlab.data.sources import DatasetError, normalise_class_name
 from promptlab.data.transforms import test_transform
 from promptlab.data.unlabelled import BothViews
-from promptlab.labeller import load_dino, select_pseudo_labels, train_labeller
-from promptlab.methods.base import CLIPClassifier
-from promptlab.methods.zeroshot import resolve_templates
-from promptlab.reporting import run_dir
-from promptlab.visual_prompts import install_visual_prompts, vision_layernorms, visual_prompts_disabled
+from promptlab.errors import UserError
+from promptlab.heads import Head, LinearHead
+from promptlab.methods.base import CLIPClassifier, warmup_cosine_factor
+from promptlab.methods.contract import Bars, Panel, Setting, Text, ToyDefaults
+from promptlab.methods.labeller import load_dino, select_pseudo_labels, train_labeller
+from promptlab.methods.templates import ensemble_features, resolve_templates
+from promptlab.methods.visual_prompts import install_visual_prompts, vision_layernorms, visual_prompts_disabled
+from promptlab.reporting import TEST_METRICS_FILE, run_dir
 
 log = logging.getLogger(__name__)
 STAGES_FILE = "nola_stages.json"
 LABELS_FILE = "nola_pseudo_labels.safetensors"
 
 
-class DescriptionsError(ValueError):
+class DescriptionsError(UserError):
     """A descriptions file that is unreadable or does not describe the dataset's classes."""
 
 
@@ -89,6 +91,15 @@ class NoLA(CLIPClassifier):
         **kwargs: see :class:`CLIPClassifier` (``momentum``/``warmup_*`` are unused).
     """
 
+    key = "nola"
+    label = "NoLA"
+    about = "No labels: learns from class names and the unlabelled pool (labelled images only measure it)."
+    learns_from = "unlabelled"
+    settings = (Setting("lr", "Learning rate", 0.004, 1e-5, 1.0),)
+    toy = ToyDefaults("nola.yaml", drop=("descriptions_file",))
+    descriptions_arg = "descriptions_file"
+    min_images_per_class = 0
+
     def __init__(
         self,
         descriptions_file: str | None = None,
@@ -124,15 +135,10 @@ class NoLA(CLIPClassifier):
         self.register_buffer("pool_labels", torch.empty(0, dtype=torch.long), persistent=False)  # saved apart
         self.stage_report: dict = {}
 
-    @torch.no_grad()
     def _description_classifier(self, templates, descriptions: list[list[str]] | None) -> torch.Tensor:
         """(C, D): per class, the normalised mean of its descriptions' and templates' text features."""
         templates = resolve_templates(templates, self.hparams.dataset_template)
-        rows = []
-        for c, name in enumerate(self.prompt_class_names):
-            texts = [t.replace("{}", name) for t in templates] + (descriptions[c] if descriptions else [])
-            rows.append(F.normalize(self.backbone.encode_text(texts).mean(0), dim=-1))
-        return torch.stack(rows)
+        return ensemble_features(self.backbone, self.prompt_class_names, templates, descriptions)
 
     def class_features(self) -> torch.Tensor:
         return self.head.weight  # (C, D); trained, so not renormalised
@@ -142,7 +148,7 @@ class NoLA(CLIPClassifier):
     def on_fit_start(self) -> None:
         if len(self.pool_labels):  # resumed from a checkpoint: stage 2 is done
             return
-        data = self.trainer.datamodule
+        data = self.data
         if data is None or not getattr(data, "label_free", False):
             raise DatasetError("NoLA trains on unlabelled images: set --data.label_free true (and --data.unlabelled).")
         out_dir = run_dir(self.trainer)
@@ -235,31 +241,53 @@ class NoLA(CLIPClassifier):
 
     # -- stage 3 ----------------------------------------------------------------------------------
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:
-            return None
-        images, _, indices = batch  # strong views of pool images
-        targets = self.pool_labels[indices]  # -1: unreadable in stage 2, ignored
-        logits = self(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing, ignore_index=-1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(targets))
-        self.log("train/agreement", (logits.argmax(-1) == targets).float().mean(), batch_size=len(targets))
-        return loss
+    def training_targets(self, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.pool_labels[indices]  # strong views of pool images; -1: unreadable in stage 2, ignored
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
-        epochs = max(self.trainer.max_epochs or 1, 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+    def training_losses(self, image_features: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.logits(image_features, self.class_features())
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing, ignore_index=-1)
+        return {"loss": loss, "logits": logits}  # train/acc: agreement with the DINO labeller
+
+    def build_optimizer(self, params: list) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def lr_factor(self, epoch: int, max_epochs: int) -> float:
+        return warmup_cosine_factor(epoch, max_epochs, 0, 1.0)  # cosine to 0, no warm-up
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         out_dir = run_dir(self.trainer)
-        if out_dir is not None and self.stage_report and (out_dir / "test_metrics.json").is_file():
-            stage3 = json.loads((out_dir / "test_metrics.json").read_text())["accuracy"]
+        if out_dir is not None and self.stage_report and (out_dir / TEST_METRICS_FILE).is_file():
+            stage3 = json.loads((out_dir / TEST_METRICS_FILE).read_text())["accuracy"]
             (out_dir / STAGES_FILE).write_text(json.dumps(self.stage_report | {"stage3_accuracy": stage3}, indent=2))
 
-    def inference_tensors(self) -> dict[str, torch.Tensor]:
-        return {"class_features": self.head.weight.float()}
+    @torch.no_grad()
+    def export_head(self) -> Head:
+        return LinearHead(self.head.weight.detach().float(), float(self.backbone.logit_scale))
+
+    def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
+        """How many pool images each class got as pseudo-labels, and each stage's accuracy."""
+        try:
+            labels = load_file(str(log_dir / LABELS_FILE))["pool_labels"]
+        except (OSError, RuntimeError, KeyError):
+            return []
+        counts = {name: int((labels == c).sum()) for c, name in enumerate(self.class_names)}
+        panels: list[Panel] = [
+            Bars("What NoLA learned from: pseudo-labels of the unlabelled pool", counts, axis="unlabelled images")
+        ]
+        try:
+            stages = json.loads((log_dir / STAGES_FILE).read_text())
+        except (OSError, ValueError):
+            stages = {}
+        if "stage1_accuracy" in stages:
+            text = (
+                "Accuracy of the pseudo-labellers on your labelled images: the description-based CLIP classifier "
+                f"{stages['stage1_accuracy']:.1%}, the DINO labeller trained on its picks "
+                f"{stages['stage2_accuracy']:.1%}; the final classifier {metrics.get('accuracy', 0):.1%}."
+            )
+            panels.append(Text("", text))
+        else:
+            hint = "Upload labelled images to every class to measure how accurate these pseudo-labels are."
+            panels.append(Text("", "", hint))
+        return panels

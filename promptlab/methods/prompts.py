@@ -83,3 +83,20 @@ def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: 
     same = (token_ids == token_ids[:1]).all(dim=0).long()  # (L,) position holds one token in every prompt
     shared_prefix = int(same.cumprod(0).sum())  # encode_prompts ignores it when it reaches an EOT
     return PromptLayout(token_ids, torch.tensor(slots, dtype=torch.long), backbone.pool_index(token_ids), shared_prefix)
+
+
+def splice_context(token_embeddings: torch.Tensor, slots: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """Prompt embeddings with the learned context vectors in their slots (CoOp, MoCoOp's experts).
+
+    Args:
+        token_embeddings: (C, L, width) embeddings of the prompts' fixed tokens.
+        slots: (C, n_ctx) position of each context vector in each prompt.
+        context: (n_ctx, width) shared by every class, or (C, n_ctx, width) one per class.
+
+    Returns:
+        (C, L, width), differentiable in ``context``.
+    """
+    n_classes = token_embeddings.shape[0]
+    context = context if context.dim() == 3 else context.expand(n_classes, -1, -1)
+    rows = torch.arange(n_classes, device=context.device).unsqueeze(1).expand_as(slots)
+    return token_embeddings.index_put((rows, slots), context.to(token_embeddings.dtype))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from promptlab.workspace.project import atomic_write_bytes
+from promptlab.files import atomic_write_bytes
 
 
 def write_progress(run_dir: Path, **progress) -> None:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from promptlab.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image_bytes, is_image_file
 from promptlab.data.sources import DatasetError, check_class_names
+from promptlab.files import atomic_write_bytes
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 PROJECT_FILE = "project.json"
@@ -52,19 +51,6 @@ def check_name(name: str, what: str) -> str:
             "and not starting with a dot."
         )
     return name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -6,6 +6,8 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptlab.methods import registered_methods
+from promptlab.methods.contract import Panel, panels_from_json
 from promptlab.reporting import CONFUSION_PNG_FILE, TEST_METRICS_FILE
 from promptlab.workspace.runs import (
     CLASSIFIER_FILE,
@@ -47,9 +49,24 @@ def training_curves(run_dir: Path) -> Curves:
     return curves
 
 
+def method_label(key: str | None) -> str:
+    """The name people read for a method key (the key itself for a method no longer registered)."""
+    method = registered_methods().get(key or "")
+    return method.label if method else str(key)
+
+
+def run_epochs(run_dir: Path, method: str | None) -> int | None:
+    """The epochs a run was asked for, or None for methods without epochs."""
+    cls = registered_methods().get(method or "")
+    if cls is None or not cls.trains() or not cls.uses_epochs:
+        return None
+    return read_json(run_dir / SETTINGS_FILE).get("epochs")
+
+
 def train_image_count(run_dir: Path, method: str | None) -> int:
-    """Labelled images a run learned from (zero-shot and NoLA learn from none)."""
-    if method not in ("coop", "mocoop"):
+    """Labelled images a run learned from (methods that learn from no labels: none)."""
+    cls = registered_methods().get(method or "")
+    if cls is None or cls.learns_from != "labels":
         return 0
     return len(read_json(run_dir / SPLIT_FILE).get("train", []))
 
@@ -63,7 +80,7 @@ class RunResults:
     settings: dict
     metrics: dict  # test_metrics.json ({} without a test)
     predictions: list[dict]  # held-out images: path (relative to data/), true, predicted, probability
-    inspection: dict  # per method: nearest_words, routing, pseudo_label_counts, stages
+    panels: list[Panel]  # what the method shows on the Inspect page
     progress: dict
 
     @property
@@ -99,6 +116,6 @@ def run_results(run_dir: Path) -> RunResults:
         settings=read_json(run_dir / SETTINGS_FILE),
         metrics=read_json(lightning / TEST_METRICS_FILE),
         predictions=read_json(run_dir / PREDICTIONS_FILE).get("rows", []),
-        inspection=read_json(run_dir / INSPECTION_FILE),
+        panels=panels_from_json(read_json(run_dir / INSPECTION_FILE).get("panels", [])),
         progress=read_json(run_dir / PROGRESS_FILE),
     )

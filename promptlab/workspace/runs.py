@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from promptlab.workspace.project import Project, ProjectError, atomic_write_bytes
+from promptlab.files import atomic_write_bytes
+from promptlab.methods import DEFAULT_METHOD, CLIPClassifier, registered_methods
+from promptlab.workspace.project import Project, ProjectError
 from promptlab.workspace.snapshots import take_snapshot
 
-METHODS = {"zeroshot": "Zero-shot CLIP", "coop": "CoOp", "mocoop": "MoCoOp", "nola": "NoLA (no labels)"}
 # Backbones offered in the app: (open_clip model, weights tag). toy-clip ships with promptlab.
 BACKBONES = {
     "toy-clip (offline, 32 px toy world)": ("toy-clip", "promptlab"),
@@ -50,25 +51,33 @@ LIGHTNING_DIR, CLASSIFIER_FILE = "lightning", "classifier.safetensors"
 class RunSettings:
     """What a user picks on the Train page (presets fill the advanced ones)."""
 
-    method: str = "coop"
+    method: str = DEFAULT_METHOD  # a key of promptlab.methods.registered_methods()
     backbone: str = "toy-clip"
     pretrained: str | None = "promptlab"
     weights_path: str | None = None  # local weights of the backbone, on machines that cannot download them
     epochs: int = 50
-    lr: float = 0.002
-    n_ctx: int = 16
     batch_size: int = 32
     test_fraction: float = 0.3
     seed: int = 1
+    options: dict = field(default_factory=dict)  # values of the method's own settings (its ``settings``)
     extra: dict = field(default_factory=dict)  # more model init_args, for researchers
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ProjectError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        methods = registered_methods()
+        if self.method not in methods:
+            raise ProjectError(f"Unknown method {self.method!r}; choose one of {', '.join(methods)}.")
         if not 0 < self.test_fraction < 1:
             raise ProjectError(f"The held-out share must be between 0 and 1 (got {self.test_fraction}).")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.n_ctx < 1:
-            raise ProjectError("Epochs, batch size, learning rate and context length must be positive.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ProjectError("Epochs and batch size must be positive.")
+        try:
+            self.method_class.init_args_from_settings(self.options)
+        except ValueError as error:
+            raise ProjectError(str(error)) from error
+
+    @property
+    def method_class(self) -> type[CLIPClassifier]:
+        return registered_methods()[self.method]
 
 
 def now_utc() -> str:
@@ -114,43 +123,45 @@ def process_alive(pid: int | None) -> bool:
 
 def check_trainable(project: Project, settings: RunSettings) -> None:
     """Raises :class:`ProjectError` naming the class or folder to fix when a run cannot start."""
+    method = settings.method_class
     counts = project.image_counts()
     if len(counts) < 2:
         raise ProjectError(f"Project {project.name!r} has {len(counts)} class(es); add at least 2 classes.")
-    if settings.method == "nola":
-        if len(project.images(None)) < len(counts):
-            raise ProjectError(
-                f"NoLA learns from unlabelled images: add at least {len(counts)} to the unlabelled pool "
-                "(more is better, e.g. 20 per class)."
-            )
+    if method.learns_from == "unlabelled" and len(project.images(None)) < len(counts):
+        raise ProjectError(
+            f"{method.label} learns from unlabelled images: add at least {len(counts)} to the unlabelled pool "
+            "(more is better, e.g. 20 per class)."
+        )
+    if method.min_images_per_class < 1:
         return
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
         raise ProjectError(f"Class {empty[0]!r} has no images; upload some or delete the class.")
-    if settings.method != "zeroshot":
-        single = [name for name, n in counts.items() if n < 2]
-        if single:
-            raise ProjectError(
-                f"Class {single[0]!r} has only 1 image; {METHODS[settings.method]} needs at least 2 per class "
-                "(one to learn from, one to measure accuracy)."
-            )
+    short = [name for name, n in counts.items() if n < method.min_images_per_class]
+    if short:
+        raise ProjectError(
+            f"Class {short[0]!r} has only {counts[short[0]]} image(s); {method.label} needs at least "
+            f"{method.min_images_per_class} per class (one to learn from, one to measure accuracy)."
+        )
 
 
 def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[list]]:
     """CoOp-format split of the project's labelled images (paths relative to ``data/``).
 
-    Zero-shot and NoLA learn nothing from labels, so every labelled image measures accuracy (NoLA
-    measures nothing unless every class has labelled images). The others hold out ``test_fraction``
-    of each class (at least one image, seeded) and train on the rest; the held-out images also give
-    the validation curve during training.
+    Methods that learn nothing from labels (zero-shot, NoLA) measure accuracy on every labelled
+    image (NoLA measures nothing unless every class has labelled images). The others hold out
+    ``test_fraction`` of each class (at least one image, seeded) and train on the rest; the held-out
+    images also give the validation curve during training, except for methods that choose
+    hyper-parameters on validation (they get no validation images rather than the test images).
     """
+    method = settings.method_class
     rng = random.Random(settings.seed)
     split: dict[str, list[list]] = {"train": [], "val": [], "test": []}
-    if settings.method == "nola" and not all(project.image_counts().values()):
+    if method.min_images_per_class < 1 and not all(project.image_counts().values()):
         return split
     for label, name in enumerate(project.classes()):
         items = [[str(p.relative_to(project.data_dir)), label, name] for p in project.images(name)]
-        if settings.method in ("zeroshot", "nola"):
+        if method.learns_from != "labels":
             split["train"] += items  # unused by the method; the data module wants every class present
             split["test"] += items
             continue
@@ -158,7 +169,7 @@ def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[li
         n_test = min(max(1, round(settings.test_fraction * len(items))), len(items) - 1)
         split["test"] += items[:n_test]
         split["train"] += items[n_test:]
-    split["val"] = list(split["test"])
+    split["val"] = [] if method.selects_on_validation else list(split["test"])
     return split
 
 
@@ -180,10 +191,14 @@ def active_run(project: Project) -> str | None:
     return None
 
 
-def start_run(project: Project, settings: RunSettings) -> str:
+def start_run(project: Project, settings: RunSettings, in_process: bool = False) -> str:
     """Checks the data, snapshots it with DVC, writes the split and starts the worker process.
 
     The worker runs in its own session, so it outlives a browser refresh or an app restart.
+
+    Args:
+        in_process: run the worker here and return when it is done (for methods registered at run
+            time, which a new process would not know: tests, notebooks).
 
     Raises:
         ProjectError: another run is training, or the data cannot train this method.
@@ -217,6 +232,11 @@ def start_run(project: Project, settings: RunSettings) -> str:
             created=now_utc(),
             data_version=take_snapshot(project.path, run_dir),
         )
+        if in_process:
+            from promptlab.workspace.worker import main as work
+
+            work([str(run_dir)])  # records the outcome in run.json and releases the lock
+            return run_id
         with (run_dir / LOG_FILE).open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "promptlab.workspace.worker", str(run_dir)],

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from promptlab.quickstart import CONFIGS as TOY_CONFIGS
+from promptlab.configs import load_toy_config
+from promptlab.methods import BASELINE_KEY
+from promptlab.methods.contract import panels_to_json
+from promptlab.reporting import TEST_METRICS_FILE
 from promptlab.workspace.project import Project
 from promptlab.workspace.runs import (
     CLASSIFIER_FILE,
@@ -34,35 +37,31 @@ from promptlab.workspace.runs import (
 )
 
 PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
-BASELINE_DIR = "zeroshot"  # Lightning log folder of the zero-shot baseline on the same held-out images
+BASELINE_DIR = "baseline"  # Lightning log folder of the zero-shot baseline on the same held-out images
 
 
 def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_name: str = LIGHTNING_DIR) -> dict:
     """The promptlab config (as ``promptlab fit -c`` reads it) for a run of the app.
 
+    Everything method-specific comes from the method's contract (:mod:`promptlab.methods.contract`).
+
     Args:
         log_name: the Lightning log folder inside ``run_dir`` (reports and checkpoints go there).
     """
-    toy = settings.backbone == "toy-clip"
-    # toy-clip: the method's settings from configs/toy (templates in the toy captions' phrasing...).
-    toy_config = yaml.safe_load((TOY_CONFIGS / f"{settings.method}.yaml").read_text()) if toy else {}
-    model = {k: v for k, v in toy_config.get("model", {}).get("init_args", {}).items() if k != "descriptions_file"}
+    method = settings.method_class
+    toy_config = load_toy_config(method) if settings.backbone == "toy-clip" else {}
+    model = dict(toy_config.get("model", {}).get("init_args", {})) if toy_config else dict(method.app_init_args)
+    model = {k: v for k, v in model.items() if k not in (method.toy.drop if method.toy else ())}
     model |= {"backbone": settings.backbone, "pretrained": settings.pretrained}
     model |= {"weights_path": settings.weights_path} if settings.weights_path else {}
-    if settings.method == "coop":
-        model |= {"n_ctx": settings.n_ctx, "lr": settings.lr}
-    elif settings.method in ("mocoop", "nola"):
-        model |= {"lr": settings.lr}
-    elif not toy:  # zero-shot on a real CLIP: CoOp's template ensemble beats a single template
-        model |= {"templates": "ensemble"}
-    if settings.method == "nola":
+    model |= method.init_args_from_settings(settings.options)
+    if method.descriptions_arg:
         described = read_json(project_path / "data" / "descriptions.json")
-        if described:  # every class listed (templates alone for those without sentences), as NoLA wants
+        if described:  # every class listed (templates alone for those without sentences)
             descriptions = run_dir / "descriptions.json"
             classes = Project(project_path).classes()
             descriptions.write_text(json.dumps({name: described.get(name, []) for name in classes}, indent=2))
-            model |= {"descriptions_file": str(descriptions)}
-    class_path = {"zeroshot": "ZeroShotCLIP", "coop": "CoOp", "mocoop": "MoCoOp", "nola": "NoLA"}[settings.method]
+            model |= {method.descriptions_arg: str(descriptions)}
     data = {
         "dataset": "split",
         "split_file": str(run_dir / SPLIT_FILE),
@@ -74,30 +73,30 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
         "num_workers": 0,
         "crop_scale": toy_config.get("data", {}).get("crop_scale", [0.08, 1.0]),
     }
-    if settings.method == "nola":
+    if method.learns_from == "unlabelled":
         data |= {"label_free": True, "unlabelled": str(project_path / "data" / "unlabelled")}
         if not read_json(run_dir / SPLIT_FILE).get("test"):  # classes without labelled images: names only
             names_file = run_dir / "class_names.txt"
             names_file.write_text("\n".join(Project(project_path).classes()))
             data["class_names_file"] = str(names_file)
+    trainer = {
+        "max_epochs": settings.epochs,
+        "check_val_every_n_epoch": max(1, settings.epochs // 10),
+        "log_every_n_steps": 1,
+        "enable_progress_bar": False,
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(run_dir), "name": log_name, "version": ""},
+        },
+        "callbacks": [
+            {"class_path": "promptlab.workspace.progress.ProgressFile", "init_args": {"run_dir": str(run_dir)}}
+        ],
+    }
     return {
-        "model": {"class_path": f"promptlab.methods.{class_path}", "init_args": model | settings.extra},
+        "model": {"class_path": f"{method.__module__}.{method.__qualname__}", "init_args": model | settings.extra},
         "data": data,
         "seed_everything": settings.seed,
-        "trainer": {
-            "max_epochs": settings.epochs,
-            "check_val_every_n_epoch": max(1, settings.epochs // 10),
-            "log_every_n_steps": 1,
-            "enable_progress_bar": False,
-            "gradient_clip_val": 1.0 if settings.method == "mocoop" else None,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(run_dir), "name": log_name, "version": ""},
-            },
-            "callbacks": [
-                {"class_path": "promptlab.workspace.progress.ProgressFile", "init_args": {"run_dir": str(run_dir)}}
-            ],
-        },
+        "trainer": trainer | method.trainer_args,
     }
 
 
@@ -116,26 +115,11 @@ def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path)
     (run_dir / PREDICTIONS_FILE).write_text(json.dumps({"rows": rows}, indent=2))
 
 
-def _write_inspection(run_dir: Path, model, settings: RunSettings) -> None:
-    """What the Inspect page shows beyond the test metrics, per method."""
-    from promptlab.inspection import nearest_words
-
-    content: dict = {"method": settings.method}
-    if settings.method == "coop":
-        context = model.ctx.detach()
-        contexts = context if context.dim() == 3 else context[None]  # (C or 1, n_ctx, width)
-        names = ["shared context"] if len(contexts) == 1 else model.class_names
-        content["nearest_words"] = {n: nearest_words(c, model.backbone) for n, c in zip(names, contexts, strict=True)}
-    lightning = run_dir / LIGHTNING_DIR
-    if settings.method == "mocoop" and (lightning / "routing.json").is_file():
-        content["routing"] = read_json(lightning / "routing.json")
-    if settings.method == "nola":
-        from safetensors.torch import load_file
-
-        labels = load_file(str(lightning / "nola_pseudo_labels.safetensors"))["pool_labels"]
-        content["pseudo_label_counts"] = {name: int((labels == c).sum()) for c, name in enumerate(model.class_names)}
-        content["stages"] = read_json(lightning / "nola_stages.json")
-    (run_dir / INSPECTION_FILE).write_text(json.dumps(content, indent=2))
+def _write_inspection(run_dir: Path, model) -> None:
+    """What the Inspect page shows beyond the test metrics: the method's own panels."""
+    metrics = read_json(run_dir / LIGHTNING_DIR / TEST_METRICS_FILE)
+    panels = model.inspection_panels(run_dir / LIGHTNING_DIR, metrics)
+    (run_dir / INSPECTION_FILE).write_text(json.dumps({"panels": panels_to_json(panels)}, indent=2))
 
 
 def _write_config(run_dir: Path, config: dict, name: str = "config.yaml") -> Path:
@@ -148,7 +132,6 @@ def train(run_dir: Path) -> None:
     """Runs one app run to the end (see the module docstring)."""
     from promptlab.cli import lightning_cli
     from promptlab.export import export_classifier
-    from promptlab.reporting import TEST_METRICS_FILE
     from promptlab.workspace.progress import write_progress
 
     project_path = run_dir.parent.parent
@@ -157,7 +140,7 @@ def train(run_dir: Path) -> None:
     write_progress(run_dir, stage="preparing")
     lightning = run_dir / LIGHTNING_DIR
     has_test = bool(read_json(run_dir / SPLIT_FILE).get("test"))
-    if settings.method == "zeroshot":
+    if not settings.method_class.trains():
         cli = lightning_cli(["test", "-c", str(config_file)])
     else:  # the trained model stays in memory: the last epoch, as the checkpoint and the test have it
         cli = lightning_cli(["fit", "-c", str(config_file), f"--test_after_fit={has_test}"])
@@ -166,14 +149,14 @@ def train(run_dir: Path) -> None:
     classifier = export_classifier(
         cli.model, run_dir / CLASSIFIER_FILE, metrics=metrics or None, data_version=cli.datamodule.data_version
     )
-    _write_inspection(run_dir, cli.model, settings)
+    _write_inspection(run_dir, cli.model)
     _write_predictions(run_dir, project_path, classifier)
     baseline = None
-    if settings.method != "zeroshot" and has_test:  # the same held-out images, without learning
+    if settings.method_class.trains() and has_test:  # the same held-out images, without learning
         write_progress(run_dir, stage="baseline")
-        zero_shot = replace(settings, method="zeroshot", extra={})
+        zero_shot = replace(settings, method=BASELINE_KEY, options={}, extra={})
         config = build_config(project_path, run_dir, zero_shot, log_name=BASELINE_DIR)
-        lightning_cli(["test", "-c", str(_write_config(run_dir, config, "zeroshot_config.yaml"))])
+        lightning_cli(["test", "-c", str(_write_config(run_dir, config, "baseline_config.yaml"))])
         baseline = read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE).get("accuracy")
     update_run(
         run_dir,
@@ -216,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         _release_lock(run_dir)
         os._exit(143)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     update_run(run_dir, status="running", pid=os.getpid(), started=now_utc())
     try:
         train(run_dir)
@@ -227,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _release_lock(run_dir)
+        signal.signal(signal.SIGTERM, previous)  # a worker run in-process leaves its caller as it was
 
 
 if __name__ == "__main__":

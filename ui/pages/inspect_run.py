@@ -1,10 +1,9 @@
 """Inspect: accuracy, per-class accuracy, confusion matrix, mistakes and a look inside the classifier."""
 
 import streamlit as st
-from common import require_project, require_runs
+from common import require_project, require_runs, show_panels
 
-from promptlab.workspace.results import run_results, training_curves
-from promptlab.workspace.runs import METHODS
+from promptlab.workspace.results import method_label, run_results, training_curves
 
 project = require_project()
 st.title(f"Inspect · {project.name}")
@@ -36,13 +35,13 @@ columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–"
 columns[2].metric("Held-out images", metrics.get("num_samples", 0))
 columns[3].metric("Training images", results.train_images)
 st.caption(
-    f"{METHODS[record['method']]} on {record.get('backbone')} · data version `{record.get('data_version')}` "
+    f"{method_label(record['method'])} on {record.get('backbone')} · data version `{record.get('data_version')}` "
     "(a DVC snapshot of the project's images, kept with the run)"
 )
 if metrics and baseline is not None and metrics["accuracy"] < baseline:
     st.warning(
         f"Zero-shot CLIP did better on these images ({baseline:.1%}): with this few images the learned prompt "
-        "overfits. Add more images per class, try MoCoOp or fewer epochs, or use a zero-shot run."
+        "overfits. Add more images per class, try another method or fewer epochs, or use a zero-shot run."
     )
 if not metrics:
     st.info("This run had no labelled images to measure accuracy on.")
@@ -78,34 +77,4 @@ for i, row in enumerate(mistakes[:24]):
             st.image(str(path), width="stretch")
         st.caption(f"true **{row['true']}** → {row['predicted']} ({row['probability']:.0%})")
 
-inspection = results.inspection
-if "nearest_words" in inspection:
-    st.subheader("What CoOp learned: nearest words to each context vector")
-    st.caption("The learned vectors sit between words; their nearest vocabulary words rarely read as a phrase.")
-    for name, context in inspection["nearest_words"].items():
-        st.write(f"**{name}**")
-        rows = [
-            {"position": i + 1, **{f"word {k + 1}": f"{w} ({d:.2f})" for k, (w, d) in enumerate(words)}}
-            for i, words in enumerate(context)
-        ]
-        st.dataframe(rows, hide_index=True)
-if "routing" in inspection:
-    st.subheader("What MoCoOp learned: which expert prompts the router picks")
-    routing = inspection["routing"]
-    overall = dict(zip(routing["experts"], routing["overall"], strict=True))
-    st.bar_chart(overall, horizontal=True, y_label="share of picks")
-    per_class = list(routing["per_class"].values())
-    experts = {f"E{e}: {name}": [row[e] for row in per_class] for e, name in enumerate(routing["experts"])}
-    st.dataframe({"class": list(routing["per_class"]), **experts}, hide_index=True)
-if "pseudo_label_counts" in inspection:
-    st.subheader("What NoLA learned from: pseudo-labels of the unlabelled pool")
-    st.bar_chart(inspection["pseudo_label_counts"], horizontal=True, y_label="unlabelled images")
-    stages = inspection.get("stages", {})
-    if "stage1_accuracy" in stages:
-        st.write(
-            "Accuracy of the pseudo-labellers on your labelled images: the description-based CLIP classifier "
-            f"{stages['stage1_accuracy']:.1%}, the DINO labeller trained on its picks {stages['stage2_accuracy']:.1%}; "
-            f"the final classifier {metrics.get('accuracy', 0):.1%}."
-        )
-    else:
-        st.caption("Upload labelled images to every class to measure how accurate these pseudo-labels are.")
+show_panels(results.panels)

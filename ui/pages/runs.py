@@ -3,8 +3,7 @@
 import streamlit as st
 from common import require_project, require_runs
 
-from promptlab.workspace.results import train_image_count
-from promptlab.workspace.runs import METHODS, SETTINGS_FILE, read_json
+from promptlab.workspace.results import method_label, run_epochs, train_image_count
 
 project = require_project()
 st.title(f"Runs · {project.name}")
@@ -15,9 +14,9 @@ for record in runs:
     rows.append(
         {
             "run": record["id"],
-            "method": METHODS.get(record.get("method"), record.get("method")),
+            "method": method_label(record.get("method")),
             "backbone": record.get("backbone"),
-            "epochs": read_json(run_dir / SETTINGS_FILE).get("epochs") if record.get("method") != "zeroshot" else None,
+            "epochs": run_epochs(run_dir, record.get("method")),
             "status": record.get("status"),
             "accuracy": record.get("accuracy"),
             "zero-shot": record.get("zero_shot_accuracy"),
@@ -38,4 +37,4 @@ st.dataframe(
 )
 best = max((r for r in runs if r.get("accuracy") is not None), key=lambda r: r["accuracy"], default=None)
 if best:
-    st.success(f"Best so far: {best['id']} ({METHODS[best['method']]}) with {best['accuracy']:.1%}.")
+    st.success(f"Best so far: {best['id']} ({method_label(best['method'])}) with {best['accuracy']:.1%}.")

@@ -3,11 +3,11 @@
 import streamlit as st
 from common import flash, require_project, show_flashes
 
+from promptlab.methods import DEFAULT_METHOD, registered_methods
 from promptlab.workspace.project import ProjectError
-from promptlab.workspace.results import run_results, training_curves
+from promptlab.workspace.results import method_label, run_results, training_curves
 from promptlab.workspace.runs import (
     BACKBONES,
-    METHODS,
     PROGRESS_FILE,
     RunSettings,
     active_run,
@@ -19,12 +19,6 @@ from promptlab.workspace.runs import (
     start_run,
 )
 
-ABOUT = {
-    "zeroshot": "No training: CLIP compares each image with 'a photo of a <class>'. A baseline.",
-    "coop": "Learns 16 context words in front of your class names from your labelled images.",
-    "mocoop": "Learns several soft prompts and picks the best ones per image; steadier than CoOp.",
-    "nola": "No labels: learns from class names and the unlabelled pool (labelled images only measure it).",
-}
 STAGES = {  # progress.json stage -> (what the user reads, progress bar)
     "starting": ("Starting…", 0.0),
     "preparing": ("Loading the model and computing image features…", 0.0),
@@ -79,7 +73,7 @@ if latest and latest.get("status") == "finished":
     shown = f"{accuracy:.1%} on {latest.get('num_test')} held-out images" if accuracy is not None else "no test images"
     if latest.get("zero_shot_accuracy") is not None:
         shown += f" (zero-shot CLIP: {latest['zero_shot_accuracy']:.1%})"
-    st.success(f"Last run {latest['id']} ({METHODS[latest['method']]}) finished: {shown}.")
+    st.success(f"Last run {latest['id']} ({method_label(latest['method'])}) finished: {shown}.")
     st.page_link("pages/inspect_run.py", label="Inspect the classifier", icon=":material/search_insights:")
 elif latest and latest.get("status") == "cancelled":
     st.info(f"Last run {latest['id']} was cancelled.")
@@ -88,14 +82,36 @@ elif latest and latest.get("status") in ("failed", "interrupted"):
     with st.expander("Log"):
         st.code(run_results(project.runs_dir / latest["id"]).log_tail())
 
-method = st.radio("Method", list(METHODS), index=1, format_func=METHODS.get, horizontal=True)
-st.caption(ABOUT[method])
+methods = registered_methods()
+method = st.radio(
+    "Method", list(methods), index=list(methods).index(DEFAULT_METHOD), format_func=method_label, horizontal=True
+)
+chosen = methods[method]
+st.caption(chosen.about)
 backbone_label = st.selectbox("Backbone", list(BACKBONES), help="toy-clip works offline; the others download weights.")
-preset = st.radio("Preset", list(PRESETS), horizontal=True, disabled=method == "zeroshot")
+with_epochs = chosen.trains() and chosen.uses_epochs
+preset = st.radio("Preset", list(PRESETS), horizontal=True, disabled=not with_epochs)
 with st.expander("Advanced"):
-    epochs = st.number_input("Epochs", 1, 1000, PRESETS[preset])
-    lr = st.number_input("Learning rate", 1e-5, 1.0, 0.004 if method == "nola" else 0.002, format="%.4f")
-    n_ctx = st.number_input("Context words (CoOp)", 1, 32, 16)
+    epochs = st.number_input("Epochs", 1, 1000, PRESETS[preset], disabled=not with_epochs)
+    options = {}
+    for setting in chosen.settings:  # the method's own settings (learning rate, context length...)
+        if setting.integer:
+            options[setting.name] = st.number_input(
+                setting.label,
+                int(setting.minimum),
+                int(setting.maximum),
+                int(setting.default),
+                key=f"{method}-{setting.name}",
+            )
+        else:
+            options[setting.name] = st.number_input(
+                setting.label,
+                setting.minimum,
+                setting.maximum,
+                setting.default,
+                format="%.4f",
+                key=f"{method}-{setting.name}",
+            )
     batch_size = st.number_input("Batch size", 1, 512, 32)
     test_fraction = st.slider("Held-out share of each class (measures accuracy)", 0.1, 0.5, 0.3, 0.05)
     seed = st.number_input("Seed", 0, 10_000, 1)
@@ -108,11 +124,10 @@ settings = RunSettings(
     pretrained=pretrained,
     weights_path=weights_path.strip() or None,
     epochs=int(epochs),
-    lr=float(lr),
-    n_ctx=int(n_ctx),
     batch_size=int(batch_size),
     test_fraction=float(test_fraction),
     seed=int(seed),
+    options=options,
 )
 try:
     check_trainable(project, settings)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from torch import nn
 
+from promptlab.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -21,7 +23,7 @@ HUB_MODELS = {  # name -> torch.hub repository (weights download once into ~/.ca
 }
 
 
-class LabellerError(ValueError):
+class LabellerError(UserError):
     """A DINO backbone that cannot be loaded, or pseudo-labels that cannot be drawn."""
 
 

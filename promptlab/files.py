@@ -1,0 +1,34 @@
+"""Atomic file writes: a crash or a concurrent reader never sees half a file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], mode: int = 0o644) -> Path:
+    """Calls ``write(temporary)`` for a temporary file beside ``path``, then renames it to ``path``.
+
+    Args:
+        write: writes the content to the path it is given (e.g. ``safetensors.torch.save_file``).
+        mode: permissions of the result (mkstemp's own are 0o600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))

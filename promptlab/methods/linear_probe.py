@@ -1,0 +1,126 @@
+"""Linear probe: logistic regression on frozen CLIP image features (the CoOp paper's baseline)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from promptlab.data.sources import DatasetError
+from promptlab.heads import Head, LinearHead
+from promptlab.methods.base import CLIPClassifier
+from promptlab.methods.contract import ToyDefaults
+
+log = logging.getLogger(__name__)
+
+
+class LinearProbe(CLIPClassifier):
+    """Multinomial logistic regression (scikit-learn's L-BFGS solver) on the normalised image features
+    of the training images' test view, fitted once at the start of ``fit``; the epochs do nothing.
+
+    The inverse regularisation strength ``C`` is searched on the validation split as in the CoOp
+    paper's linear probe: a coarse grid 1e-6 ... 1e6 (factor 100), then ``search_steps`` bisections
+    in log space around the best value. Without validation images ``C = default_c``.
+
+    Args:
+        search_steps: bisection steps after the coarse grid.
+        default_c: ``C`` when there is no validation split.
+        max_iter: L-BFGS iterations.
+        **kwargs: see :class:`CLIPClassifier` (the optimiser settings are unused).
+    """
+
+    key = "linear_probe"
+    label = "Linear probe"
+    about = "A baseline: logistic regression on CLIP's image features of your labelled images; no prompts."
+    toy = ToyDefaults("linear_probe.yaml")
+    trainer_args = {"max_epochs": 1}
+    uses_epochs = False
+    selects_on_validation = True
+    transfers_to_new_classes = False  # its weights (cache) exist for the training classes only
+
+    def __init__(self, search_steps: int = 8, default_c: float = 1.0, max_iter: int = 1000, **kwargs) -> None:
+        super().__init__(**kwargs)
+        n, d = len(self.class_names), self.backbone.embed_dim
+        self.register_buffer("weight", torch.zeros(n, d))  # (C, D) logistic regression coefficients
+        self.register_buffer("bias", torch.zeros(n))  # (C,)
+        self.register_buffer("c", torch.tensor(float(default_c)))  # the chosen C, kept in the checkpoint
+
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        return image_features @ class_features.to(image_features.dtype).T + self.bias.to(image_features.dtype)
+
+    def class_features(self) -> torch.Tensor:
+        return self.weight
+
+    def export_head(self) -> Head:
+        return LinearHead(self.weight.float(), 1.0, self.bias.float())
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        return None  # fitted in on_fit_start
+
+    def on_fit_start(self) -> None:
+        if self.data is None:
+            raise DatasetError("The linear probe reads its training features from the data module: connect it first.")
+        train, train_labels = self.data.split_features("train", augmented=False)
+        val, val_labels = self.data.split_features("val", augmented=False)
+        self.fit_features(train[:, 0], train_labels, val[:, 0] if len(val) else None, val_labels)
+
+    def fit_features(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        val_features: torch.Tensor | None = None,
+        val_labels: torch.Tensor | None = None,
+    ) -> float:
+        """Fits the probe on (N, D) features; searches C on validation features when given.
+
+        Returns:
+            The chosen C.
+        """
+        x, y = features.float().cpu().numpy(), labels.cpu().numpy()
+        if val_features is None or not len(val_features):
+            best_c = float(self.hparams.default_c)
+            log.info("Linear probe: no validation images; C = %g.", best_c)
+        else:
+            xv, yv = val_features.float().cpu().numpy(), val_labels.cpu().numpy()
+            scores: dict[float, float] = {}
+
+            def score(c: float) -> float:
+                if c not in scores:
+                    scores[c] = float((self._fit(x, y, c).predict(xv) == yv).mean())
+                return scores[c]
+
+            grid = [10.0**e for e in range(-6, 7, 2)]
+            best_c = max(grid, key=lambda c: (score(c), -abs(math.log10(c))))  # ties: the middle of the grid
+            left, right = best_c / 100, best_c * 100
+            for _ in range(self.hparams.search_steps):  # bisect in log space towards the better side
+                low, high = math.sqrt(left * best_c), math.sqrt(best_c * right)
+                if score(low) > score(best_c):
+                    best_c, right = low, best_c
+                elif score(high) > score(best_c):
+                    best_c, left = high, best_c
+                else:
+                    left, right = low, high
+            log.info("Linear probe: C = %.3g (validation accuracy %.1f%%).", best_c, 100 * scores[best_c])
+        model = self._fit(x, y, best_c)
+        self._store(model)
+        self.c.fill_(best_c)
+        return best_c
+
+    def _fit(self, x, y, c: float):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=c, max_iter=self.hparams.max_iter, random_state=0).fit(x, y)
+
+    def _store(self, model) -> None:
+        """Copies scikit-learn's coefficients; a class missing from the training labels gets -inf bias."""
+        weight = torch.zeros_like(self.weight)
+        bias = torch.full_like(self.bias, -1e4)
+        classes = torch.as_tensor(model.classes_, dtype=torch.long)
+        coef, intercept = torch.as_tensor(model.coef_).float(), torch.as_tensor(model.intercept_).float()
+        if len(classes) == 2:  # binary: one row for class 1, the softmax of (0, z) is the sigmoid of z
+            weight[classes[1]], bias[classes[1]], bias[classes[0]] = coef[0], intercept[0], 0.0
+        else:
+            weight[classes], bias[classes] = coef, intercept
+        self.weight.copy_(weight.to(self.weight.device))
+        self.bias.copy_(bias.to(self.bias.device))
