@@ -168,7 +168,7 @@ def build(backbone: str, pretrained: str | None, data: dict, seed: int) -> tuple
     datamodule = FewShotDataModule(batch_size=32, test_batch_size=128, num_workers=2, seed=seed, **data)
     torch.manual_seed(seed)
     model = CoOp(class_names=datamodule.class_names, backbone=backbone, pretrained=pretrained, n_ctx=N_CTX)
-    datamodule.preprocess = model.preprocess
+    model.connect_data(datamodule)
     return model, datamodule
 
 

@@ -53,6 +53,8 @@ def quiet_lightning() -> None:
         r".*module\(s\) in eval mode.*",  # the frozen backbone is meant to be in eval mode
         r".*LeafSpec.*",
         r".*args parameter is intended to run from within Python.*",  # we pass sys.argv on purpose
+        r".*configure_optimizers` returned `None`.*",  # methods fitted in one go (linear probe, Tip-Adapter)
+        r".*`training_step` returned `None`.*",
     )
     for message in noise:
         warnings.filterwarnings("ignore", message=message)
@@ -71,6 +73,7 @@ def default_precision() -> str:
 
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabCLI:
     """Builds the experiment CLI (``run=False``: instantiate from ``args`` without a subcommand)."""
+    quiet_lightning()
     return PromptLabCLI(
         CLIPClassifier,
         FewShotDataModule,
@@ -105,7 +108,7 @@ def export_command(argv: list[str]) -> int:
     elif args.checkpoint:
         path = export_classifier(load_method(args.checkpoint), args.output or CLASSIFIER_FILE_NAME, args.embed_backbone)
     else:
-        config_args = [a for c in args.config for a in ("-c", c)] + rest
+        config_args = resolve_configs([a for c in args.config for a in ("-c", c)]) + rest
         cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
         path = export_classifier(
             cli.model,
@@ -228,6 +231,7 @@ def main(args: list[str] | None = None) -> int:
     from promptlab.errors import USER_ERRORS
 
     args = list(sys.argv[1:] if args is None else args)
+    sys.argv[0] = "promptlab"  # LightningCLI's usage lines name the program after it (python -m promptlab too)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     quiet_lightning()

@@ -74,6 +74,7 @@ class Head(nn.Module):
     kind: ClassVar[str] = ""
     tensor_names: ClassVar[tuple[str, ...]] = ()
     optional_tensors: ClassVar[tuple[str, ...]] = ()
+    class_tensor: ClassVar[str] = "weight"  # the (..., C, D) tensor that gives the head's shape
 
     def params(self) -> dict[str, Any]:
         """The numbers (not tensors) stored with the head."""
@@ -81,11 +82,11 @@ class Head(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        raise NotImplementedError
+        return getattr(self, self.class_tensor).shape[-2]
 
     @property
     def feature_dim(self) -> int:
-        raise NotImplementedError
+        return getattr(self, self.class_tensor).shape[-1]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """``head.<name>`` -> tensor, float32 on the CPU."""
@@ -107,14 +108,6 @@ class LinearHead(Head):
         self.register_buffer("bias", bias)  # (C,) or None
         self.scale = float(scale)
 
-    @property
-    def num_classes(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.weight.shape[1]
-
     def params(self) -> dict[str, Any]:
         return {"scale": self.scale}
 
@@ -128,6 +121,7 @@ class MixtureHead(Head):
 
     kind = "mixture"
     tensor_names = ("experts", "router_weight", "router_bias")
+    class_tensor = "experts"
 
     def __init__(
         self,
@@ -144,14 +138,6 @@ class MixtureHead(Head):
         self.top_k, self.scale = int(top_k), float(scale)
         if router_weight.shape[0] != experts.shape[0]:
             raise HeadError(f"The router chooses among {router_weight.shape[0]} experts, the head has {len(experts)}.")
-
-    @property
-    def num_classes(self) -> int:
-        return self.experts.shape[1]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.experts.shape[2]
 
     def params(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "scale": self.scale}
@@ -179,14 +165,6 @@ class CacheHead(Head):
         self.alpha, self.beta, self.scale = float(alpha), float(beta), float(scale)
         if keys.shape[0] != values.shape[0] or values.shape[1] != weight.shape[0]:
             raise HeadError(f"Cache keys {tuple(keys.shape)} and values {tuple(values.shape)} do not fit together.")
-
-    @property
-    def num_classes(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.weight.shape[1]
 
     def params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "scale": self.scale}

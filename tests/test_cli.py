@@ -140,3 +140,64 @@ def test_shipped_nola_config_composes(dataset, capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: promptlab.methods.NoLA" in printed and "label_free: true" in printed
+
+
+def test_help_lists_every_command_and_each_command_has_help(capsys):
+    from promptlab.cli import LIGHTNING_COMMANDS, TOOLS
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for command in (*LIGHTNING_COMMANDS, *TOOLS):
+        assert f"  {command} " in listed, command
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code in (0, None), command
+        assert "usage: promptlab" in capsys.readouterr().out, command
+    assert main(["fitt"]) == 2 and "unknown command 'fitt'" in capsys.readouterr().err
+
+
+def test_methods_lists_the_registry(capsys):
+    from promptlab.methods import registered_methods
+
+    assert main(["methods"]) == 0
+    printed = capsys.readouterr().out
+    assert all(key in printed for key in registered_methods())
+
+
+def test_shipped_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the packaged copy is used
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", "configs/tiny/coop.yaml", "--print_config"])
+    assert "class_path: promptlab.methods.CoOp" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["linear_probe", "tip_adapter", "tip_adapter_f"])
+def test_baselines_fit_export_and_classify(method, image_folder, tmp_path, capsys):
+    """The baselines through the same commands as every method: fit, test on the checkpoint, export, classify."""
+    runs = tmp_path / "runs"
+    common = ["-c", f"configs/tiny/{method}.yaml", f"--data.root={image_folder}"]
+    common += [f"--trainer.logger.init_args.save_dir={runs}", f"--data.cache_dir={tmp_path / 'cache'}"]
+    assert main(["fit", *common]) == 0
+    (run,) = run_dirs(runs)
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
+    assert main(["test", *common, f"--ckpt_path={checkpoint}"]) == 0
+    retested = json.loads((run_dirs(runs)[-1] / "test_metrics.json").read_text())
+    assert retested["accuracy"] == pytest.approx(metrics["accuracy"])  # the checkpoint holds the fitted head
+    assert main(["export", "--run", str(run)]) == 0
+    capsys.readouterr()
+    image = image_folder / "red_square" / "0.png"
+    assert main(["classify", "--classifier", str(run / "classifier.safetensors"), str(image)]) == 0
+    assert str(image) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "config", ["linear_probe/vit_b16", "linear_probe/rn50", "tip_adapter/vit_b16", "tip_adapter/rn50_f"]
+)
+def test_shipped_baseline_configs_compose(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", f"configs/{config}.yaml", "-c", "configs/datasets/oxford_pets.yaml", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "dataset: oxford_pets" in printed and "shots: 16" in printed

@@ -109,6 +109,7 @@ def fit_coop(image_folder: Path, **data_args) -> tuple[CoOp, FewShotDataModule, 
     torch.manual_seed(0)
     model = CoOp(class_names=CLASSES, backbone="clip-tiny", pretrained=None, n_ctx=4, lr=0.05)
     data = FewShotDataModule(root=str(image_folder), shots=4, batch_size=6, num_workers=0, **data_args)
+    model.connect_data(data)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(model, datamodule=data)
     return model, data, trainer
@@ -141,6 +142,7 @@ def test_mixed_precision_training_on_cached_features(image_folder, tmp_path):
     torch.manual_seed(0)
     model = CoOp(class_names=CLASSES, backbone="clip-tiny", pretrained=None, n_ctx=4, lr=0.05)
     data = FewShotDataModule(root=str(image_folder), shots=4, batch_size=6, num_workers=0, cache_dir=str(tmp_path))
+    model.connect_data(data)
     trainer = L.Trainer(max_epochs=1, precision="bf16-mixed", logger=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=data)  # the GPU default; bf16 autocast also runs on the CPU
     assert torch.isfinite(model.ctx).all() and model.ctx.dtype == torch.float32

@@ -160,6 +160,17 @@ def test_linear_probe_search_picks_the_regularisation_on_validation():
     assert (ours.argmax(-1) == val_labels).float().mean() == 1.0
 
 
+def test_linear_probe_without_validation_cross_validates():
+    torch.manual_seed(0)
+    model = LinearProbe(**TINY, default_c=1e-6)
+    dim = model.backbone.embed_dim
+    labels = torch.arange(30) % 3
+    features = F.normalize(_features(3, dim)[labels] + 0.3 * torch.randn(30, dim), dim=-1)
+    assert model.fit_features(features, labels) > 1e-6  # searched, not the default
+    assert (model.logits(features, model.class_features()).argmax(-1) == labels).all()
+    assert model.fit_features(features[:3], labels[:3]) == 1e-6  # one image per class: nothing to search with
+
+
 def test_tip_adapter_logits_are_the_reference_formula():
     """clip + alpha * exp(-beta (1 - f K^T)) V, transcribed from the paper's code."""
     torch.manual_seed(0)

@@ -150,7 +150,7 @@ def test_export_predicts_exactly_what_the_module_predicts(image_folder, tmp_path
     model.eval()
     with torch.no_grad():
         expected = model(batch).softmax(-1)
-    assert classifier.class_features.shape == (4, 3, model.backbone.embed_dim)
+    assert classifier.head.experts.shape == (4, 3, model.backbone.embed_dim)
     assert torch.allclose(classifier.predict_proba(images), expected, atol=1e-5)
     assert [p.label for p in classifier.predict(images)] == [CLASSES[i] for i in expected.argmax(-1)]
 

@@ -18,6 +18,7 @@ def fit(model, image_folder, epochs: int = 8) -> L.Trainer:
         enable_model_summary=False,
         limit_val_batches=0,
     )
+    model.connect_data(data)
     trainer.fit(model, datamodule=data)
     return trainer
 

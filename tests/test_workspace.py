@@ -132,12 +132,13 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
     results = run_results(project.runs_dir / run_id)
     assert record["num_test"] == 6 and 0 <= record["accuracy"] <= 1
     # Zero-shot CLIP measured on the same held-out images, for comparison.
-    assert (results.run_dir / "zeroshot" / "test_metrics.json").is_file() and 0 <= record["zero_shot_accuracy"] <= 1
+    assert (results.run_dir / "baseline" / "test_metrics.json").is_file() and 0 <= record["zero_shot_accuracy"] <= 1
     assert results.metrics["accuracy"] == record["accuracy"] and results.confusion_png is not None
     assert len(results.predictions) == 6
     # configs/toy/coop.yaml learns one context per class: 16 vectors each, 3 nearest words per vector.
-    nearest = results.inspection["nearest_words"]
-    assert set(nearest) == set(SHAPES) and all(len(context) == 16 for context in nearest.values())
+    tables = results.panels
+    assert [t.caption.split("**")[1] for t in tables] == list(SHAPES) and all(len(t.rows) == 16 for t in tables)
+    assert all(set(row) == {"position", "word 1", "word 2", "word 3"} for row in tables[0].rows)
     curves = training_curves(results.run_dir)
     assert len(curves.loss) == 20 and curves.val_accuracy
     # The exported classifier reproduces the recorded predictions.
@@ -167,10 +168,11 @@ def test_other_methods_run_and_leave_what_the_inspect_page_shows(tmp_path, metho
     assert record["num_test"] == (3 if method == "mocoop" else 9)  # zero-shot and NoLA test on every labelled image
     assert results.classifier_file is not None and len(results.predictions) == record["num_test"]
     if method == "mocoop":
-        assert set(results.inspection["routing"]) >= {"experts", "overall", "per_class"}
+        bars, per_class = results.panels
+        assert len(bars.values) == 4 and [row["class"] for row in per_class.rows] == list(SHAPES)
     if method == "nola":
-        assert sum(results.inspection["pseudo_label_counts"].values()) == 12
-        assert "stage1_accuracy" in results.inspection["stages"]
+        counts, stages = results.panels
+        assert sum(counts.values.values()) == 12 and "the DINO labeller trained on its picks" in stages.text
     assert (record["zero_shot_accuracy"] is None) == (method == "zeroshot")
 
 

@@ -205,7 +205,7 @@ class FewShotDataModule(L.LightningDataModule):
     def _preprocess(self) -> PreprocessConfig:
         if self.preprocess is None:
             raise RuntimeError(
-                "The data module has no preprocessing: call promptlab.data.connect(model, datamodule) first."
+                "The data module has no preprocessing: call model.connect_data(datamodule) first."
             )
         return self.preprocess
 

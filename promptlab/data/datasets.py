@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -15,6 +16,19 @@ from promptlab.data.sampling import Sample
 log = logging.getLogger(__name__)
 
 SKIP_HINT = "Or pass --data.skip_bad_images true to skip unreadable images."
+T = TypeVar("T")
+
+
+def read_or_skip(read: Callable[[], T], skip: bool) -> T | None:
+    """``read()`` (loading or hashing one image file); an :class:`ImageLoadError` gives None with a
+    warning when ``skip``, else is raised again with the hint that skipping is possible."""
+    try:
+        return read()
+    except ImageLoadError as error:
+        if skip:
+            log.warning("Skipping unreadable image: %s", error)
+            return None
+        raise ImageLoadError(f"{error} {SKIP_HINT}") from None
 
 
 class ImageSamples(Dataset):
@@ -41,14 +55,8 @@ class ImageSamples(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
         sample = self.samples[index]
-        try:
-            image = load_image(self.image_root / sample.path)
-        except ImageLoadError as error:
-            if self.skip_bad_images:
-                log.warning("Skipping unreadable image: %s", error)
-                return None
-            raise ImageLoadError(f"{error} {SKIP_HINT}") from None
-        return self.transform(image), sample.label, index
+        image = read_or_skip(lambda: load_image(self.image_root / sample.path), self.skip_bad_images)
+        return None if image is None else (self.transform(image), sample.label, index)
 
 
 def collate_skipping_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from promptlab.data.datasets import SKIP_HINT, collate_skipping_none
+from promptlab.data.datasets import collate_skipping_none, read_or_skip
 from promptlab.data.images import ImageLoadError, load_image
 from promptlab.files import atomic_write
 
@@ -67,13 +67,7 @@ def file_digest(path: Path) -> str:
 
 def _digest_or_skip(path: Path, skip: bool) -> str:
     """:func:`file_digest`, or "" for an unreadable file when skipping those."""
-    try:
-        return file_digest(path)
-    except ImageLoadError as error:
-        if not skip:
-            raise ImageLoadError(f"{error} {SKIP_HINT}") from None
-        log.warning("Skipping unreadable image: %s", error)
-        return ""
+    return read_or_skip(lambda: file_digest(path), skip) or ""
 
 
 class _Views(Dataset):
@@ -86,13 +80,9 @@ class _Views(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        try:
-            image = load_image(self.paths[index])
-        except ImageLoadError as error:
-            if self.skip_bad:
-                log.warning("Skipping unreadable image: %s", error)
-                return None
-            raise ImageLoadError(f"{error} {SKIP_HINT}") from None
+        image = read_or_skip(lambda: load_image(self.paths[index]), self.skip_bad)
+        if image is None:
+            return None
         seed = int(self.digests[index][:15], 16)
         with torch.random.fork_rng(devices=[]):  # leave the training RNG alone
             views = []

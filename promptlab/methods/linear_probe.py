@@ -21,11 +21,13 @@ class LinearProbe(CLIPClassifier):
 
     The inverse regularisation strength ``C`` is searched on the validation split as in the CoOp
     paper's linear probe: a coarse grid 1e-6 ... 1e6 (factor 100), then ``search_steps`` bisections
-    in log space around the best value. Without validation images ``C = default_c``.
+    in log space around the best value. Without validation images (the app's runs) it is searched by
+    stratified k-fold cross-validation on the training features (k = min(5, images per class));
+    with fewer than 2 images per class ``C = default_c``.
 
     Args:
         search_steps: bisection steps after the coarse grid.
-        default_c: ``C`` when there is no validation split.
+        default_c: ``C`` when it cannot be searched.
         max_iter: L-BFGS iterations.
         **kwargs: see :class:`CLIPClassifier` (the optimiser settings are unused).
     """
@@ -72,40 +74,59 @@ class LinearProbe(CLIPClassifier):
         val_features: torch.Tensor | None = None,
         val_labels: torch.Tensor | None = None,
     ) -> float:
-        """Fits the probe on (N, D) features; searches C on validation features when given.
+        """Fits the probe on (N, D) features; searches C on validation features when given, else by
+        cross-validation on the training features.
 
         Returns:
             The chosen C.
         """
         x, y = features.float().cpu().numpy(), labels.cpu().numpy()
-        if val_features is None or not len(val_features):
+        has_val = val_features is not None and len(val_features) > 0
+        folds = min(5, int(torch.bincount(labels).min())) if len(labels) else 0
+        if not has_val and folds < 2:
             best_c = float(self.hparams.default_c)
-            log.info("Linear probe: no validation images; C = %g.", best_c)
+            log.info("Linear probe: no validation images and too few per class to cross-validate; C = %g.", best_c)
         else:
-            xv, yv = val_features.float().cpu().numpy(), val_labels.cpu().numpy()
-            scores: dict[float, float] = {}
-
-            def score(c: float) -> float:
-                if c not in scores:
-                    scores[c] = float((self._fit(x, y, c).predict(xv) == yv).mean())
-                return scores[c]
-
-            grid = [10.0**e for e in range(-6, 7, 2)]
-            best_c = max(grid, key=lambda c: (score(c), -abs(math.log10(c))))  # ties: the middle of the grid
-            left, right = best_c / 100, best_c * 100
-            for _ in range(self.hparams.search_steps):  # bisect in log space towards the better side
-                low, high = math.sqrt(left * best_c), math.sqrt(best_c * right)
-                if score(low) > score(best_c):
-                    best_c, right = low, best_c
-                elif score(high) > score(best_c):
-                    best_c, left = high, best_c
-                else:
-                    left, right = low, high
-            log.info("Linear probe: C = %.3g (validation accuracy %.1f%%).", best_c, 100 * scores[best_c])
+            if has_val:
+                xv, yv = val_features.float().cpu().numpy(), val_labels.cpu().numpy()
+                accuracy = lambda c: float((self._fit(x, y, c).predict(xv) == yv).mean())  # noqa: E731
+            else:  # no validation split (the app's runs): stratified k-fold on the training features
+                accuracy = lambda c: self._cross_validated(x, y, c, folds)  # noqa: E731
+            best_c, best = self._search(accuracy)
+            where = "validation" if has_val else f"{folds}-fold cross-validation"
+            log.info("Linear probe: C = %.3g (%s accuracy %.1f%%).", best_c, where, 100 * best)
         model = self._fit(x, y, best_c)
         self._store(model)
         self.c.fill_(best_c)
         return best_c
+
+    def _search(self, accuracy) -> tuple[float, float]:
+        """The C of the best ``accuracy(C)``: coarse grid, then bisections in log space; (C, accuracy)."""
+        scores: dict[float, float] = {}
+
+        def score(c: float) -> float:
+            if c not in scores:
+                scores[c] = accuracy(c)
+            return scores[c]
+
+        grid = [10.0**e for e in range(-6, 7, 2)]
+        best_c = max(grid, key=lambda c: (score(c), -abs(math.log10(c))))  # ties: the middle of the grid
+        left, right = best_c / 100, best_c * 100
+        for _ in range(self.hparams.search_steps):  # bisect in log space towards the better side
+            low, high = math.sqrt(left * best_c), math.sqrt(best_c * right)
+            if score(low) > score(best_c):
+                best_c, right = low, best_c
+            elif score(high) > score(best_c):
+                best_c, left = high, best_c
+            else:
+                left, right = low, high
+        return best_c, scores[best_c]
+
+    def _cross_validated(self, x, y, c: float, folds: int) -> float:
+        from sklearn.model_selection import StratifiedKFold
+
+        splits = StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y)
+        return sum(float((self._fit(x[a], y[a], c).predict(x[b]) == y[b]).mean()) for a, b in splits) / folds
 
     def _fit(self, x, y, c: float):
         from sklearn.linear_model import LogisticRegression

@@ -2,8 +2,8 @@
 cancelling, and the one-run-at-a-time lock.
 
 A run folder ``<project>/runs/<run id>/`` holds ``settings.json`` (what the user chose),
-``run.json`` (status, process id, times, data version, accuracy or error), ``split.json`` (CoOp
-format: which images trained and which measured), ``data.dvc`` (the DVC snapshot), ``config.yaml``
+``run.json`` (status, process id, times, data version, accuracy or error), ``split.json`` (the
+benchmark's split-file format: which images trained and which measured), ``data.dvc`` (the DVC snapshot), ``config.yaml``
 (the resolved promptlab config the worker ran), ``progress.json``, ``log.txt``, ``lightning/`` (the
 Lightning log folder: metrics.csv, checkpoints, test reports) and, when it finished,
 ``classifier.safetensors`` plus ``predictions.json`` and ``inspection.json``.
@@ -146,10 +146,10 @@ def check_trainable(project: Project, settings: RunSettings) -> None:
 
 
 def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[list]]:
-    """CoOp-format split of the project's labelled images (paths relative to ``data/``).
+    """The split file (the benchmark's format) of the project's labelled images (paths relative to ``data/``).
 
-    Methods that learn nothing from labels (zero-shot, NoLA) measure accuracy on every labelled
-    image (NoLA measures nothing unless every class has labelled images). The others hold out
+    Methods that learn nothing from labels measure accuracy on every labelled image (label-free
+    ones measure nothing unless every class has labelled images). The others hold out
     ``test_fraction`` of each class (at least one image, seeded) and train on the rest; the held-out
     images also give the validation curve during training, except for methods that choose
     hyper-parameters on validation (they get no validation images rather than the test images).

@@ -49,7 +49,7 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
         log_name: the Lightning log folder inside ``run_dir`` (reports and checkpoints go there).
     """
     method = settings.method_class
-    toy_config = load_toy_config(method) if settings.backbone == "toy-clip" else {}
+    toy_config = load_toy_config(method) if settings.backbone == "toy-clip" and method.toy else {}
     model = dict(toy_config.get("model", {}).get("init_args", {})) if toy_config else dict(method.app_init_args)
     model = {k: v for k, v in model.items() if k not in (method.toy.drop if method.toy else ())}
     model |= {"backbone": settings.backbone, "pretrained": settings.pretrained}

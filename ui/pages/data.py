@@ -3,6 +3,7 @@
 import streamlit as st
 from common import flash, require_project, show_flashes, show_upload_report
 
+from promptlab.methods import registered_methods
 from promptlab.workspace.project import IMAGE_UPLOAD_TYPES, Project, ProjectError
 from promptlab.workspace.runs import active_run
 
@@ -94,9 +95,10 @@ for class_name, count in counts.items():
                 flash(f"Deleted class {class_name!r}.")
                 st.rerun()
 
-st.subheader("Label-free training (NoLA)")
+label_free = " or ".join(m.label for m in registered_methods().values() if m.learns_from == "unlabelled")
+st.subheader(f"Label-free training ({label_free})")
 st.write(
-    "NoLA needs no labelled images: only the class names, a pool of unlabelled images and, optionally, "
+    f"{label_free} needs no labelled images: only the class names, a pool of unlabelled images and, optionally, "
     "a few sentences describing each class."
 )
 with st.expander(f"Unlabelled pool · {len(project.images(None))} image(s)"):
