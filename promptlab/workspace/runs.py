@@ -3,10 +3,11 @@ cancelling, and the one-run-at-a-time lock.
 
 A run folder ``<project>/runs/<run id>/`` holds ``settings.json`` (what the user chose),
 ``run.json`` (status, process id, times, data version, accuracy or error), ``split.json`` (the
-benchmark's split-file format: which images trained and which measured), ``data.dvc`` (the DVC snapshot), ``config.yaml``
-(the resolved promptlab config the worker ran), ``progress.json``, ``log.txt``, ``lightning/`` (the
-Lightning log folder: metrics.csv, checkpoints, test reports) and, when it finished,
-``classifier.safetensors`` plus ``predictions.json`` and ``inspection.json``.
+benchmark's split-file format: which images trained and which measured), ``data.dvc`` (the DVC
+snapshot), ``config.yaml`` (the resolved promptlab config the worker ran), ``progress.json``,
+``log.txt``, ``lightning/`` (the Lightning log folder: metrics.csv, checkpoints, test reports) and,
+when it finished, ``classifier.safetensors`` plus ``predictions.json`` and ``inspection.json``
+(the method's Inspect panels) and ``baseline/`` (zero-shot CLIP on the same held-out images).
 """
 
 from __future__ import annotations
