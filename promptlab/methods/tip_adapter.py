@@ -76,11 +76,10 @@ class TipAdapter(CLIPClassifier):
     def class_features(self) -> torch.Tensor:
         return self.text_features
 
-    def tip_logits(self, image_features: torch.Tensor, alpha, beta, keys: torch.Tensor | None = None) -> torch.Tensor:
+    def tip_logits(self, image_features: torch.Tensor, alpha: float | torch.Tensor, beta: float | torch.Tensor):
         """(B, C) logits of (B, D) normalised features for given alpha and beta (differentiable in the keys)."""
-        keys = self.cache_keys if keys is None else keys
         clip = self.backbone.logit_scale * image_features @ self.text_features.to(image_features.dtype).T
-        return clip + alpha * cache_logits(image_features, keys, self.cache_values, beta)
+        return clip + alpha * cache_logits(image_features, self.cache_keys, self.cache_values, beta)
 
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         return self.tip_logits(image_features, self.alpha, self.beta)
