@@ -47,6 +47,10 @@ class PromptLabCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
 
+def _no_tips(record: logging.LogRecord) -> bool:
+    return "Tip:" not in record.getMessage()
+
+
 def quiet_lightning() -> None:
     """Silences what every normal run would print and no user can act on."""
     noise = (
@@ -59,9 +63,7 @@ def quiet_lightning() -> None:
     for message in noise:
         warnings.filterwarnings("ignore", message=message)
     # Lightning's "💡 Tip: ..." lines (litlogger, litmodels) come through this logger at INFO.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "Tip:" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_tips)  # added once: same object
 
 
 def default_precision() -> str:

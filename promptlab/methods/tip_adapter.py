@@ -100,7 +100,7 @@ class TipAdapter(CLIPClassifier):
     def on_fit_start(self) -> None:
         if self.data is None:
             raise DatasetError("Tip-Adapter reads its training features from the data module: connect it first.")
-        if self.hparams.fine_tune and self.trainer is not None and self.trainer.world_size > 1:
+        if self.hparams.fine_tune and self._trainer is not None and self._trainer.world_size > 1:
             raise DatasetError("Tip-Adapter-F sizes its keys when fit starts and cannot train under DDP; use 1 device.")
         train, labels = self.data.split_features("train", augmented=True)  # (N, V, D)
         self.build_cache(train, labels)
