@@ -179,6 +179,7 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
                 pass
             screenshot("3-train-running")
             page.get_by_text("Last run").wait_for(timeout=240_000)
+            page.get_by_role("button", name="Start training").wait_for()  # the whole page, not its first lines
             screenshot("4-train-finished")
 
             go("Inspect")
