@@ -89,3 +89,19 @@ def test_a_registered_method_trains_in_the_worker_exports_and_classifies(plugin,
     at = open_page("inspect_run")
     assert "What the class means are made of" in texts(at)
     assert ClassMeans.key in registered_methods()
+
+
+def test_installed_plugins_join_through_entry_points(monkeypatch):
+    import promptlab.methods as methods
+
+    class EntryPoint:
+        def load(self):
+            return ClassMeans
+
+    monkeypatch.setattr(methods, "entry_points", lambda group: [EntryPoint()] if group == "promptlab.methods" else [])
+    monkeypatch.setattr(methods, "_entry_points_loaded", False)
+    try:
+        assert methods.registered_methods()[ClassMeans.key] is ClassMeans
+        assert methods.method_class("ClassMeans") is ClassMeans  # by class name, as checkpoints record it
+    finally:
+        unregister_method(ClassMeans.key)

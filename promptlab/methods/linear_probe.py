@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import torch
 
 from promptlab.data.sources import DatasetError
 from promptlab.heads import Head, LinearHead
 from promptlab.methods.base import CLIPClassifier
-from promptlab.methods.contract import ToyDefaults
+from promptlab.methods.contract import Bars, Panel, ToyDefaults
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ class LinearProbe(CLIPClassifier):
 
     def training_step(self, batch, batch_idx: int) -> None:
         return None  # fitted in on_fit_start
+
+    def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
+        """How strongly each class's weights respond: their norms, and the regularisation chosen."""
+        norms = {name: round(float(w.norm()), 3) for name, w in zip(self.class_names, self.weight, strict=True)}
+        caption = f"Regularisation C = {float(self.c):.3g} (larger C: weaker regularisation, larger weights)."
+        return [Bars("What the linear probe learned: weight norm per class", norms, "weight norm", caption)]
 
     def on_fit_start(self) -> None:
         if self.data is None:

@@ -4,6 +4,7 @@ features added to zero-shot CLIP's logits; -F also fine-tunes the cache keys."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from torch import nn
 from promptlab.data.sources import DatasetError
 from promptlab.heads import CacheHead, Head, cache_logits
 from promptlab.methods.base import CLIPClassifier, warmup_cosine_factor
-from promptlab.methods.contract import Setting, ToyDefaults
+from promptlab.methods.contract import Bars, Panel, Setting, ToyDefaults
 from promptlab.methods.templates import ensemble_features, resolve_templates
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,15 @@ class TipAdapter(CLIPClassifier):
             float(self.beta),
             float(self.backbone.logit_scale),
         )
+
+    def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
+        """The cache's size per class, and the alpha and beta it uses."""
+        counts = {name: int(n) for name, n in zip(self.class_names, self.cache_values.sum(0).tolist(), strict=True)}
+        caption = (
+            f"alpha = {float(self.alpha):.3g} (weight of the cache against zero-shot CLIP), beta = "
+            f"{float(self.beta):.3g} (how sharply it weighs the nearest cached images)."
+        )
+        return [Bars(f"What {self.label} learned from: cached training images per class", counts, "images", caption)]
 
     # -- fitting ------------------------------------------------------------------------------------
 
