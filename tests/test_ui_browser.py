@@ -10,6 +10,7 @@ and check that it classifies. Screenshots of every page go to ``test-artifacts/s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -173,7 +174,8 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             page.get_by_role("button", name="Start training").click()
             page.get_by_text("Training 20").wait_for()
             try:  # catch it mid-training, with its curves, unless it finishes first
-                page.get_by_text("Epoch ").wait_for(timeout=60_000)
+                # The progress bar's "Epoch 3 of 20 · 15%", not the form's "epochs" still shown while it reruns.
+                page.get_by_text(re.compile(r"^Epoch \d+ of \d+")).first.wait_for(timeout=60_000)
                 page.wait_for_timeout(2500)
             except PlaywrightTimeout:
                 pass
