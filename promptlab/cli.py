@@ -6,15 +6,16 @@ import argparse
 import logging
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from promptlab.data import FewShotDataModule
 from promptlab.methods import CLIPClassifier
-from promptlab.reporting import PredictionsFile
+from promptlab.reporting import run_dir, top_predictions, write_predictions
 
 log = logging.getLogger("promptlab")
 
@@ -45,6 +46,30 @@ class PromptLabCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+class PredictionsFile(BasePredictionWriter):
+    """Writes ``predictions.csv`` into the run folder after ``promptlab predict``.
+
+    Args:
+        paths: the predicted images, by the index the data module's predict batches carry.
+        class_names: class names by label.
+    """
+
+    def __init__(self, paths: list[str], class_names: list[str], top_k: int = 5) -> None:
+        super().__init__(write_interval="epoch")
+        self.paths, self.class_names, self.top_k = paths, class_names, top_k
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        out_dir = run_dir(trainer)
+        rows = []
+        for probabilities, indices in predictions:  # predict_step's (B, C) probabilities and (B,) indices
+            for index, prediction in zip(
+                indices.tolist(), top_predictions(probabilities, self.class_names, self.top_k), strict=True
+            ):
+                rows.append({"path": self.paths[index], **asdict(prediction)})
+        if out_dir is not None:
+            write_predictions(rows, out_dir / "predictions.csv")
 
 
 def _no_tips(record: logging.LogRecord) -> bool:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 TEST_METRICS_FILE = "test_metrics.json"
 CONFUSION_JSON_FILE = "confusion_matrix.json"
@@ -124,30 +123,6 @@ def top_predictions(probabilities: torch.Tensor, class_names: list[str], k: int)
         )
         for values, indices in zip(top.values, top.indices, strict=True)
     ]
-
-
-class PredictionsFile(BasePredictionWriter):
-    """Writes ``predictions.csv`` into the run folder after ``promptlab predict``.
-
-    Args:
-        paths: the predicted images, by the index the data module's predict batches carry.
-        class_names: class names by label.
-    """
-
-    def __init__(self, paths: list[str], class_names: list[str], top_k: int = 5) -> None:
-        super().__init__(write_interval="epoch")
-        self.paths, self.class_names, self.top_k = paths, class_names, top_k
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        out_dir = run_dir(trainer)
-        rows = []
-        for probabilities, indices in predictions:  # predict_step's (B, C) probabilities and (B,) indices
-            for index, prediction in zip(
-                indices.tolist(), top_predictions(probabilities, self.class_names, self.top_k), strict=True
-            ):
-                rows.append({"path": self.paths[index], **asdict(prediction)})
-        if out_dir is not None:
-            write_predictions(rows, out_dir / "predictions.csv")
 
 
 def write_predictions(rows: list[dict], path: Path) -> None:

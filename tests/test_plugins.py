@@ -26,7 +26,6 @@ class ClassMeans(CLIPClassifier):
     about = "A test method: the mean image feature of each class."
     settings = (Setting("text_weight", "Weight of the class name", 0.5, 0.0, 1.0),)
     uses_epochs = False
-    trainer_args = {"max_epochs": 1}  # noqa: RUF012
 
     def __init__(self, text_weight: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -196,8 +196,8 @@ class FewShotDataModule(L.LightningDataModule):
         path.write_text(json.dumps(content))
 
     def connect_model(self, preprocess: PreprocessConfig, frozen_encoder: FrozenCLIP | None = None) -> None:
-        """What the data takes from the model (see :func:`promptlab.data.connect.connect`): its
-        preprocessing, and its backbone when the image encoder is frozen (features are then cached)."""
+        """What the data takes from the model (see ``CLIPClassifier.connect_data``): its preprocessing,
+        and its backbone when the image encoder is frozen (features are then cached)."""
         self.preprocess = preprocess
         self._encoder = frozen_encoder
         self._cache = None
@@ -256,14 +256,17 @@ class FewShotDataModule(L.LightningDataModule):
             self._cache = FeatureCache(root, backbone.encode_image, key)
         return self._cache
 
-    def _cached_features(self, samples: list[Sample], train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(N', V, D) features from the feature cache (filled first where needed) and (N',) kept indices
-        into ``samples``; None when caching does not apply."""
+    def _cached_features(
+        self, samples: list[Sample], train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(N', V, D) features from the feature cache (filled first where needed), their (N',) labels
+        and (N',) indices into ``samples`` (N' < N when unreadable images were skipped); None when
+        caching does not apply."""
         cache = self._feature_cache()
         if cache is None:
             return None
         cfg, trainer = self._preprocess(), self.trainer
-        return cache.features(
+        features, kept = cache.features(
             [self.splits.image_root / s.path for s in samples],
             train_transform(cfg, self.crop_scale) if train else test_transform(cfg),
             self.cache_views if train else 1,
@@ -275,15 +278,14 @@ class FewShotDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
             barrier=trainer.strategy.barrier if trainer else lambda: None,
         )
+        return features, torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long), kept
 
     def _cached_loader(self, samples: list[Sample], train: bool) -> DataLoader | None:
         """(feature, label, index) batches from the feature cache; None when caching does not apply."""
         cached = self._cached_features(samples, train)
         if cached is None:
             return None
-        features, kept = cached
-        labels = torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long)
-        return self._data_loader(CachedFeatures(features, labels, kept), train, 0, None)  # in memory: no workers
+        return self._data_loader(CachedFeatures(*cached), train, 0, None)  # in memory: no workers
 
     def split_features(self, split: Literal["train", "val"], augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Image features of a labelled split, for methods fitted on features (linear probe, Tip-Adapter).
@@ -304,8 +306,8 @@ class FewShotDataModule(L.LightningDataModule):
         cached = self._cached_features(samples, augmented)
         if cached is None:
             raise DatasetError("This method learns from cached image features: leave --data.cache_features true.")
-        features, kept = cached
-        return features, torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long)
+        features, labels, _ = cached
+        return features, labels
 
     def train_dataloader(self) -> DataLoader:
         if not self.label_free:

@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
-from promptlab.data.sources import check_class_names, normalise_class_name
+from promptlab.data.sources import DatasetError, check_class_names, normalise_class_name
 from promptlab.heads import Head, LinearHead
 from promptlab.methods.contract import MethodInfo, Panel
 from promptlab.reporting import run_dir, save_test_report
@@ -264,6 +264,25 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in tuned
         }
         checkpoint["promptlab_method"] = type(self).__name__
+
+
+class FeatureFitted(CLIPClassifier):
+    """Base of the methods fitted on cached image features when ``fit`` starts (the linear probe,
+    Tip-Adapter): no epochs to speak of, hyper-parameters chosen on validation, and a head that
+    exists for the training classes only."""
+
+    uses_epochs = False
+    selects_on_validation = True
+    transfers_to_new_classes = False
+
+    def split_features(self, split: str, augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, V, D) features and (N,) labels of a split, from the connected data module."""
+        if self.data is None:
+            raise DatasetError(f"{self.label} reads its features from the data module: call connect_data first.")
+        return self.data.split_features(split, augmented)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        return None  # fitted in on_fit_start
 
 
 def warmup_cosine_factor(epoch: int, max_epochs: int, warmup_epochs: int, warmup_factor: float) -> float:

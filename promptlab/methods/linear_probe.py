@@ -8,15 +8,14 @@ from pathlib import Path
 
 import torch
 
-from promptlab.data.sources import DatasetError
 from promptlab.heads import Head, LinearHead
-from promptlab.methods.base import CLIPClassifier
+from promptlab.methods.base import FeatureFitted
 from promptlab.methods.contract import Bars, Panel, ToyDefaults
 
 log = logging.getLogger(__name__)
 
 
-class LinearProbe(CLIPClassifier):
+class LinearProbe(FeatureFitted):
     """Multinomial logistic regression (scikit-learn's L-BFGS solver) on the normalised image features
     of the training images' test view, fitted once at the start of ``fit``; the epochs do nothing.
 
@@ -30,17 +29,13 @@ class LinearProbe(CLIPClassifier):
         search_steps: bisection steps after the coarse grid.
         default_c: ``C`` when it cannot be searched.
         max_iter: L-BFGS iterations.
-        **kwargs: see :class:`CLIPClassifier` (the optimiser settings are unused).
+        **kwargs: see :class:`~promptlab.methods.base.CLIPClassifier` (the optimiser settings are unused).
     """
 
     key = "linear_probe"
     label = "Linear probe"
     about = "A baseline: logistic regression on CLIP's image features of your labelled images; no prompts."
     toy = ToyDefaults("linear_probe.yaml")
-    trainer_args = {"max_epochs": 1}
-    uses_epochs = False
-    selects_on_validation = True
-    transfers_to_new_classes = False  # its weights (cache) exist for the training classes only
 
     def __init__(self, search_steps: int = 8, default_c: float = 1.0, max_iter: int = 1000, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -58,9 +53,6 @@ class LinearProbe(CLIPClassifier):
     def export_head(self) -> Head:
         return LinearHead(self.weight.float(), 1.0, self.bias.float())
 
-    def training_step(self, batch, batch_idx: int) -> None:
-        return None  # fitted in on_fit_start
-
     def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
         """How strongly each class's weights respond: their norms, and the regularisation chosen."""
         norms = {name: round(float(w.norm()), 3) for name, w in zip(self.class_names, self.weight, strict=True)}
@@ -68,10 +60,8 @@ class LinearProbe(CLIPClassifier):
         return [Bars("What the linear probe learned: weight norm per class", norms, "weight norm", caption)]
 
     def on_fit_start(self) -> None:
-        if self.data is None:
-            raise DatasetError("The linear probe reads its training features from the data module: connect it first.")
-        train, train_labels = self.data.split_features("train", augmented=False)
-        val, val_labels = self.data.split_features("val", augmented=False)
+        train, train_labels = self.split_features("train", augmented=False)
+        val, val_labels = self.split_features("val", augmented=False)
         self.fit_features(train[:, 0], train_labels, val[:, 0] if len(val) else None, val_labels)
 
     def fit_features(

@@ -12,23 +12,24 @@ from torch import nn
 
 from promptlab.data.sources import DatasetError
 from promptlab.heads import CacheHead, Head, cache_logits
-from promptlab.methods.base import CLIPClassifier, warmup_cosine_factor
+from promptlab.methods.base import CLIPClassifier, FeatureFitted, warmup_cosine_factor
 from promptlab.methods.contract import Bars, Panel, Setting, ToyDefaults
 from promptlab.methods.templates import ensemble_features, resolve_templates
 
 log = logging.getLogger(__name__)
 
 
-class TipAdapter(CLIPClassifier):
+class TipAdapter(FeatureFitted):
     """Training-free Tip-Adapter: ``logits = scale * f W^T + alpha * exp(-beta (1 - f K^T)) V``.
 
     W are zero-shot CLIP's class features, K the cache keys (the training images' features, averaged
     over the data module's ``cache_views`` augmented views and renormalised), V their one-hot labels.
     ``alpha`` and ``beta`` are searched on the validation split over the reference's grid
     (``search_step`` values from 0.1 to ``search_scale``); without validation images the initial
-    values stay. Differences from the reference code: it averages unnormalised view features before
-    normalising (the feature cache stores normalised ones), and its -F variant keeps the epoch with
-    the best *test* accuracy, where promptlab keeps the last epoch (the test set never chooses).
+    values stay. Differences from the reference code: the reference averages unnormalised view
+    features before normalising, promptlab the normalised ones the feature cache stores; and the
+    reference's -F keeps the epoch with the best *test* accuracy, promptlab the last epoch (the test
+    set never chooses).
 
     Args:
         templates: zero-shot CLIP's templates (``dataset``, ``ensemble``, ``openai`` or a list).
@@ -46,10 +47,6 @@ class TipAdapter(CLIPClassifier):
     label = "Tip-Adapter"
     about = "A baseline: zero-shot CLIP plus a cache of your labelled images' features; nothing trained."
     toy = ToyDefaults("tip_adapter.yaml")
-    trainer_args = {"max_epochs": 1}
-    uses_epochs = False
-    selects_on_validation = True
-    transfers_to_new_classes = False  # its weights (cache) exist for the training classes only
 
     def __init__(
         self,
@@ -108,11 +105,9 @@ class TipAdapter(CLIPClassifier):
     # -- fitting ------------------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        if self.data is None:
-            raise DatasetError("Tip-Adapter reads its training features from the data module: connect it first.")
         if self.hparams.fine_tune and self._trainer is not None and self._trainer.world_size > 1:
             raise DatasetError("Tip-Adapter-F sizes its keys when fit starts and cannot train under DDP; use 1 device.")
-        train, labels = self.data.split_features("train", augmented=True)  # (N, V, D)
+        train, labels = self.split_features("train", augmented=True)  # (N, V, D)
         self.build_cache(train, labels)
         if not self.hparams.fine_tune:
             self.search_on_validation()
@@ -133,8 +128,8 @@ class TipAdapter(CLIPClassifier):
     @torch.no_grad()
     def search_on_validation(self) -> None:
         """Sets alpha and beta to the best validation accuracy of the reference's grid (first best wins)."""
-        val, labels = self.data.split_features("val", augmented=False) if self.data is not None else (None, None)
-        if val is None or not len(val):
+        val, labels = self.split_features("val", augmented=False)
+        if not len(val):
             log.info("Tip-Adapter: no validation images; alpha %.3g, beta %.3g as given.", self.alpha, self.beta)
             return
         features, labels = val[:, 0].to(self.text_features.device), labels.to(self.text_features.device)
@@ -156,7 +151,7 @@ class TipAdapter(CLIPClassifier):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         if not self.hparams.fine_tune:
             return None
-        return super().training_step(batch, batch_idx)
+        return CLIPClassifier.training_step(self, batch, batch_idx)  # the shared loop, over training_losses
 
     def training_losses(self, image_features: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.tip_logits(image_features, self.hparams.init_alpha, self.hparams.init_beta)
@@ -179,7 +174,7 @@ class TipAdapter(CLIPClassifier):
         for name in ("cache_keys", "cache_values"):
             if name in state_dict:
                 current = getattr(self, name)
-                getattr(self, name).data = torch.empty_like(state_dict[name], device=current.device)
+                current.data = torch.empty_like(state_dict[name], device=current.device)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
@@ -191,7 +186,6 @@ class TipAdapterF(TipAdapter):
     about = "A baseline: Tip-Adapter's cache of your labelled images' features, fine-tuned for a few epochs."
     toy = ToyDefaults("tip_adapter_f.yaml")
     settings = (Setting("lr", "Learning rate", 0.001, 1e-5, 1.0),)
-    trainer_args = {}
     uses_epochs = True
 
     def __init__(self, fine_tune: bool = True, **kwargs) -> None:

@@ -79,9 +79,10 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
             names_file = run_dir / "class_names.txt"
             names_file.write_text("\n".join(Project(project_path).classes()))
             data["class_names_file"] = str(names_file)
+    epochs = settings.epochs if method.uses_epochs else 1  # fitted in one go: the progress bar says one epoch
     trainer = {
-        "max_epochs": settings.epochs,
-        "check_val_every_n_epoch": max(1, settings.epochs // 10),
+        "max_epochs": epochs,
+        "check_val_every_n_epoch": max(1, epochs // 10),
         "log_every_n_steps": 1,
         "enable_progress_bar": False,
         "logger": {
@@ -115,9 +116,8 @@ def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path)
     (run_dir / PREDICTIONS_FILE).write_text(json.dumps({"rows": rows}, indent=2))
 
 
-def _write_inspection(run_dir: Path, model) -> None:
+def _write_inspection(run_dir: Path, model, metrics: dict) -> None:
     """What the Inspect page shows beyond the test metrics: the method's own panels."""
-    metrics = read_json(run_dir / LIGHTNING_DIR / TEST_METRICS_FILE)
     panels = model.inspection_panels(run_dir / LIGHTNING_DIR, metrics)
     (run_dir / INSPECTION_FILE).write_text(json.dumps({"panels": panels_to_json(panels)}, indent=2))
 
@@ -149,7 +149,7 @@ def train(run_dir: Path) -> None:
     classifier = export_classifier(
         cli.model, run_dir / CLASSIFIER_FILE, metrics=metrics or None, data_version=cli.datamodule.data_version
     )
-    _write_inspection(run_dir, cli.model)
+    _write_inspection(run_dir, cli.model, metrics)
     _write_predictions(run_dir, project_path, classifier)
     baseline = None
     if settings.method_class.trains() and has_test:  # the same held-out images, without learning

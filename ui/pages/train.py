@@ -95,23 +95,15 @@ with st.expander("Advanced"):
     epochs = st.number_input("Epochs", 1, 1000, PRESETS[preset], disabled=not with_epochs)
     options = {}
     for setting in chosen.settings:  # the method's own settings (learning rate, context length...)
-        if setting.integer:
-            options[setting.name] = st.number_input(
-                setting.label,
-                int(setting.minimum),
-                int(setting.maximum),
-                int(setting.default),
-                key=f"{method}-{setting.name}",
-            )
-        else:
-            options[setting.name] = st.number_input(
-                setting.label,
-                setting.minimum,
-                setting.maximum,
-                setting.default,
-                format="%.4f",
-                key=f"{method}-{setting.name}",
-            )
+        kind = int if setting.integer else float
+        options[setting.name] = st.number_input(
+            setting.label,
+            kind(setting.minimum),
+            kind(setting.maximum),
+            kind(setting.default),
+            format=None if setting.integer else "%.4f",
+            key=f"{method}-{setting.name}",
+        )
     batch_size = st.number_input("Batch size", 1, 512, 32)
     test_fraction = st.slider("Held-out share of each class (measures accuracy)", 0.1, 0.5, 0.3, 0.05)
     seed = st.number_input("Seed", 0, 10_000, 1)
