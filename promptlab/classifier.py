@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
+from promptlab.calibration import Calibration
 from promptlab.classifier_file import ClassifierFileError, read_classifier_file
 from promptlab.data.images import load_image
 from promptlab.data.transforms import test_transform
@@ -21,7 +22,9 @@ class Classifier:
     """An exported promptlab classifier: one image-encoder pass plus its head per image.
 
     Use :meth:`load`; then :meth:`predict` or :meth:`predict_proba` on PIL images, file paths or
-    preprocessed tensors.
+    preprocessed tensors. Probabilities are calibrated with the temperature recorded in the file
+    (1.0 for files without one), and :meth:`predict` answers "none of these" below the file's
+    rejection threshold unless another is given.
     """
 
     def __init__(self, backbone: FrozenCLIP, head: Head, meta: dict):
@@ -29,10 +32,12 @@ class Classifier:
         self.head = head  # (B, D) normalised image features -> (B, C) logits
         self.meta = meta
         self.class_names: list[str] = meta["class_names"]
+        self.calibration = Calibration.from_dict(meta.get("calibration"))
+        self.reject_below: float | None = meta.get("reject_below")
         self.preprocess = PreprocessConfig(
             **{**meta["preprocess"], "mean": tuple(meta["preprocess"]["mean"]), "std": tuple(meta["preprocess"]["std"])}
         )
-        self._transform = test_transform(self.preprocess)
+        self.transform = test_transform(self.preprocess)  # PIL image -> (3, H, W), as promptlab evaluates
 
     @classmethod
     def load(cls, path: str | Path, weights_path: str | None = None, device: str | None = None) -> Classifier:
@@ -67,16 +72,28 @@ class Classifier:
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
+
     def _to_tensor(self, image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):
             return image
         if isinstance(image, (str, Path)):
             image = load_image(image)
-        return self._transform(image.convert("RGB"))
+        return self.transform(image.convert("RGB"))
 
     @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, C) uncalibrated logits."""
+        return self.head(self.backbone.encode_image(batch.to(self.device)).float())
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
+        return (self.logits(batch) / self.temperature).softmax(dim=-1).cpu()
+
     def predict_proba(self, images, batch_size: int = 64) -> torch.Tensor:
-        """Class probabilities of images.
+        """Calibrated class probabilities of images.
 
         Args:
             images: one or a list of PIL images, file paths or preprocessed (3, H, W) tensors, or an
@@ -94,15 +111,20 @@ class Classifier:
                 torch.stack([self._to_tensor(x) for x in items[i : i + batch_size]])
                 for i in range(0, len(items), batch_size)
             ]
-        probabilities = []
-        for batch in batches:
-            image_features = self.backbone.encode_image(batch.to(self.device)).float()  # (B, D)
-            probabilities.append(self.head(image_features).softmax(dim=-1).cpu())
+        probabilities = [self.probabilities(batch) for batch in batches]
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 
-    def predict(self, images, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
-        """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes."""
-        return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k)
+    def predict(
+        self, images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
+    ) -> list[Prediction]:
+        """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes.
+
+        Args:
+            reject_below: answer "none of these" when the best calibrated probability is below it
+                (default: the threshold recorded at export, if any; 0 turns it off).
+        """
+        threshold = self.reject_below if reject_below is None else reject_below
+        return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
 
 
 def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:

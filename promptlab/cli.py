@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -61,15 +60,21 @@ class PredictionsFile(BasePredictionWriter):
         self.paths, self.class_names, self.top_k = paths, class_names, top_k
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        out_dir = run_dir(trainer)
-        rows = []
-        for probabilities, indices in predictions:  # predict_step's (B, C) probabilities and (B,) indices
+        rows = [  # (image index, prediction) from predict_step's (B, C) probabilities and (B,) indices
+            (index, prediction)
+            for probabilities, indices in predictions
             for index, prediction in zip(
                 indices.tolist(), top_predictions(probabilities, self.class_names, self.top_k), strict=True
-            ):
-                rows.append({"path": self.paths[index], **asdict(prediction)})
+            )
+        ]
+        if trainer.world_size > 1:  # under DDP each process predicted its own share: the main one writes all
+            shares = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, rows)
+            rows = [row for share in shares for row in share]
+        out_dir = run_dir(trainer)  # every process asks (a broadcast); only the main one gets a folder
         if out_dir is not None:
-            write_predictions(rows, out_dir / "predictions.csv")
+            ordered = sorted(dict(rows).items())  # by image index; each image once
+            write_predictions([(self.paths[index], p) for index, p in ordered], out_dir / "predictions.csv")
 
 
 def _no_tips(record: logging.LogRecord) -> bool:
@@ -119,71 +124,138 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
 
 
 def export_command(argv: list[str]) -> int:
-    """Write a classifier file from a run folder, a checkpoint or a config (zero-shot)."""
-    from promptlab.export import CLASSIFIER_FILE_NAME, export_classifier, export_run, load_method
+    """Write a classifier file (.safetensors or .onnx) from a run, checkpoint, config (zero-shot) or classifier."""
+    from promptlab.calibration import Calibration
+    from promptlab.export import CLASSIFIER_FILE_NAME, ExportError, export_classifier, export_run, load_method
 
     parser = argparse.ArgumentParser(prog="promptlab export", description=export_command.__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run folder written by `promptlab fit` (e.g. runs/lightning_logs/version_0)")
     source.add_argument("--checkpoint", help="a promptlab .ckpt file")
     source.add_argument("-c", "--config", action="append", help="config file(s) of an untrained (zero-shot) model")
-    parser.add_argument("--output", "-o", help=f"output file (default: <run>/{CLASSIFIER_FILE_NAME})")
+    source.add_argument("--classifier", help="a .safetensors classifier file, to write as .onnx")
+    parser.add_argument(
+        "--output",
+        "-o",
+        help=f"output file, .safetensors or .onnx by its suffix (default: <run>/{CLASSIFIER_FILE_NAME})",
+    )
     parser.add_argument("--embed_backbone", action="store_true", help="store the image tower's weights in the file")
+    parser.add_argument(
+        "--reject_below", type=float, help='answer "none of these" below this calibrated top probability (0-1)'
+    )
     args, rest = parser.parse_known_args(argv)
     if args.run:
-        path = export_run(args.run, args.output, args.embed_backbone)
+        path = export_run(args.run, args.output, args.embed_backbone, args.reject_below)
     elif args.checkpoint:
-        path = export_classifier(load_method(args.checkpoint), args.output or CLASSIFIER_FILE_NAME, args.embed_backbone)
+        not_fitted = Calibration(
+            fitted_on="not calibrated: exported from a checkpoint alone (export --run to use its test's)"
+        )
+        model = load_method(args.checkpoint)
+        output = args.output or CLASSIFIER_FILE_NAME
+        path = export_classifier(
+            model, output, args.embed_backbone, calibration=not_fitted, reject_below=args.reject_below
+        )
+    elif args.classifier:
+        if not args.output or Path(args.output).suffix.lower() != ".onnx":
+            raise ExportError("--classifier converts a classifier file to ONNX: pass -o with a .onnx name.")
+        path = _classifier_to_onnx(args.classifier, args.output, args.reject_below)
     else:
         config_args = resolve_configs([a for c in args.config for a in ("-c", c)]) + rest
         cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
+        calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
         path = export_classifier(
             cli.model,
             args.output or CLASSIFIER_FILE_NAME,
             args.embed_backbone,
             data_version=cli.datamodule.data_version,
+            calibration=calibration,
+            reject_below=args.reject_below,
         )
     print(f"Wrote classifier {path}")
     return 0
 
 
-def classify_command(argv: list[str]) -> int:
-    """Classify images or folders of images with an exported classifier file."""
+def _classifier_to_onnx(classifier_file: str, output: str, reject_below: float | None) -> Path:
+    """The ONNX file of a .safetensors classifier (its rejection threshold replaced when one is given)."""
     from promptlab.classifier import Classifier
+    from promptlab.export import ExportError
+    from promptlab.onnx_export import export_onnx
+    from promptlab.prediction import check_reject_below
+
+    classifier = Classifier.load(classifier_file, device="cpu")
+    if reject_below is not None:
+        try:
+            classifier.reject_below = check_reject_below(reject_below, "--reject_below")
+        except ValueError as error:
+            raise ExportError(str(error)) from None
+    return export_onnx(classifier, output)
+
+
+def classify_command(argv: list[str]) -> int:
+    """Classify images or folders of images (recursively) with an exported classifier file."""
+    from promptlab.classifier import Classifier
+    from promptlab.classify import classify_files
     from promptlab.data.datamodule import prediction_samples
-    from promptlab.data.images import ImageLoadError
-    from promptlab.reporting import write_predictions
+    from promptlab.prediction import check_reject_below
+    from promptlab.reporting import PredictionWriter
 
     parser = argparse.ArgumentParser(prog="promptlab classify", description=classify_command.__doc__)
-    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("images", nargs="+", help="image files or folders of images (sub-folders included)")
     parser.add_argument("--classifier", required=True, help="file written by `promptlab export`")
     parser.add_argument("--weights_path", help="local backbone weights, if the file does not embed them")
     parser.add_argument("--top_k", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=64, help="images per image-encoder call")
+    parser.add_argument("--num_workers", type=int, default=2, help="image decoding processes")
+    parser.add_argument(
+        "--reject_below", type=float, help='"none of these" below this top probability (default: the file\'s own)'
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--output", "-o", help="write predictions to a .csv or .json file")
+    parser.add_argument("--output", "-o", help="stream predictions to a .csv or .json file")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.num_workers < 0 or args.top_k < 1:
+        parser.error("--batch_size and --top_k must be at least 1, --num_workers at least 0")
+    try:
+        reject_below = check_reject_below(args.reject_below, "--reject_below")
+    except ValueError as error:
+        parser.error(str(error))
 
     classifier = Classifier.load(args.classifier, args.weights_path, args.device)
     paths = [sample.path for sample in prediction_samples(args.images)]
-    rows, unreadable = [], []
-    for path in paths:  # one at a time, so that one bad file does not stop the others
-        try:
-            (prediction,) = classifier.predict(path, top_k=args.top_k)
-        except ImageLoadError as error:
-            unreadable.append(str(error))
-            continue
-        rows.append({"path": path, **prediction.__dict__})
-    if args.output:
-        write_predictions(rows, Path(args.output))
-        print(f"Wrote {len(rows)} predictions to {args.output}")
-    else:
-        for row in rows:
-            others = ", ".join(f"{name} {p:.1%}" for name, p in row["top_k"][1:])
-            print(f"{row['path']}\t{row['label']}\t{row['probability']:.1%}" + (f"\t({others})" if others else ""))
-    for message in unreadable:
-        print(f"skipped: {message}", file=sys.stderr)
-    return 1 if unreadable and not rows else 0
+    writer = PredictionWriter(args.output) if args.output else None
+    unreadable: list[str] = []
+    results = classify_files(
+        classifier, paths, args.batch_size, args.num_workers, args.top_k, reject_below, not args.no_progress
+    )
+    try:
+        for result in results:
+            if isinstance(result, str):
+                unreadable.append(result)
+            elif writer is not None:
+                writer.write(*result)
+            else:
+                print(_prediction_line(*result))
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
+    if writer is not None:
+        writer.close()
+        print(f"Wrote {writer.count} predictions to {args.output}")
+    if unreadable:
+        print(f"Skipped {len(unreadable)} unreadable file(s):", file=sys.stderr)
+        for message in unreadable:
+            print(f"  {message}", file=sys.stderr)
+    return 1 if unreadable and len(unreadable) == len(paths) else 0
+
+
+def _prediction_line(path: str, prediction) -> str:
+    """One tab-separated line: path, label (or "none of these"), probability, the other top classes."""
+    from promptlab.prediction import NONE_OF_THESE
+
+    others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
+    label = f"{NONE_OF_THESE} (best: {prediction.label})" if prediction.none_of_these else prediction.label
+    return f"{path}\t{label}\t{prediction.probability:.1%}" + (f"\t({others})" if others else "")
 
 
 def backbones_command(argv: list[str]) -> int:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from promptlab.calibration import Calibration
 from promptlab.classifier_file import write_classifier_file
 from promptlab.data.datamodule import DATA_INFO_FILE_NAME
 from promptlab.errors import UserError
 from promptlab.methods import CLIPClassifier, method_class
+from promptlab.prediction import check_reject_below
 from promptlab.reporting import TEST_METRICS_FILE
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_FILE_NAME = "classifier.safetensors"
+NOT_TESTED = "no test of the run fitted a temperature on its validation split"
 
 
 class ExportError(UserError):
@@ -34,17 +38,36 @@ def export_classifier(
     embed_backbone: bool = False,
     metrics: dict | None = None,
     data_version: str | None = None,
+    calibration: Calibration | None = None,
+    reject_below: float | None = None,
 ) -> Path:
-    """Writes ``model`` as a classifier file.
+    """Writes ``model`` as a classifier file, ``.safetensors`` or ``.onnx`` by the suffix of ``path``.
 
     Args:
         model: a trained (or zero-shot) method.
-        path: output file (``.safetensors``).
+        path: output file: ``.safetensors`` (promptlab's format, :mod:`promptlab.classifier_file`) or
+            ``.onnx`` (one graph for onnxruntime, :mod:`promptlab.onnx_export`; embeds the image tower).
         embed_backbone: store the image tower's weights in the file for offline use. Always on for
             backbones with random weights, which cannot be rebuilt from a reference.
         metrics: test metrics to record.
         data_version: dataset version (e.g. ``dvc:<md5>``) to record.
+        calibration: the temperature of calibrated probabilities (default: the one in ``metrics``,
+            which a test fitted on the validation split, else none).
+        reject_below: answer "none of these" below this calibrated top probability (default: never).
     """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".onnx"):
+        raise ExportError(f"Output {str(path)!r} must end in .safetensors (promptlab's format) or .onnx (onnxruntime).")
+    try:
+        reject_below = check_reject_below(reject_below, "--reject_below")
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    if calibration is None and metrics and "calibration" in metrics:
+        calibration = Calibration.from_dict(metrics["calibration"])
+    calibration = calibration or Calibration(fitted_on=f"not calibrated: {NOT_TESTED}")
+    if suffix == ".onnx":
+        return _export_onnx(model, path, metrics, data_version, calibration, reject_below)
     backbone = model.backbone
     if backbone.weights_file is None and not embed_backbone:
         log.info("Backbone %s has random weights: embedding them in the classifier.", backbone.model_name)
@@ -74,10 +97,31 @@ def export_classifier(
             "visual_prompts": 0 if prompts is None else int(prompts.shape[0]),
         },
         "metrics": _json_safe(metrics or {}),
+        "calibration": calibration.to_dict(),
+        "reject_below": reject_below,
         "data_version": data_version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return write_classifier_file(path, meta, tensors)
+
+
+def _export_onnx(
+    model: CLIPClassifier,
+    path: Path,
+    metrics: dict | None,
+    data_version: str | None,
+    calibration: Calibration,
+    reject_below: float | None,
+) -> Path:
+    """The ONNX file of exactly the classifier the ``.safetensors`` export would load (image tower embedded)."""
+    from promptlab.classifier import Classifier
+    from promptlab.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        file = export_classifier(
+            model, Path(folder) / CLASSIFIER_FILE_NAME, True, metrics, data_version, calibration, reject_below
+        )
+        return export_onnx(Classifier.load(file, device="cpu"), path)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -105,8 +149,14 @@ def load_method(checkpoint_path: str | Path) -> CLIPClassifier:
     return model
 
 
-def export_run(run_dir: str | Path, output: str | Path | None = None, embed_backbone: bool = False) -> Path:
-    """Exports a run folder (a ``promptlab fit`` log directory) with its test metrics and data version."""
+def export_run(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    embed_backbone: bool = False,
+    reject_below: float | None = None,
+) -> Path:
+    """Exports a run folder (a ``promptlab fit`` log directory) with its test metrics, the calibration
+    its test fitted on the validation split, and its data version."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"Run folder {str(run_dir)!r} does not exist; pass a folder under runs/.")
@@ -114,4 +164,5 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, embed_back
     metrics_file, data_file = run_dir / TEST_METRICS_FILE, run_dir / DATA_INFO_FILE_NAME
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     data_version = json.loads(data_file.read_text()).get("data_version") if data_file.is_file() else None
-    return export_classifier(model, output or run_dir / CLASSIFIER_FILE_NAME, embed_backbone, metrics, data_version)
+    output = output or run_dir / CLASSIFIER_FILE_NAME
+    return export_classifier(model, output, embed_backbone, metrics, data_version, reject_below=reject_below)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from promptlab.prediction import Prediction
 
 TEST_METRICS_FILE = "test_metrics.json"
 CONFUSION_JSON_FILE = "confusion_matrix.json"
@@ -21,11 +22,14 @@ def save_test_report(
     macro_f1: float,
     per_class_accuracy: torch.Tensor,
     confusion: torch.Tensor,
+    calibration: dict | None = None,
 ) -> dict:
     """Writes test_metrics.json, confusion_matrix.json and confusion_matrix.png into ``out_dir``.
 
     Args:
         confusion: (C, C) counts, rows = true class, columns = predicted class.
+        calibration: the temperature, where it was fitted and the test ECE before and after it
+            (:class:`promptlab.calibration.Calibration` as a dict).
 
     Returns:
         The metrics dictionary written to test_metrics.json.
@@ -36,6 +40,7 @@ def save_test_report(
         "macro_f1": macro_f1,
         "num_samples": int(confusion.sum()),
         "per_class_accuracy": dict(zip(class_names, per_class_accuracy.tolist(), strict=True)),
+        **({"calibration": calibration} if calibration is not None else {}),
     }
     (out_dir / TEST_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     (out_dir / CONFUSION_JSON_FILE).write_text(
@@ -103,41 +108,70 @@ def plot_routing(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@dataclass
-class Prediction:
-    """One image's prediction: the best class, its probability, and the top-k (class, probability)."""
-
-    label: str
-    probability: float
-    top_k: list[tuple[str, float]]
-
-
-def top_predictions(probabilities: torch.Tensor, class_names: list[str], k: int) -> list[Prediction]:
-    """(N, C) probabilities -> one :class:`Prediction` per row with its ``k`` most likely classes."""
+def top_predictions(
+    probabilities: torch.Tensor, class_names: list[str], k: int, reject_below: float | None = None
+) -> list[Prediction]:
+    """(N, C) probabilities -> one :class:`Prediction` per row with its ``k`` most likely classes;
+    "none of these" where the best probability is below ``reject_below``."""
     top = probabilities.float().topk(min(k, len(class_names)), dim=-1)
     return [
-        Prediction(
-            class_names[int(indices[0])],
-            float(values[0]),
-            [(class_names[int(i)], float(v)) for v, i in zip(values, indices, strict=True)],
-        )
+        Prediction.from_top(values.tolist(), indices.tolist(), class_names, reject_below)
         for values, indices in zip(top.values, top.indices, strict=True)
     ]
 
 
-def write_predictions(rows: list[dict], path: Path) -> None:
-    """Writes prediction rows (path, label, probability, top_k...) as CSV or JSON by the file suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(rows, indent=2))
-        return
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "probability", "top_k"])
-        for row in rows:
-            top_k = ";".join(f"{name}:{prob:.4f}" for name, prob in row["top_k"])
-            writer.writerow([row["path"], row["label"], f"{row['probability']:.6f}", top_k])
+class PredictionWriter:
+    """Streams prediction rows (path, label, probability, top_k, none_of_these) to a CSV or JSON file
+    chosen by its suffix, one row at a time, so memory stays flat for any number of images. The rows
+    go to a temporary file that replaces ``path`` on a clean close: a run that fails leaves no half file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.json = self.path.suffix.lower() == ".json"
+        self.count = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._file = self._tmp.open("w", newline="")
+        if self.json:
+            self._file.write("[")
+        else:
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(["path", "label", "probability", "top_k", "none_of_these"])
+
+    def write(self, path: str, prediction: Prediction) -> None:
+        if self.json:
+            row = {"path": path, **prediction.to_dict()}
+            self._file.write(("," if self.count else "") + "\n  " + json.dumps(row))
+        else:
+            top_k = ";".join(f"{name}:{prob:.4f}" for name, prob in prediction.top_k)
+            self._csv.writerow(
+                [path, prediction.label, f"{prediction.probability:.6f}", top_k, prediction.none_of_these]
+            )
+        self.count += 1
+
+    def close(self, keep: bool = True) -> None:
+        """Finishes the file and moves it into place (``keep``), or drops it."""
+        if self.json:
+            self._file.write("\n]\n")
+        self._file.close()
+        if keep:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(keep=exc_type is None)
+
+
+def write_predictions(rows: list[tuple[str, Prediction]], path: Path) -> None:
+    """Writes (image path, prediction) rows as CSV or JSON by the file suffix."""
+    with PredictionWriter(path) as writer:
+        for image_path, prediction in rows:
+            writer.write(image_path, prediction)
 
 
 def run_dir(trainer) -> Path | None:

@@ -45,7 +45,7 @@ def test_predict_api_accepts_paths_pil_and_tensors(trained, image_folder, tmp_pa
     path = image_folder / "red_square" / "0.png"
     from_path = classifier.predict_proba(str(path))
     from_pil = classifier.predict_proba(Image.open(path))
-    tensor = classifier._transform(Image.open(path).convert("RGB"))
+    tensor = classifier.transform(Image.open(path).convert("RGB"))
     from_tensor = classifier.predict_proba([tensor])
     assert torch.allclose(from_path, from_pil) and torch.allclose(from_path, from_tensor)
     predictions = classifier.predict([path] * 5, top_k=2, batch_size=2)

@@ -18,7 +18,7 @@ from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
-from promptlab.data.images import is_image_file, list_images
+from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
@@ -227,11 +227,14 @@ class FewShotDataModule(L.LightningDataModule):
         )
         return self._data_loader(dataset, train, self.num_workers, collate_skipping_none)
 
-    def _data_loader(self, dataset: Dataset, train: bool, num_workers: int, collate_fn: Callable | None) -> DataLoader:
+    def _data_loader(
+        self, dataset: Dataset, train: bool, num_workers: int, collate_fn: Callable | None, shard: bool = True
+    ) -> DataLoader:
         """Training batches shuffled (Lightning shards them under DDP); evaluation batches in order,
-        each image on exactly one process (Lightning's default sampler would pad with repeats)."""
+        each image on exactly one process (Lightning's default sampler would pad with repeats), or on
+        every process when not ``shard``."""
         sampler = None
-        if not train and self.trainer is not None and self.trainer.world_size > 1:
+        if shard and not train and self.trainer is not None and self.trainer.world_size > 1:
             world, rank = self.trainer.world_size, self.trainer.global_rank
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
@@ -280,12 +283,12 @@ class FewShotDataModule(L.LightningDataModule):
         )
         return features, torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long), kept
 
-    def _cached_loader(self, samples: list[Sample], train: bool) -> DataLoader | None:
+    def _cached_loader(self, samples: list[Sample], train: bool, shard: bool = True) -> DataLoader | None:
         """(feature, label, index) batches from the feature cache; None when caching does not apply."""
         cached = self._cached_features(samples, train)
         if cached is None:
             return None
-        return self._data_loader(CachedFeatures(*cached), train, 0, None)  # in memory: no workers
+        return self._data_loader(CachedFeatures(*cached), train, 0, None, shard)  # in memory: no workers
 
     def split_features(self, split: Literal["train", "val"], augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Image features of a labelled split, for methods fitted on features (linear probe, Tip-Adapter).
@@ -318,6 +321,18 @@ class FewShotDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         samples = self.splits.val or self.splits.test
         return (self._cached_loader(samples, False) or self._loader(samples, train=False)) if samples else []
+
+    def calibration_dataloader(self) -> DataLoader | None:
+        """The validation split alone (never the test images), test view, every image on every process,
+        for fitting the temperature of calibrated probabilities; None when there is no validation split."""
+        samples = self.splits.val
+        if not samples:
+            return None
+        if (loader := self._cached_loader(samples, False, shard=False)) is not None:
+            return loader
+        cfg = self._preprocess()
+        dataset = ImageSamples(self.splits.image_root, samples, test_transform(cfg), self.skip_bad_images)
+        return self._data_loader(dataset, False, self.num_workers, collate_skipping_none, shard=False)
 
     def test_dataloader(self) -> DataLoader | list:
         samples = self.splits.test
@@ -354,9 +369,14 @@ def prediction_samples(paths: list[str]) -> list[Sample]:
     samples = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            samples += [Sample(str(p.resolve()), -1, "") for p in list_images(entry)]
+            samples += [Sample(str(p.resolve()), -1, "") for p in list_images(entry, recursive=True)]
         elif entry.is_file() and is_image_file(entry):
             samples.append(Sample(str(entry.resolve()), -1, ""))
+        elif entry.is_file():
+            raise DatasetError(
+                f"Prediction input {str(entry)!r} has an extension promptlab does not read; "
+                f"use one of {', '.join(sorted(IMAGE_EXTENSIONS))}."
+            )
         else:
             raise DatasetError(f"Prediction input {str(entry)!r} is not an image file or folder; check the path.")
     if not samples:

@@ -13,11 +13,13 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
+    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
 )
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
+from promptlab.calibration import ECE_BINS, Calibration, fit_temperature
 from promptlab.data.sources import DatasetError, check_class_names, normalise_class_name
 from promptlab.heads import Head, LinearHead
 from promptlab.methods.contract import MethodInfo, Panel
@@ -81,6 +83,10 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         )
         self.test_per_class = MulticlassAccuracy(n, average=None)
         self.test_confusion = MulticlassConfusionMatrix(n)
+        # Expected calibration error of the test probabilities, as they are and temperature-scaled.
+        self.test_ece = MulticlassCalibrationError(n, n_bins=ECE_BINS)
+        self.test_ece_calibrated = MulticlassCalibrationError(n, n_bins=ECE_BINS)
+        self.calibration = Calibration()  # fitted on the validation split when testing starts
         self._eval_features: torch.Tensor | None = None
         self.data = None  # the data module, once connect_data linked the two
 
@@ -188,12 +194,35 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._freeze_eval_features()
+        self.calibration = self.fit_calibration()
 
-    def on_predict_epoch_start(self) -> None:
-        self._freeze_eval_features()
-
-    def on_predict_epoch_end(self) -> None:
-        self._release_eval_features()
+    @torch.no_grad()
+    def fit_calibration(self) -> Calibration:
+        """The temperature of calibrated probabilities, fitted on the connected data's validation split
+        (never on test images); T = 1 with the reason when there is none or the method learns without
+        labels."""
+        if self.learns_from == "unlabelled":
+            return Calibration(fitted_on="not calibrated: the method learns without labels, and calibrating needs them")
+        loader = self.data.calibration_dataloader() if self.data is not None else None
+        if loader is None:
+            return Calibration()
+        frozen_here = self._eval_features is None  # outside evaluation hooks (export from a config)
+        if frozen_here:
+            self._freeze_eval_features()
+        logits, labels = [], []
+        try:
+            for batch in loader:
+                if batch is not None:  # None: every image of the batch was unreadable and skipped
+                    images, batch_labels, _ = batch
+                    logits.append(self(images.to(self.device)).float().cpu())
+                    labels.append(batch_labels)
+        finally:
+            if frozen_here:
+                self._release_eval_features()
+        if not logits:
+            return Calibration()
+        logits, labels = torch.cat(logits), torch.cat(labels)
+        return Calibration(fit_temperature(logits, labels), f"validation split ({len(labels)} images)", len(labels))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         if batch is None:
@@ -210,6 +239,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         self.test_metrics.update(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
+        self.test_ece.update(logits.float().softmax(-1), labels)
+        self.test_ece_calibrated.update((logits.float() / self.calibration.temperature).softmax(-1), labels)
         self.log_dict(self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
@@ -217,12 +248,16 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         # Every process computes (under DDP a metric's compute gathers from all); the main one writes.
         metrics = self.test_metrics.compute()
         per_class, confusion = self.test_per_class.compute().cpu(), self.test_confusion.compute().cpu()
-        self.test_per_class.reset()
-        self.test_confusion.reset()
+        self.calibration.ece_before = float(self.test_ece.compute())
+        self.calibration.ece_after = float(self.test_ece_calibrated.compute())
+        for metric in (self.test_per_class, self.test_confusion, self.test_ece, self.test_ece_calibrated):
+            metric.reset()
         out_dir = run_dir(self.trainer)
         if out_dir is not None:
             accuracy, macro_f1 = float(metrics["test/acc"]), float(metrics["test/f1_macro"])
-            save_test_report(out_dir, self.class_names, accuracy, macro_f1, per_class, confusion)
+            save_test_report(
+                out_dir, self.class_names, accuracy, macro_f1, per_class, confusion, self.calibration.to_dict()
+            )
 
     def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C) probabilities and the (B,) indices of the images (the data module knows their paths)."""

@@ -1,0 +1,99 @@
+"""Batched classification of image files with an exported classifier (``promptlab classify``).
+
+Images are decoded and preprocessed by DataLoader worker processes while the main process runs the
+image encoder on whole batches; predictions stream to the output as they come, so memory stays flat
+whatever the number of files. A file that cannot be decoded (for any reason its decoder gives) is
+that file's refusal, recorded and named at the end, never the run's end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from promptlab.classifier import Classifier
+from promptlab.data.images import ImageLoadError, load_image
+from promptlab.prediction import Prediction
+from promptlab.reporting import top_predictions
+
+
+class ImageFiles(Dataset):
+    """(preprocessed image, index, None) per readable file, (None, index, reason) per unreadable one."""
+
+    def __init__(self, paths: list[str], transform: Callable) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str | None]:
+        path = self.paths[index]
+        try:
+            return self.transform(load_image(path)), index, None
+        except ImageLoadError as error:
+            return None, index, str(error)
+        except Exception as error:  # some PIL decoders raise NotImplementedError and others for one bad file
+            return None, index, f"Cannot read image {path!r}: {type(error).__name__}: {error}"
+
+
+@dataclass
+class Batch:
+    """A collated batch: the readable images, their indices, and (index, reason) of the unreadable ones."""
+
+    images: torch.Tensor | None
+    indices: list[int]
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+def collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> Batch:
+    readable = [(image, index) for image, index, _ in items if image is not None]
+    failures = [(index, reason) for image, index, reason in items if image is None]
+    images = torch.stack([image for image, _ in readable]) if readable else None
+    return Batch(images, [index for _, index in readable], failures)
+
+
+def classify_files(
+    classifier: Classifier,
+    paths: list[str],
+    batch_size: int = 64,
+    num_workers: int = 2,
+    top_k: int = 3,
+    reject_below: float | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[str, Prediction] | str]:
+    """Classifies image files in batches, yielding ``(path, prediction)`` per image in input order
+    within each batch, and the reason (one sentence naming the file) for each unreadable file.
+
+    Args:
+        classifier: a loaded classifier.
+        paths: image files.
+        batch_size: images per image-encoder call.
+        num_workers: decoding processes (0: in this process; used when everything fits one batch).
+        top_k: classes per prediction.
+        reject_below: "none of these" threshold (default: the classifier's own).
+        progress: show a progress bar on stderr.
+    """
+    threshold = classifier.reject_below if reject_below is None else reject_below
+    workers = num_workers if len(paths) > batch_size else 0  # starting workers costs more than one batch
+    loader = DataLoader(
+        ImageFiles(paths, classifier.transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=classifier.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+    with tqdm(total=len(paths), unit="img", desc="classify", disable=not progress, file=sys.stderr) as bar:
+        for batch in loader:
+            for _, reason in batch.failures:
+                yield reason
+            if batch.images is not None:
+                probabilities = classifier.probabilities(batch.images)
+                predictions = top_predictions(probabilities, classifier.class_names, top_k, threshold)
+                yield from ((paths[i], p) for i, p in zip(batch.indices, predictions, strict=True))
+            bar.update(len(batch.indices) + len(batch.failures))

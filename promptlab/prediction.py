@@ -1,0 +1,53 @@
+"""One image's answer, shared by the torch classifier, the ONNX runtime and the server (imports no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NONE_OF_THESE = "none of these"
+
+
+@dataclass
+class Prediction:
+    """One image's prediction: the best class, its probability, the top-k (class, probability), and
+    whether the classifier answers "none of these" (the best probability is below the rejection
+    threshold; ``label`` still names the best class).
+    """
+
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+    none_of_these: bool = False
+
+    @classmethod
+    def from_top(
+        cls,
+        values: Sequence[float],
+        indices: Sequence[int],
+        class_names: Sequence[str],
+        reject_below: float | None = None,
+    ) -> Prediction:
+        """From the k best probabilities (descending) and their class indices."""
+        top_k = [(class_names[int(i)], float(v)) for v, i in zip(values, indices, strict=True)]
+        return cls(top_k[0][0], top_k[0][1], top_k, top_k[0][1] < (reject_below or 0.0))
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``top_k`` as a list of {"label", "probability"}."""
+        return {
+            "label": self.label,
+            "probability": self.probability,
+            "none_of_these": self.none_of_these,
+            "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
+        }
+
+
+def check_reject_below(value: float | None, option: str = "reject_below") -> float | None:
+    """A rejection threshold must be a probability in [0, 1).
+
+    Raises:
+        ValueError: with one sentence naming ``option``.
+    """
+    if value is not None and not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{option} must be a probability from 0 to below 1 (got {value}); e.g. 0.5.")
+    return None if value is None else float(value)
