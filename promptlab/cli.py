@@ -258,6 +258,39 @@ def _prediction_line(path: str, prediction) -> str:
     return f"{path}\t{label}\t{prediction.probability:.1%}" + (f"\t({others})" if others else "")
 
 
+def serve_command(argv: list[str]) -> int:
+    """Serve a classifier file over HTTP (POST /predict, GET /health) with LitServe."""
+    import os
+
+    from promptlab.serving import API_KEY_ENV, API_KEY_HEADER, build_server
+
+    parser = argparse.ArgumentParser(prog="promptlab serve", description=serve_command.__doc__)
+    parser.add_argument("--classifier", required=True, help="a .safetensors or .onnx file from `promptlab export`")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api_key", help=f"require this key in the {API_KEY_HEADER} header (or set ${API_KEY_ENV})")
+    parser.add_argument("--reject_below", type=float, help='"none of these" below this top probability')
+    parser.add_argument("--max_batch_size", type=int, default=16, help="most requests per model call")
+    parser.add_argument("--batch_timeout", type=float, default=0.01, help="seconds a batch waits to fill")
+    parser.add_argument("--weights_path", help="backbone weights, if the file does not embed them")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    server = build_server(
+        args.classifier,
+        api_key,
+        args.reject_below,
+        args.weights_path,
+        args.max_batch_size,
+        args.batch_timeout,
+        args.accelerator,
+    )
+    key_note = f", {API_KEY_HEADER} required" if api_key else ""
+    print(f"Serving {args.classifier} on http://{args.host}:{args.port}/predict{key_note}", flush=True)
+    server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
+    return 0
+
+
 def backbones_command(argv: list[str]) -> int:
     """List the backbone architectures promptlab can load."""
     from promptlab.backbone import list_backbones
@@ -293,6 +326,7 @@ LIGHTNING_COMMANDS = {
 TOOLS = {
     "export": export_command,
     "classify": classify_command,
+    "serve": serve_command,
     "backbones": backbones_command,
     "methods": methods_command,
     "quickstart": quickstart_command,

@@ -49,5 +49,5 @@ def check_reject_below(value: float | None, option: str = "reject_below") -> flo
         ValueError: with one sentence naming ``option``.
     """
     if value is not None and not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{option} must be a probability from 0 to below 1 (got {value}); e.g. 0.5.")
+        raise ValueError(f"{option} must be a probability from 0 to below 1 (got {value}), such as 0.5.")
     return None if value is None else float(value)

@@ -62,7 +62,7 @@ def file_digest(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as error:
-        raise ImageLoadError(f"Cannot read image {str(path)!r}: {error.strerror}. Replace or remove the file.") from None
+        raise ImageLoadError(f"Cannot read image {str(path)!r}: {error.strerror}; replace or remove the file.") from None
 
 
 def _digest_or_skip(path: Path, skip: bool) -> str:

@@ -68,7 +68,7 @@ def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, st
                 image.load()
                 return image.convert("RGB"), str(image.format)
     except UnidentifiedImageError as error:  # its message names a Python object, not the file
-        raise ImageLoadError(f"Cannot read image {name!r}: not an image format PIL can read. Replace or remove the file.") from error
+        raise ImageLoadError(f"Cannot read image {name!r}: not an image format PIL can read; replace or remove the file.") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         detail = str(error).rstrip(".")
-        raise ImageLoadError(f"Cannot read image {name!r}: {detail}. Replace or remove the file.") from error
+        raise ImageLoadError(f"Cannot read image {name!r}: {detail}; replace or remove the file.") from error
