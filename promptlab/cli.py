@@ -178,16 +178,12 @@ def export_command(argv: list[str]) -> int:
 def _classifier_to_onnx(classifier_file: str, output: str, reject_below: float | None) -> Path:
     """The ONNX file of a .safetensors classifier (its rejection threshold replaced when one is given)."""
     from promptlab.classifier import Classifier
-    from promptlab.export import ExportError
     from promptlab.onnx_export import export_onnx
     from promptlab.prediction import check_reject_below
 
     classifier = Classifier.load(classifier_file, device="cpu")
     if reject_below is not None:
-        try:
-            classifier.reject_below = check_reject_below(reject_below, "--reject_below")
-        except ValueError as error:
-            raise ExportError(str(error)) from None
+        classifier.reject_below = check_reject_below(reject_below, "--reject_below")
     return export_onnx(classifier, output)
 
 
@@ -215,10 +211,7 @@ def classify_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.num_workers < 0 or args.top_k < 1:
         parser.error("--batch_size and --top_k must be at least 1, --num_workers at least 0")
-    try:
-        reject_below = check_reject_below(args.reject_below, "--reject_below")
-    except ValueError as error:
-        parser.error(str(error))
+    reject_below = check_reject_below(args.reject_below, "--reject_below")
 
     classifier = Classifier.load(args.classifier, args.weights_path, args.device)
     paths = [sample.path for sample in prediction_samples(args.images)]

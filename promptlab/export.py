@@ -59,10 +59,7 @@ def export_classifier(
     suffix = path.suffix.lower()
     if suffix not in (".safetensors", ".onnx"):
         raise ExportError(f"Output {str(path)!r} must end in .safetensors (promptlab's format) or .onnx (onnxruntime).")
-    try:
-        reject_below = check_reject_below(reject_below, "--reject_below")
-    except ValueError as error:
-        raise ExportError(str(error)) from None
+    reject_below = check_reject_below(reject_below, "--reject_below")
     if calibration is None and metrics and "calibration" in metrics:
         calibration = Calibration.from_dict(metrics["calibration"])
     calibration = calibration or Calibration(fitted_on=f"not calibrated: {NOT_TESTED}")

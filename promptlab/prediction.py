@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from promptlab.errors import UserError
+
 NONE_OF_THESE = "none of these"
 
 
@@ -42,12 +44,16 @@ class Prediction:
         }
 
 
+class ThresholdError(UserError):
+    """A rejection threshold that is not a probability."""
+
+
 def check_reject_below(value: float | None, option: str = "reject_below") -> float | None:
     """A rejection threshold must be a probability in [0, 1).
 
     Raises:
-        ValueError: with one sentence naming ``option``.
+        ThresholdError: with one sentence naming ``option``.
     """
     if value is not None and not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{option} must be a probability from 0 to below 1 (got {value}), such as 0.5.")
+        raise ThresholdError(f"{option} must be a probability from 0 to below 1 (got {value}), such as 0.5.")
     return None if value is None else float(value)

@@ -289,10 +289,7 @@ def build_server(
         raise ServeError(f"Classifier file {classifier_path!r} does not exist; export one with `promptlab export`.")
     if max_batch_size < 1 or batch_timeout < 0:
         raise ServeError("--max_batch_size must be at least 1 and --batch_timeout at least 0 seconds.")
-    try:
-        reject_below = check_reject_below(reject_below, "--reject_below")
-    except ValueError as error:
-        raise ServeError(str(error)) from None
+    reject_below = check_reject_below(reject_below, "--reject_below")
     api = ClassifierAPI(classifier_path, reject_below, weights_path, max_batch_size, batch_timeout)
     return ls.LitServer(
         api,

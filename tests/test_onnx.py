@@ -80,9 +80,10 @@ def test_runtime_refuses_files_that_are_not_promptlab_classifiers(tmp_path):
 
 def test_export_refuses_other_suffixes_and_bad_thresholds(tmp_path):
     from promptlab.export import ExportError
+    from promptlab.prediction import ThresholdError
 
     model = BUILDERS["CoOp"][0]()
     with pytest.raises(ExportError, match=r"\.safetensors .* or \.onnx"):
         export_classifier(model, tmp_path / "c.pt")
-    with pytest.raises(ExportError, match="reject_below"):
+    with pytest.raises(ThresholdError, match="reject_below"):
         export_classifier(model, tmp_path / "c.safetensors", reject_below=1.5)
