@@ -158,7 +158,9 @@ def export_command(argv: list[str]) -> int:
     elif args.classifier:
         if not args.output or Path(args.output).suffix.lower() != ".onnx":
             raise ExportError("--classifier converts a classifier file to ONNX: pass -o with a .onnx name.")
-        path = _classifier_to_onnx(args.classifier, args.output, args.reject_below)
+        from promptlab.onnx_export import classifier_file_to_onnx
+
+        path = classifier_file_to_onnx(args.classifier, args.output, args.reject_below)
     else:
         config_args = resolve_configs([a for c in args.config for a in ("-c", c)]) + rest
         cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
@@ -173,18 +175,6 @@ def export_command(argv: list[str]) -> int:
         )
     print(f"Wrote classifier {path}")
     return 0
-
-
-def _classifier_to_onnx(classifier_file: str, output: str, reject_below: float | None) -> Path:
-    """The ONNX file of a .safetensors classifier (its rejection threshold replaced when one is given)."""
-    from promptlab.classifier import Classifier
-    from promptlab.onnx_export import export_onnx
-    from promptlab.prediction import check_reject_below
-
-    classifier = Classifier.load(classifier_file, device="cpu")
-    if reject_below is not None:
-        classifier.reject_below = check_reject_below(reject_below, "--reject_below")
-    return export_onnx(classifier, output)
 
 
 def classify_command(argv: list[str]) -> int:
@@ -255,7 +245,7 @@ def serve_command(argv: list[str]) -> int:
     """Serve a classifier file over HTTP (POST /predict, GET /health) with LitServe."""
     import os
 
-    from promptlab.serving import API_KEY_ENV, API_KEY_HEADER, build_server
+    from promptlab.serving import API_KEY_ENV, API_KEY_HEADER, build_server, stop_on_signals
 
     parser = argparse.ArgumentParser(prog="promptlab serve", description=serve_command.__doc__)
     parser.add_argument("--classifier", required=True, help="a .safetensors or .onnx file from `promptlab export`")
@@ -280,6 +270,7 @@ def serve_command(argv: list[str]) -> int:
     )
     key_note = f", {API_KEY_HEADER} required" if api_key else ""
     print(f"Serving {args.classifier} on http://{args.host}:{args.port}/predict{key_note}", flush=True)
+    stop_on_signals()
     server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
     return 0
 

@@ -104,3 +104,13 @@ def export_onnx(classifier: Classifier, path: str | Path) -> Path:
     onnx.helper.set_model_props(model, {"promptlab": json.dumps(onnx_metadata(classifier))})
     atomic_write(path, lambda tmp: onnx.save_model(model, str(tmp)))
     return path
+
+
+def classifier_file_to_onnx(classifier_file: str | Path, path: str | Path, reject_below: float | None = None) -> Path:
+    """The ONNX file of a ``.safetensors`` classifier file (its rejection threshold replaced when given)."""
+    from promptlab.prediction import check_reject_below
+
+    classifier = Classifier.load(classifier_file, device="cpu")
+    if reject_below is not None:
+        classifier.reject_below = check_reject_below(reject_below, "--reject_below")
+    return export_onnx(classifier, path)

@@ -22,6 +22,8 @@ import binascii
 import hmac
 import json
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +271,29 @@ def _numpy_stack(arrays: list):
     import numpy as np
 
     return np.stack(arrays)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl+C) stop the server and every worker process it started, quietly.
+
+    LitServe's own shutdown leaves its worker processes running when the main process is terminated,
+    and prints a traceback per process on Ctrl+C.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        import psutil
+
+        logging.disable(logging.CRITICAL)  # LitServe's monitor thread would report the workers' ends as crashes
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            child.kill()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def build_server(

@@ -9,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 import requests
 import torch
@@ -57,11 +58,13 @@ def server(classifier_file):
         process.kill()
         pytest.fail("the server did not become healthy within 120 s")
     yield url
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    workers = psutil.Process(process.pid).children(recursive=True)  # LitServe's API and inference processes
+    process.terminate()  # SIGTERM must stop them all: none may outlive the server
+    process.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:
+        worker.kill()
+    assert not alive, f"{len(alive)} server process(es) outlived SIGTERM"
 
 
 def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:

@@ -194,10 +194,14 @@ def test_inspect_page_shows_accuracy_confusion_matrix_and_what_each_method_learn
 def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
     at = open_page("try_it")
     assert not at.error and [r.label for r in at.radio] == ["Image from"]
+    assert [s.label for s in at.slider] == ['Answer "none of these" below'] and at.slider[0].value == 0.0
     assert len(at.selectbox[-1].options) == 3  # the finished runs only
     at = open_page("export")
-    assert "Classifier.load" in texts(at) and "promptlab classify" in texts(at)
+    assert "Classifier.load" in texts(at) and "promptlab classify" in texts(at) and "promptlab serve" in texts(at)
     assert len(at.get("download_button")) == 1
+    (make_onnx,) = [b for b in at.button if "ONNX" in b.label]
+    at = make_onnx.click().run(timeout=120)
+    assert not at.error and len(at.get("download_button")) == 2  # the classifier and its ONNX file
 
 
 def test_runs_page_lists_every_run_and_the_best(trained_workspace):

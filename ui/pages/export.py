@@ -1,7 +1,10 @@
-"""Export: download a run's classifier file, with code that loads and uses it."""
+"""Export: download a run's classifier file (or its ONNX version), with code that loads and uses it."""
 
 import streamlit as st
 from common import pick_finished_classifier, require_project
+
+from promptlab.errors import UserError
+from promptlab.onnx_export import classifier_file_to_onnx
 
 project = require_project()
 st.title(f"Export · {project.name}")
@@ -16,6 +19,22 @@ st.write(
 st.download_button(
     "Download the classifier", path.read_bytes(), file_name=file_name, type="primary", mime="application/octet-stream"
 )
+onnx_path = path.with_suffix(".onnx")
+if onnx_path.is_file() and onnx_path.stat().st_mtime >= path.stat().st_mtime:
+    st.download_button(
+        f"Download as ONNX ({onnx_path.stat().st_size / 2**20:.1f} MB, runs with onnxruntime, no PyTorch)",
+        onnx_path.read_bytes(),
+        file_name=file_name.replace(".safetensors", ".onnx"),
+        mime="application/octet-stream",
+    )
+elif st.button("Make an ONNX file (runs with onnxruntime, no PyTorch)"):
+    with st.spinner("Exporting the image encoder and head to ONNX..."):
+        try:
+            classifier_file_to_onnx(path, onnx_path)
+        except (UserError, OSError) as error:
+            st.error(str(error))
+            st.stop()
+    st.rerun()
 st.subheader("Use it in Python")
 st.code(
     f"""from promptlab.classifier import Classifier
@@ -25,5 +44,20 @@ for prediction in classifier.predict(["photo1.jpg", "photo2.jpg"], top_k=3):
     print(prediction.label, prediction.probability, prediction.top_k)""",
     language="python",
 )
-st.subheader("Or from the command line")
-st.code(f"pip install promptlab\npromptlab classify --classifier {file_name} photo1.jpg photos/", language="bash")
+st.subheader("Or from the command line, or as an HTTP endpoint")
+st.code(
+    f"""pip install promptlab
+promptlab classify --classifier {file_name} photo1.jpg photos/ -o predictions.csv
+promptlab serve --classifier {file_name} --port 8000     # POST /predict on 127.0.0.1
+curl -F image=@photo1.jpg http://127.0.0.1:8000/predict""",
+    language="bash",
+)
+st.subheader("Without PyTorch (the ONNX file)")
+st.code(
+    f"""# pip install onnxruntime numpy pillow && pip install --no-deps promptlab
+from promptlab.onnx_runtime import OnnxClassifier
+
+classifier = OnnxClassifier("{file_name.replace(".safetensors", ".onnx")}")
+print(classifier.predict(["photo1.jpg"], top_k=3)[0])""",
+    language="python",
+)

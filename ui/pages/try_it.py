@@ -23,6 +23,16 @@ except (ClassifierFileError, OSError) as error:
     st.error(str(error))
     st.stop()
 
+reject_below = st.slider(
+    'Answer "none of these" below',
+    min_value=0.0,
+    max_value=0.95,
+    value=float(classifier.reject_below or 0.0),
+    step=0.05,
+    format="%.2f",
+    help="When the best class's calibrated probability is below this, the answer is 'none of these' "
+    "(0: always name a class). Export and `promptlab serve` take the same threshold as --reject_below.",
+)
 source = st.radio("Image from", ["Upload", "Camera"], horizontal=True)
 image_file = (
     st.file_uploader("An image to classify", type=IMAGE_UPLOAD_TYPES)
@@ -35,8 +45,11 @@ if image_file is not None:
     except ImageLoadError as error:
         st.error(str(error))
         st.stop()
-    (prediction,) = classifier.predict(image, top_k=5)
+    (prediction,) = classifier.predict(image, top_k=5, reject_below=reject_below)
     left, right = st.columns([1, 2])
     left.image(image, caption=image_file.name, width="stretch")
-    right.subheader(f"{prediction.label} · {prediction.probability:.0%}")
+    if prediction.none_of_these:
+        right.subheader(f"None of these · best guess {prediction.label}, {prediction.probability:.0%}")
+    else:
+        right.subheader(f"{prediction.label} · {prediction.probability:.0%}")
     right.bar_chart(dict(prediction.top_k), horizontal=True, y_label="probability")
