@@ -1,14 +1,16 @@
 """Deployment throughput and ONNX fidelity: ``promptlab classify``, the Python API and the ONNX runtime
 against bare open_clip, in one process and one run.
 
-For each backbone, on the same image files and at the same batch size (medians of ``--repeats``):
+For each backbone, on the same image files and at the same batch size (medians of ``--repeats``
+rounds, each round timing every variant once in turn):
 
 - ``open_clip pipeline``: what a user writes with open_clip alone: open each file with PIL,
   preprocess (the same test transform), ``encode_image`` per batch, in this process;
 - ``encode_image only``: the model alone on already preprocessed batches (the ceiling);
 - ``Classifier.predict_proba(paths)``: the Python API (decoding in this process);
-- ``classify``: ``promptlab classify``'s engine (:func:`promptlab.classify.classify_files`): 2 worker
-  processes decode while the main process encodes, predictions streamed to a CSV file;
+- ``classify``: ``promptlab classify``'s engine (:func:`promptlab.classify.classify_files`) with its
+  default decoding workers (none on 2 CPU cores) and with 2 worker processes, predictions streamed
+  to a CSV file;
 - ``torch classifier`` and ``ONNX runtime``: the same preprocessed batches through the classifier
   file with torch and through its ONNX export with onnxruntime (model only, CPU).
 
@@ -53,15 +55,18 @@ BACKBONES = {  # name: (architecture, pretrained tag, images, batch size)
 }
 
 
-def median_rate(function: Callable[[], object], n_images: int, repeats: int) -> float:
-    """Images per second: the median over ``repeats`` timed calls (after one warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_rates(functions: dict[str, Callable[[], object]], n_images: int, repeats: int) -> dict[str, float]:
+    """Images per second of each function: one warm-up call each, then ``repeats`` rounds that call
+    every function once in turn (so a slow spell of the shared machine hits all alike); the median."""
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - start)
-    return n_images / statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: n_images / statistics.median(values) for name, values in times.items()}
 
 
 def toy_images(data_root: Path, n: int) -> list[str]:
@@ -92,25 +97,31 @@ def throughput(name: str, data_root: Path, workdir: Path, repeats: int, n_images
         for batch in tensors:
             bare.encode_image(batch)
 
-    def classify() -> None:
-        with PredictionWriter(workdir / "predictions.csv") as writer:
-            for result in classify_files(classifier, paths, batch_size, num_workers=2, progress=False):
-                writer.write(*result)
+    def classify(workers: int | None) -> Callable[[], None]:
+        def run() -> None:
+            with PredictionWriter(workdir / "predictions.csv") as writer:
+                for result in classify_files(classifier, paths, batch_size, workers, progress=False):
+                    writer.write(*result)
+
+        return run
 
     arrays = [batch.numpy() for batch in tensors]
     n = len(paths)
-    result = {
-        "backbone": name,
-        "images": n,
-        "batch_size": batch_size,
-        "open_clip_pipeline_per_s": median_rate(open_clip_pipeline, n, repeats),
-        "encode_image_only_per_s": median_rate(encode_only, n, repeats),
-        "predict_proba_paths_per_s": median_rate(lambda: classifier.predict_proba(paths, batch_size), n, repeats),
-        "classify_per_s": median_rate(classify, n, repeats),
-        "torch_classifier_per_s": median_rate(lambda: [classifier.probabilities(t) for t in tensors], n, repeats),
-        "onnx_runtime_per_s": median_rate(lambda: [runtime.probabilities(a) for a in arrays], n, repeats),
-        "onnx_predict_proba_paths_per_s": median_rate(lambda: runtime.predict_proba(paths, batch_size), n, repeats),
-    }
+    rates = median_rates(
+        {
+            "open_clip_pipeline_per_s": open_clip_pipeline,
+            "encode_image_only_per_s": encode_only,
+            "predict_proba_paths_per_s": lambda: classifier.predict_proba(paths, batch_size),
+            "classify_per_s": classify(None),
+            "classify_2_workers_per_s": classify(2),
+            "torch_classifier_per_s": lambda: [classifier.probabilities(t) for t in tensors],
+            "onnx_runtime_per_s": lambda: [runtime.probabilities(a) for a in arrays],
+            "onnx_predict_proba_paths_per_s": lambda: runtime.predict_proba(paths, batch_size),
+        },
+        n,
+        repeats,
+    )
+    result = {"backbone": name, "images": n, "batch_size": batch_size, **rates}
     result["classify_vs_open_clip_pipeline"] = result["classify_per_s"] / result["open_clip_pipeline_per_s"]
     result["classify_vs_encode_image_only"] = result["classify_per_s"] / result["encode_image_only_per_s"]
     result["onnx_vs_torch_classifier"] = result["onnx_runtime_per_s"] / result["torch_classifier_per_s"]
@@ -148,13 +159,14 @@ def head_fidelity(data_root: Path, workdir: Path) -> list[dict]:
 def table(results: dict) -> str:
     lines = [
         "| backbone | images, batch | open_clip pipeline | encode_image only | Classifier.predict_proba(paths) | "
-        "classify | classify / open_clip pipeline | classify / encode_image only |",
-        "|---|---|---|---|---|---|---|---|",
+        "classify | classify, 2 workers | classify / open_clip pipeline | classify / encode_image only |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["throughput"]:
         lines.append(
             f"| {r['backbone']} | {r['images']}, {r['batch_size']} | {r['open_clip_pipeline_per_s']:.4g} | "
             f"{r['encode_image_only_per_s']:.4g} | {r['predict_proba_paths_per_s']:.4g} | {r['classify_per_s']:.4g} | "
+            f"{r['classify_2_workers_per_s']:.4g} | "
             f"{r['classify_vs_open_clip_pipeline']:.2f}x | {r['classify_vs_encode_image_only']:.2f}x |"
         )
     lines += [
@@ -179,7 +191,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data_root", default=".", help="folder holding toy/ (generated when missing)")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--quick", action="store_true", help="toy-clip only, 128 images, 1 repeat")

@@ -8,6 +8,7 @@ that file's refusal, recorded and named at the end, never the run's end.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,11 +58,19 @@ def collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> Batch:
     return Batch(images, [index for _, index in readable], failures)
 
 
+def default_workers(device: torch.device) -> int:
+    """Decoding processes worth starting: on a GPU every core can decode while the GPU encodes; on the
+    CPU the workers take cores from the encoder, so only about half of the cores beyond the first two
+    decode (2 cores: none; ``benchmarks/deploy.py`` measured 2 workers at 0.8x of none on toy-clip)."""
+    cores = os.cpu_count() or 1
+    return min(8, cores) if device.type == "cuda" else max(0, cores // 2 - 1)
+
+
 def classify_files(
     classifier: Classifier,
     paths: list[str],
     batch_size: int = 64,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     top_k: int = 3,
     reject_below: float | None = None,
     progress: bool = True,
@@ -73,13 +82,15 @@ def classify_files(
         classifier: a loaded classifier.
         paths: image files.
         batch_size: images per image-encoder call.
-        num_workers: decoding processes (0: in this process; used when everything fits one batch).
+        num_workers: decoding processes (0: in this process, as when everything fits one batch;
+            default: :func:`default_workers`).
         top_k: classes per prediction.
         reject_below: "none of these" threshold (default: the classifier's own).
         progress: show a progress bar on stderr.
     """
     threshold = classifier.reject_below if reject_below is None else reject_below
-    workers = num_workers if len(paths) > batch_size else 0  # starting workers costs more than one batch
+    workers = default_workers(classifier.device) if num_workers is None else num_workers
+    workers = workers if len(paths) > batch_size else 0  # starting workers costs more than one batch
     loader = DataLoader(
         ImageFiles(paths, classifier.transform),
         batch_size=batch_size,

@@ -191,7 +191,9 @@ def classify_command(argv: list[str]) -> int:
     parser.add_argument("--weights_path", help="local backbone weights, if the file does not embed them")
     parser.add_argument("--top_k", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=64, help="images per image-encoder call")
-    parser.add_argument("--num_workers", type=int, default=2, help="image decoding processes")
+    parser.add_argument(
+        "--num_workers", type=int, help="image decoding processes (default: by device and cores, 0 on 2 CPU cores)"
+    )
     parser.add_argument(
         "--reject_below", type=float, help='"none of these" below this top probability (default: the file\'s own)'
     )
@@ -199,7 +201,7 @@ def classify_command(argv: list[str]) -> int:
     parser.add_argument("--output", "-o", help="stream predictions to a .csv or .json file")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.num_workers < 0 or args.top_k < 1:
+    if args.batch_size < 1 or (args.num_workers or 0) < 0 or args.top_k < 1:
         parser.error("--batch_size and --top_k must be at least 1, --num_workers at least 0")
     reject_below = check_reject_below(args.reject_below, "--reject_below")
 
