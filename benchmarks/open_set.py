@@ -97,6 +97,8 @@ def run(task: str, seed: int, method: str, data_root: Path, runs: Path, epochs: 
         "temperature": calibration["temperature"],
         "ece_before": calibration["ece_before"],
         "ece_after": calibration["ece_after"],
+        "nll_before": calibration["nll_before"],
+        "nll_after": calibration["nll_after"],
         **{f"open_{k}": v for k, v in open_set_scores(classifier_file, data_root, task).items()},
     }
 
@@ -104,8 +106,8 @@ def run(task: str, seed: int, method: str, data_root: Path, runs: Path, epochs: 
 def table(rows: list[dict]) -> str:
     """Mean over seeds per task and method."""
     lines = [
-        "| task | method | accuracy | T | ECE before | ECE after | open-set AUROC | known acc. (all / kept 95%) "
-        "| unknown rejected at 95% known |",
+        "| task | method | accuracy | T | ECE before / after | NLL before / after | open-set AUROC "
+        "| known acc. (all / kept 95%) | unknown rejected at 95% known |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -117,8 +119,9 @@ def table(rows: list[dict]) -> str:
             return statistics.mean(r[key] for r in group)
 
         lines.append(
-            f"| {task} | {method} | {mean('accuracy'):.1%} | {mean('temperature'):.2f} | {mean('ece_before'):.3f} | "
-            f"{mean('ece_after'):.3f} | {mean('open_auroc'):.3f} | {mean('open_known_accuracy_all'):.1%} / "
+            f"| {task} | {method} | {mean('accuracy'):.1%} | {mean('temperature'):.2f} | {mean('ece_before'):.3f} / "
+            f"{mean('ece_after'):.3f} | {mean('nll_before'):.3f} / {mean('nll_after'):.3f} | "
+            f"{mean('open_auroc'):.3f} | {mean('open_known_accuracy_all'):.1%} / "
             f"{mean('open_known_accuracy_kept'):.1%} | {mean('open_unknown_rejected'):.1%} |"
         )
     return "\n".join(lines)

@@ -28,6 +28,8 @@ class Calibration:
         num_images: validation images it was fitted on (0 when not fitted).
         ece_before / ece_after: expected calibration error on the test split with T = 1 and with
             the fitted T (None until a test measured them).
+        nll_before / nll_after: the test split's mean negative log-likelihood, likewise (a proper
+            score: unlike ECE it does not depend on binning, which is noisy on a few hundred images).
     """
 
     temperature: float = 1.0
@@ -35,6 +37,8 @@ class Calibration:
     num_images: int = 0
     ece_before: float | None = None
     ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,10 @@ JSON metadata::
     preprocess      image size, mean, std, interpolation, resize mode
     backbone        model_name, pretrained, weights_sha256, embed_dim, embedded (image tower in the
                     file), visual_prompts (P prompt tokens inserted in the ViT, NoLA; 0 for none)
+    calibration     temperature (probabilities are softmax(logits / T)), fitted_on (a sentence),
+                    num_images, ece_before, ece_after (test ECE with T = 1 and with T; null if unmeasured);
+                    absent in files of earlier releases: T = 1
+    reject_below    answer "none of these" below this calibrated top probability (null: never)
     method, hparams, metrics, data_version, created
 
 Tensors (float32)::

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
@@ -86,6 +86,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         # Expected calibration error of the test probabilities, as they are and temperature-scaled.
         self.test_ece = MulticlassCalibrationError(n, n_bins=ECE_BINS)
         self.test_ece_calibrated = MulticlassCalibrationError(n, n_bins=ECE_BINS)
+        self.test_nll, self.test_nll_calibrated = MeanMetric(), MeanMetric()
         self.calibration = Calibration()  # fitted on the validation split when testing starts
         self._eval_features: torch.Tensor | None = None
         self.data = None  # the data module, once connect_data linked the two
@@ -196,6 +197,12 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         self._freeze_eval_features()
         self.calibration = self.fit_calibration()
 
+    def on_predict_epoch_start(self) -> None:
+        self._freeze_eval_features()
+
+    def on_predict_epoch_end(self) -> None:
+        self._release_eval_features()
+
     @torch.no_grad()
     def fit_calibration(self) -> Calibration:
         """The temperature of calibrated probabilities, fitted on the connected data's validation split
@@ -239,8 +246,11 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         self.test_metrics.update(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
-        self.test_ece.update(logits.float().softmax(-1), labels)
-        self.test_ece_calibrated.update((logits.float() / self.calibration.temperature).softmax(-1), labels)
+        logits, scaled = logits.float(), logits.float() / self.calibration.temperature
+        self.test_ece.update(logits.softmax(-1), labels)
+        self.test_ece_calibrated.update(scaled.softmax(-1), labels)
+        self.test_nll.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.test_nll_calibrated.update(F.cross_entropy(scaled, labels, reduction="none"))
         self.log_dict(self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
@@ -248,9 +258,15 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         # Every process computes (under DDP a metric's compute gathers from all); the main one writes.
         metrics = self.test_metrics.compute()
         per_class, confusion = self.test_per_class.compute().cpu(), self.test_confusion.compute().cpu()
-        self.calibration.ece_before = float(self.test_ece.compute())
-        self.calibration.ece_after = float(self.test_ece_calibrated.compute())
-        for metric in (self.test_per_class, self.test_confusion, self.test_ece, self.test_ece_calibrated):
+        calibration_metrics = {
+            "ece_before": self.test_ece,
+            "ece_after": self.test_ece_calibrated,
+            "nll_before": self.test_nll,
+            "nll_after": self.test_nll_calibrated,
+        }
+        for name, metric in calibration_metrics.items():
+            setattr(self.calibration, name, float(metric.compute()))
+        for metric in (self.test_per_class, self.test_confusion, *calibration_metrics.values()):
             metric.reset()
         out_dir = run_dir(self.trainer)
         if out_dir is not None:
