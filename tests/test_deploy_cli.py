@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptlab.calibration import expected_calibration_error, fit_temperature
+from promptlab.calibration import calibrate, expected_calibration_error, fit_temperature
 from promptlab.classifier import Classifier
 from promptlab.cli import main
 
@@ -38,10 +38,23 @@ def test_temperature_lowers_the_validation_nll_and_keeps_predictions():
     assert after < before
 
 
+def test_a_temperature_is_applied_only_when_significantly_better_than_one():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 4, (32,))
+    calibrated = torch.randn(32, 4) + F.one_hot(labels, 4) * 1.5
+    kept = calibrate(calibrated, labels, "validation split")
+    assert kept.temperature == 1.0 and kept.fitted_temperature != 1.0
+    assert kept.fitted_on.startswith("validation split (32 images): the fitted T = ")
+    applied = calibrate(calibrated * 4, labels, "validation split")  # 4x over-confident
+    assert applied.fitted_on == "validation split (32 images)"
+    assert applied.temperature == applied.fitted_temperature and 2 < applied.temperature < 6
+
+
 def test_export_from_a_config_fits_the_temperature_on_validation(zero_shot_file):
     classifier = Classifier.load(zero_shot_file, device="cpu")
-    assert classifier.calibration.fitted_on == "validation split (6 images)" and classifier.calibration.num_images == 6
-    assert classifier.temperature != 1.0 and classifier.meta["calibration"]["temperature"] == classifier.temperature
+    assert classifier.calibration.fitted_on.startswith("validation split (6 images)")
+    assert classifier.calibration.num_images == 6 and classifier.calibration.fitted_temperature is not None
+    assert classifier.meta["calibration"]["temperature"] == classifier.temperature
 
 
 @pytest.mark.slow
@@ -56,7 +69,7 @@ def test_a_runs_test_records_ece_before_and_after_and_export_carries_it(image_fo
     assert main(["fit", *args, "--trainer.max_epochs=2"]) == 0
     run = runs / "lightning_logs" / "version_0"
     calibration = json.loads((run / "test_metrics.json").read_text())["calibration"]
-    assert calibration["fitted_on"] == "validation split (6 images)"
+    assert calibration["fitted_on"].startswith("validation split (6 images)")
     assert 0 <= calibration["ece_before"] <= 1 and 0 <= calibration["ece_after"] <= 1
     assert main(["export", "--run", str(run), "--reject_below", "0.9"]) == 0
     classifier = Classifier.load(run / "classifier.safetensors", device="cpu")

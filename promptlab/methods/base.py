@@ -19,7 +19,7 @@ from torchmetrics.classification import (
 )
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
-from promptlab.calibration import ECE_BINS, Calibration, fit_temperature
+from promptlab.calibration import ECE_BINS, Calibration, calibrate
 from promptlab.data.sources import DatasetError, check_class_names, normalise_class_name
 from promptlab.heads import Head, LinearHead
 from promptlab.methods.contract import MethodInfo, Panel
@@ -228,8 +228,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
                 self._release_eval_features()
         if not logits:
             return Calibration()
-        logits, labels = torch.cat(logits), torch.cat(labels)
-        return Calibration(fit_temperature(logits, labels), f"validation split ({len(labels)} images)", len(labels))
+        return calibrate(torch.cat(logits), torch.cat(labels), "validation split")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         if batch is None:
