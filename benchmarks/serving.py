@@ -1,6 +1,6 @@
 """Load test of ``promptlab serve``: the real server on loopback against in-process batched prediction.
 
-The server (LitServe, dynamic batching: ``--max_batch_size 16 --batch_timeout 0.01``) serves a
+The server (LitServe, dynamic batching: ``--max_batch_size 16 --batch_timeout 0.002``, the defaults) serves a
 toy-clip zero-shot classifier (and a random-weight ViT-B-16 one with ``--vit``). Clients post the
 same toy PNG files as multipart uploads: 1, 4 and 16 concurrent clients, ``--requests`` requests in
 all at each level (split between the clients, so the run stops by itself). Reports throughput,
@@ -58,7 +58,7 @@ def start_server(classifier_file: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [
         sys.executable, "-m", "promptlab", "serve", "--classifier", str(classifier_file), "--port", str(port),
-        "--max_batch_size", str(MAX_BATCH), "--batch_timeout", "0.01", "--accelerator", "cpu",
+        "--max_batch_size", str(MAX_BATCH), "--batch_timeout", "0.002", "--accelerator", "cpu",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -256,7 +256,7 @@ def serve_command(argv: list[str]) -> int:
     parser.add_argument("--api_key", help=f"require this key in the {API_KEY_HEADER} header (or set ${API_KEY_ENV})")
     parser.add_argument("--reject_below", type=float, help='"none of these" below this top probability')
     parser.add_argument("--max_batch_size", type=int, default=16, help="most requests per model call")
-    parser.add_argument("--batch_timeout", type=float, default=0.01, help="seconds a batch waits to fill")
+    parser.add_argument("--batch_timeout", type=float, default=0.002, help="seconds a batch waits to fill")
     parser.add_argument("--weights_path", help="backbone weights, if the file does not embed them")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)

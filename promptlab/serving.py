@@ -203,7 +203,7 @@ class ClassifierAPI(ls.LitAPI):
         reject_below: float | None = None,
         weights_path: str | None = None,
         max_batch_size: int = 16,
-        batch_timeout: float = 0.01,
+        batch_timeout: float = 0.002,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.classifier_path, self.weights_path = classifier_path, weights_path
@@ -302,7 +302,7 @@ def build_server(
     reject_below: float | None = None,
     weights_path: str | None = None,
     max_batch_size: int = 16,
-    batch_timeout: float = 0.01,
+    batch_timeout: float = 0.002,
     accelerator: str = "auto",
 ) -> ls.LitServer:
     """The LitServer of one classifier file (see the module docstring); ``.run(host=..., port=...)`` starts it.
