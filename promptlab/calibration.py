@@ -52,9 +52,8 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> Calibration:
-        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_dict(cls, values: dict) -> Calibration:
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:

@@ -32,7 +32,11 @@ class Classifier:
         self.head = head  # (B, D) normalised image features -> (B, C) logits
         self.meta = meta
         self.class_names: list[str] = meta["class_names"]
-        self.calibration = Calibration.from_dict(meta.get("calibration"))
+        self.calibration = (
+            Calibration.from_dict(meta["calibration"])
+            if "calibration" in meta
+            else Calibration(fitted_on="not calibrated: exported before promptlab calibrated classifiers")
+        )
         self.reject_below: float | None = meta.get("reject_below")
         self.preprocess = PreprocessConfig(
             **{**meta["preprocess"], "mean": tuple(meta["preprocess"]["mean"]), "std": tuple(meta["preprocess"]["std"])}
