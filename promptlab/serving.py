@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptlab.data.images import ImageLoadError, decode_image_bytes
 from promptlab.errors import UserError
-from promptlab.prediction import check_reject_below
+from promptlab.prediction import Prediction, check_reject_below
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class ClassifierAPI(ls.LitAPI):
             from promptlab.onnx_runtime import OnnxClassifier
 
             self.classifier = OnnxClassifier(self.classifier_path)
-            self._prepare, self._stack = self.classifier.to_array, _numpy_stack
+            self._prepare, self._stack = self.classifier.to_array, np.stack
         else:
             import torch
 
@@ -247,8 +248,6 @@ class ClassifierAPI(ls.LitAPI):
 
     def predict(self, inputs: list) -> list:
         """Decoded requests -> one prediction dict (or the request's refusal) each, in order."""
-        from promptlab.prediction import Prediction
-
         readable = [i for i, item in enumerate(inputs) if not isinstance(item, Refusal)]
         outputs: list = list(inputs)
         if readable:
@@ -265,12 +264,6 @@ class ClassifierAPI(ls.LitAPI):
         if isinstance(output, Refusal):
             return _refuse(output.status, output.detail)
         return output
-
-
-def _numpy_stack(arrays: list):
-    import numpy as np
-
-    return np.stack(arrays)
 
 
 def stop_on_signals() -> None:
