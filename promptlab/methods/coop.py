@@ -16,6 +16,14 @@ from promptlab.methods.prompts import ClassPosition, build_prompt_layout, coop_s
 class CoOp(CLIPClassifier):
     """Context Optimization (Zhou et al., 2022).
 
+    Three differences from the reference code, each a decision pinned by ``tests/test_coop_reference.py``:
+    every *token* of ``ctx_init`` is learned (the reference counts words, so "itap of a" learns "it",
+    "ap", "of" and keeps "a" fixed); ``ctx_init`` with ``class_specific`` gives every class its own copy
+    (the reference then ignores class-specific contexts); and at the middle and front positions the
+    period follows the second context half for every name (the reference cuts the name out of the
+    tokens of "name.", so for the 6 of 1000 ImageNet names whose last token merges with the period,
+    such as "kite (bird of prey)", its period moves before the context).
+
     Args:
         n_ctx: number of context vectors (ignored when ``ctx_init`` is given: its token count is used).
         ctx_init: initialisation phrase (``a photo of a``), or None for random N(0, 0.02) vectors.
