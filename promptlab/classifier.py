@@ -133,6 +133,11 @@ class Classifier:
 
 def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:
     """The image encoder the file was exported with: embedded in the file, or by reference and checksum."""
+    if not ref["embedded"] and not ref["pretrained"] and ref["weights_sha256"] and not weights_path:
+        raise ClassifierFileError(
+            f"Classifier {str(path)!r} needs the weights file it was exported with ({ref['model_name']!r}, sha256 "
+            f"{ref['weights_sha256'][:12]}...); pass weights_path (--weights_path on the command line)."
+        )
     try:
         if ref["embedded"]:
             backbone = FrozenCLIP(ref["model_name"], pretrained=None)

@@ -216,3 +216,9 @@ def test_cancel_run_of_a_finished_run_changes_nothing(trained_workspace):
     finished = sorted(p.name for p in project.runs_dir.iterdir())[0]
     cancel_run(project, finished)
     assert open_page("runs").dataframe[0].value["status"].tolist().count("finished") == 3
+
+
+def test_the_app_listens_on_loopback_only():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
