@@ -177,6 +177,9 @@ def export_command(argv: list[str]) -> int:
     return 0
 
 
+CLASSIFY_NOTHING, CLASSIFY_PARTIAL = 1, 3  # classify's exit status when files were skipped
+
+
 def classify_command(argv: list[str]) -> int:
     """Classify images or folders of images (recursively) with an exported classifier file."""
     from promptlab.classifier import Classifier
@@ -185,7 +188,12 @@ def classify_command(argv: list[str]) -> int:
     from promptlab.prediction import check_reject_below
     from promptlab.reporting import PredictionWriter
 
-    parser = argparse.ArgumentParser(prog="promptlab classify", description=classify_command.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="promptlab classify",
+        description=classify_command.__doc__,
+        epilog=f"Exit status: 0 every image classified, {CLASSIFY_PARTIAL} some files skipped (named on stderr), "
+        f"{CLASSIFY_NOTHING} nothing classified, 2 a usage or input error.",
+    )
     parser.add_argument("images", nargs="+", help="image files or folders of images (sub-folders included)")
     parser.add_argument("--classifier", required=True, help="file written by `promptlab export`")
     parser.add_argument("--weights_path", help="local backbone weights, if the file does not embed them")
@@ -231,7 +239,9 @@ def classify_command(argv: list[str]) -> int:
         print(f"Skipped {len(unreadable)} unreadable file(s):", file=sys.stderr)
         for message in unreadable:
             print(f"  {message}", file=sys.stderr)
-    return 1 if unreadable and len(unreadable) == len(paths) else 0
+    if not unreadable:
+        return 0
+    return CLASSIFY_NOTHING if len(unreadable) == len(paths) else CLASSIFY_PARTIAL
 
 
 def _prediction_line(path: str, prediction) -> str:

@@ -84,7 +84,7 @@ def test_classify_recurses_batches_streams_and_names_unreadable_files(image_fold
     (image_folder / "green_circle" / "1.png").write_bytes((image_folder / "green_circle" / "2.png").read_bytes()[:50])
     output = tmp_path / "out.json"
     args = ["classify", "--classifier", str(zero_shot_file), str(image_folder), "-o", str(output)]
-    assert main([*args, "--batch_size", "4", "--num_workers", "2"]) == 0
+    assert main([*args, "--batch_size", "4", "--num_workers", "2"]) == 3  # some files skipped
     rows = json.loads(output.read_text())
     assert len(rows) == 28 and any(row["path"].endswith("more/1.png") for row in rows)
     assert {"label", "probability", "top_k", "none_of_these"} <= set(rows[0])

@@ -94,7 +94,7 @@ def test_classify_skips_and_names_them_and_writes_the_rest(bad_folder, capsys):
     torch.manual_seed(0)
     classifier = export_classifier(BUILDERS["CoOp"][0](), bad_folder.parent / "c.safetensors")
     output = bad_folder.parent / "out.csv"
-    assert main(["classify", "--classifier", str(classifier), str(bad_folder), "-o", str(output)]) == 0
+    assert main(["classify", "--classifier", str(classifier), str(bad_folder), "-o", str(output)]) == 3
     assert len(output.read_text().splitlines()) == 1 + 6
     err = capsys.readouterr().err
     assert "Skipped 2 unreadable file(s)" in err and "huge.jpg" in err and "odd.bmp" in err
@@ -126,3 +126,10 @@ def test_a_classifier_of_a_local_weights_file_asks_for_it(tmp_path):
     assert Classifier.load(path, weights_path=str(weights), device="cpu").predict_proba(
         torch.zeros(1, 3, 32, 32)
     ).shape == (1, 2)
+
+
+def test_classify_exit_status_tells_all_some_and_none(bad_folder):
+    classifier = str(export_classifier(BUILDERS["CoOp"][0](), bad_folder.parent / "c.safetensors"))
+    assert main(["classify", "--classifier", classifier, str(bad_folder / "green")]) == 0
+    assert main(["classify", "--classifier", classifier, str(bad_folder / "red")]) == 3
+    assert main(["classify", "--classifier", classifier, str(bad_folder / "red" / "odd.bmp")]) == 1
