@@ -378,7 +378,29 @@ def main(args: list[str] | None = None) -> int:
             return 2
     try:
         lightning_cli(resolve_configs(args))
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        # jsonargparse wraps an error raised while it builds the model or data into its own ValueError
+        # (with an 80-line traceback); the user's error is in the chain of causes.
+        user_error = _user_error_in(error)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _user_error_in(error: BaseException) -> BaseException | None:
+    """The first user error among ``error`` and its causes and contexts, or None."""
+    from promptlab.errors import USER_ERRORS
+
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, USER_ERRORS):
+            return current
+        pending += [current.__cause__, current.__context__]
+    return None

@@ -72,6 +72,21 @@ def test_bad_root_is_one_line_error(tmp_path, capsys):
     assert "does not exist; check --data.root" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("--model.init_args.backbone=nope", "Unknown backbone 'nope'"),
+        ("--model.init_args.n_ctx=200", "prompt needs"),
+        ("--data.cache_views=0", "cache_views must be at least 1"),
+    ],
+)
+def test_errors_while_building_model_or_data_are_one_line(image_folder, capsys, option, words):
+    """Issue 17, item 5: not jsonargparse's 80-line traceback with exit 1."""
+    assert main(["fit", "-c", CONFIG, f"--data.root={image_folder}", option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and words in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
 def test_classify_bad_file_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "c.safetensors"
     bad.write_bytes(b"garbage")
