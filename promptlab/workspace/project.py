@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,11 @@ PROJECT_FILE = "project.json"
 FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
 IMAGE_UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS)  # for upload widgets
 _UNSAFE_NAME = re.compile(r"[/\\:*?\"<>|\x00-\x1f]")
+MAX_NAME_CHARACTERS = 80
+MAX_NAME_BYTES = 200  # in UTF-8; file systems allow 255 bytes per folder name
+# Control, format (zero-width and bidirectional controls), private-use, surrogate, unassigned, and
+# line/paragraph separators: characters that cannot be seen or that reorder what is seen.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 
 
 class ProjectError(ValueError):
@@ -41,14 +47,25 @@ class ProjectError(ValueError):
 
 
 def check_name(name: str, what: str) -> str:
-    """A project or class name, stripped, that is safe as a folder name; raises :class:`ProjectError`."""
-    name = name.strip()
+    """A project or class name, stripped and in Unicode NFC (so "café" typed two ways is one name), that
+    is safe as a folder name on any file system; raises :class:`ProjectError`."""
+    name = unicodedata.normalize("NFC", name.strip())
     if not name:
         raise ProjectError(f"The {what} name is empty; type a name.")
-    if len(name) > 80 or name.startswith(".") or _UNSAFE_NAME.search(name):
+    if len(name) > MAX_NAME_CHARACTERS or len(name.encode()) > MAX_NAME_BYTES:
         raise ProjectError(
-            f'The {what} name {name!r} cannot be used: keep it under 80 characters, without / \\ : * ? " < > | '
-            "and not starting with a dot."
+            f"The {what} name {name!r} is too long: use at most {MAX_NAME_CHARACTERS} characters "
+            f"and {MAX_NAME_BYTES} bytes (an emoji takes 4)."
+        )
+    if name.startswith(".") or _UNSAFE_NAME.search(name):
+        raise ProjectError(
+            f'The {what} name {name!r} cannot be used: leave out / \\ : * ? " < > | and do not start it with a dot.'
+        )
+    hidden = [c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES]
+    if hidden:
+        raise ProjectError(
+            f"The {what} name {name!r} contains an invisible or text-direction character "
+            f"(U+{ord(hidden[0]):04X}); type the name again without it."
         )
     return name
 
