@@ -16,20 +16,29 @@ leaves a half-written image behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import shutil
 import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
+
+from filelock import FileLock, Timeout
 
 from promptlab.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image_bytes, is_image_file
 from promptlab.data.sources import DatasetError, check_class_names
 from promptlab.files import atomic_write_bytes
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+LOCK_FILE = ".promptlab.lock"
+LOCK_TIMEOUT_S = 60
+T = TypeVar("T")
 PROJECT_FILE = "project.json"
 # PIL format name -> the suffix stored images get (only formats the data module reads).
 FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
@@ -79,6 +88,17 @@ class UploadReport:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (uploaded name, reason naming the file)
 
 
+def _changes_project(method: Callable[..., T]) -> Callable[..., T]:
+    """Runs a :class:`Project` method that changes stored data under the project's lock."""
+
+    @functools.wraps(method)
+    def locked(self: Project, *args, **kwargs) -> T:
+        with self._changing():
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Project:
     """One project folder; see the module docstring for its layout."""
 
@@ -86,6 +106,21 @@ class Project:
         self.path = Path(path)
         if not (self.path / PROJECT_FILE).is_file():
             raise ProjectError(f"{str(self.path)!r} is not a promptlab project (no {PROJECT_FILE}); create it first.")
+        # Every change to classes, images and descriptions holds this lock (between threads and between
+        # processes: two app tabs, or the app and a script), so that checking what is stored and storing
+        # are one step: the same image uploaded to two classes at once is stored once, never in both.
+        # Reentrant within a thread (rename_class calls set_descriptions).
+        self._lock = FileLock(str(self.path / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        try:
+            with self._lock:
+                yield
+        except Timeout as error:
+            raise ProjectError(
+                f"Project {self.name!r} is busy with another change for over {LOCK_TIMEOUT_S} s; try again."
+            ) from error
 
     @property
     def name(self) -> str:
@@ -125,6 +160,7 @@ class Project:
             raise ProjectError(f"Project {self.name!r} has no class {name!r}.")
         return folder
 
+    @_changes_project
     def add_class(self, name: str) -> str:
         """Adds an empty class; the name is checked like the CLI's class folders (no duplicates)."""
         name = check_name(name, "class")
@@ -135,6 +171,7 @@ class Project:
         (self.labelled_dir / name).mkdir(parents=True)
         return name
 
+    @_changes_project
     def rename_class(self, old: str, new: str) -> str:
         """Renames a class folder (its images move with it); the descriptions follow the new name."""
         source = self._class_dir(old)
@@ -152,6 +189,7 @@ class Project:
             self.set_descriptions(descriptions)
         return new
 
+    @_changes_project
     def delete_class(self, name: str) -> None:
         """Deletes a class and its images (earlier runs keep them in their DVC snapshot)."""
         shutil.rmtree(self._class_dir(name))
@@ -169,6 +207,7 @@ class Project:
     def image_counts(self) -> dict[str, int]:
         return {name: len(self.images(name)) for name in self.classes()}
 
+    @_changes_project
     def add_images(self, class_name: str | None, uploads: list[tuple[str, bytes]]) -> UploadReport:
         """Stores uploaded files in a class (or the unlabelled pool with ``None``).
 
@@ -219,6 +258,7 @@ class Project:
         folders = [self.labelled_dir / c for c in self.classes()] + [self.unlabelled_dir]
         return {p.stem: folder for folder in folders if folder.is_dir() for p in folder.iterdir() if is_image_file(p)}
 
+    @_changes_project
     def remove_image(self, path: str | Path) -> None:
         """Deletes one stored image (earlier runs keep it in their DVC snapshot)."""
         path = Path(path).resolve()
@@ -238,6 +278,7 @@ class Project:
             return {}
         return {str(k): [str(s) for s in v] for k, v in content.items() if isinstance(v, list)}
 
+    @_changes_project
     def set_descriptions(self, descriptions: dict[str, list[str]]) -> None:
         """Saves descriptions of existing classes; blank sentences are dropped."""
         unknown = sorted(set(descriptions) - set(self.classes()))
