@@ -133,3 +133,13 @@ def test_classify_exit_status_tells_all_some_and_none(bad_folder):
     assert main(["classify", "--classifier", classifier, str(bad_folder / "green")]) == 0
     assert main(["classify", "--classifier", classifier, str(bad_folder / "red")]) == 3
     assert main(["classify", "--classifier", classifier, str(bad_folder / "red" / "odd.bmp")]) == 1
+
+
+def test_the_app_takes_the_multi_picture_jpegs_cameras_write(tmp_path):
+    buffer = io.BytesIO()
+    picture = Image.new("RGB", (16, 16), (1, 2, 3))
+    picture.save(buffer, format="MPO", save_all=True, append_images=[picture])
+    project = Workspace(tmp_path / "workspace").create("pets")
+    project.add_class("cat")
+    report = project.add_images("cat", [("camera.jpg", buffer.getvalue())])
+    assert not report.rejected and report.added[0].endswith(".jpg")

@@ -41,7 +41,16 @@ LOCK_TIMEOUT_S = 60
 T = TypeVar("T")
 PROJECT_FILE = "project.json"
 # PIL format name -> the suffix stored images get (only formats the data module reads).
-FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
+# MPO: the multi-picture JPEG that many phones and cameras write; its first picture is a plain JPEG.
+FORMAT_SUFFIXES = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "BMP": ".bmp",
+    "GIF": ".gif",
+    "WEBP": ".webp",
+    "TIFF": ".tif",
+}
 IMAGE_UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS)  # for upload widgets
 _UNSAFE_NAME = re.compile(r"[/\\:*?\"<>|\x00-\x1f]")
 MAX_NAME_CHARACTERS = 80
