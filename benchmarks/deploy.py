@@ -45,9 +45,10 @@ from promptlab.export import export_classifier
 from promptlab.methods import ZeroShotCLIP
 from promptlab.onnx_runtime import OnnxClassifier
 from promptlab.reporting import PredictionWriter
+from promptlab.toy.render import SHAPES
 
 OUT = Path(__file__).parent / "deploy.json"
-TOY_CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart"]
+TOY_CLASSES = list(SHAPES)
 BACKBONES = {  # name: (architecture, pretrained tag, images, batch size)
     "toy-clip": ("toy-clip", "promptlab", 512, 64),
     "clip-tiny": ("clip-tiny", None, 512, 64),

@@ -31,13 +31,16 @@ import psutil
 import requests
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from benchmarks.deploy import toy_images
 from promptlab.classifier import Classifier
 from promptlab.data.images import decode_image_bytes
 from promptlab.export import export_classifier
 from promptlab.methods import ZeroShotCLIP
+from promptlab.toy.render import SHAPES
 
 OUT = Path(__file__).parent / "serving.json"
-TOY_CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart"]
+TOY_CLASSES = list(SHAPES)
 CONCURRENCY = (1, 4, 16)
 MAX_BATCH = 16
 
@@ -167,8 +170,7 @@ def table(results: list[dict]) -> str:
 
 
 def toy_pngs(data_root: Path, n: int = 64) -> list[bytes]:
-    test = json.loads((data_root / "toy" / "splits" / "mixed.json").read_text())["test"]
-    return [(data_root / "toy" / "images" / path).read_bytes() for path, _, _ in test[:n]]
+    return [Path(path).read_bytes() for path in toy_images(data_root, n)]
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from promptlab.data.images import load_image
 from promptlab.data.transforms import test_transform
 from promptlab.heads import Head, HeadError, head_from_file
 from promptlab.methods.visual_prompts import install_visual_prompts
+from promptlab.prediction import image_batches
 from promptlab.reporting import Prediction, top_predictions
 
 __all__ = ["Classifier", "Prediction"]
@@ -107,14 +108,7 @@ class Classifier:
         Returns:
             (N, C) probabilities, classes ordered as ``class_names``.
         """
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
-            batches = list(images.split(batch_size))
-        else:
-            items = images if isinstance(images, (list, tuple)) else [images]
-            batches = [
-                torch.stack([self._to_tensor(x) for x in items[i : i + batch_size]])
-                for i in range(0, len(items), batch_size)
-            ]
+        batches = image_batches(images, batch_size, self._to_tensor, torch.stack)
         probabilities = [self.probabilities(batch) for batch in batches]
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 

@@ -33,13 +33,10 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str | None]:
-        path = self.paths[index]
         try:
-            return self.transform(load_image(path)), index, None
-        except ImageLoadError as error:
+            return self.transform(load_image(self.paths[index])), index, None
+        except ImageLoadError as error:  # every decoding failure, whatever the decoder raised
             return None, index, str(error)
-        except Exception as error:  # some PIL decoders raise NotImplementedError and others for one bad file
-            return None, index, f"Cannot read image {path!r}: {type(error).__name__}: {error}"
 
 
 @dataclass

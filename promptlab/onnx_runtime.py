@@ -28,7 +28,7 @@ from PIL import Image
 
 from promptlab.data.images import load_image
 from promptlab.errors import UserError
-from promptlab.prediction import Prediction, check_reject_below
+from promptlab.prediction import Prediction, image_batches, rank
 
 ONNX_FORMAT = "promptlab-onnx-classifier"  # as written by promptlab.onnx_export
 _RESAMPLE = {
@@ -126,14 +126,7 @@ class OnnxClassifier:
         Returns:
             (N, C) probabilities, classes ordered as ``class_names``.
         """
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-        else:
-            items = images if isinstance(images, (list, tuple)) else [images]
-            batches = [
-                np.stack([self.to_array(x) for x in items[i : i + batch_size]])
-                for i in range(0, len(items), batch_size)
-            ]
+        batches = image_batches(images, batch_size, self.to_array, np.stack)
         parts = [self.probabilities(batch) for batch in batches]
         return np.concatenate(parts) if parts else np.empty((0, len(self.class_names)), np.float32)
 
@@ -142,11 +135,5 @@ class OnnxClassifier:
     ) -> list[Prediction]:
         """One :class:`~promptlab.prediction.Prediction` per image; "none of these" below
         ``reject_below`` (default: the threshold recorded at export; 0 turns it off)."""
-        threshold = check_reject_below(self.reject_below if reject_below is None else reject_below)
-        probabilities = self.predict_proba(images, batch_size)
-        k = min(top_k, len(self.class_names))
-        order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]  # (N, k) best first
-        return [
-            Prediction.from_top(row[indices].tolist(), indices.tolist(), self.class_names, threshold)
-            for row, indices in zip(probabilities, order, strict=True)
-        ]
+        threshold = self.reject_below if reject_below is None else reject_below
+        return rank(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)

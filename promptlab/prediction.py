@@ -1,8 +1,10 @@
-"""One image's answer, shared by the torch classifier, the ONNX runtime and the server (imports no torch)."""
+"""What the torch classifier, the ONNX runtime and the server share (imports no torch): one image's
+answer, ranking probabilities into answers, and cutting images into batches."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from promptlab.errors import UserError
@@ -57,3 +59,31 @@ def check_reject_below(value: float | None, option: str = "reject_below") -> flo
     if value is not None and not 0.0 <= float(value) < 1.0:
         raise ThresholdError(f"{option} must be a probability from 0 to below 1 (got {value}), such as 0.5.")
     return None if value is None else float(value)
+
+
+def rank(
+    probabilities: Sequence[Sequence[float]], class_names: Sequence[str], k: int, reject_below: float | None = None
+) -> list[Prediction]:
+    """(N, C) probabilities (nested lists, or anything with ``tolist``) -> one :class:`Prediction` per row
+    with its ``k`` most likely classes; "none of these" where the best is below ``reject_below``."""
+    threshold = check_reject_below(reject_below)
+    rows = probabilities.tolist() if hasattr(probabilities, "tolist") else probabilities
+    predictions = []
+    for row in rows:
+        best = heapq.nlargest(min(k, len(class_names)), range(len(row)), key=row.__getitem__)
+        predictions.append(Prediction.from_top([row[i] for i in best], best, class_names, threshold))
+    return predictions
+
+
+def image_batches(images, batch_size: int, prepare: Callable, stack: Callable) -> list:
+    """Images in batches for an image encoder.
+
+    Args:
+        images: an (N, 3, H, W) batch (sliced as it is), or one or a list of items that ``prepare``
+            turns into a (3, H, W) image (file paths, PIL images, already prepared images).
+        stack: (3, H, W) images -> (B, 3, H, W) (``torch.stack``, ``numpy.stack``).
+    """
+    if getattr(images, "ndim", 0) == 4:
+        return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    items = images if isinstance(images, (list, tuple)) else [images]
+    return [stack([prepare(x) for x in items[i : i + batch_size]]) for i in range(0, len(items), batch_size)]

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptlab.data.images import ImageLoadError, decode_image_bytes
 from promptlab.errors import UserError
-from promptlab.prediction import Prediction, check_reject_below
+from promptlab.prediction import check_reject_below, rank
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +233,8 @@ class ClassifierAPI(ls.LitAPI):
         try:
             image, _ = decode_image_bytes(base64.b64decode(request["image"]), request["name"])
             return self._prepare(image), request
-        except ImageLoadError as error:
+        except ImageLoadError as error:  # every decoding failure, whatever the decoder raised
             return Refusal(400, str(error))
-        except Exception as error:  # a decoder's own failure (NotImplementedError...) is this image's
-            return Refusal(
-                400, f"Cannot read image {request.get('name')!r}: {type(error).__name__}; send another image."
-            )
 
     def batch(self, inputs: list) -> list:
         return inputs  # predict stacks the readable images itself
@@ -251,13 +247,13 @@ class ClassifierAPI(ls.LitAPI):
         readable = [i for i, item in enumerate(inputs) if not isinstance(item, Refusal)]
         outputs: list = list(inputs)
         if readable:
-            probabilities = self.classifier.probabilities(self._stack([inputs[i][0] for i in readable]))
+            probabilities = self.classifier.probabilities(self._stack([inputs[i][0] for i in readable])).tolist()
             names = self.classifier.class_names
-            for i, row in zip(readable, probabilities.tolist(), strict=True):
+            for i, row in zip(readable, probabilities, strict=True):
                 options = inputs[i][1]
                 threshold = self.default_reject_below if options["reject_below"] is None else options["reject_below"]
-                order = sorted(range(len(row)), key=row.__getitem__, reverse=True)[: options["top_k"]]
-                outputs[i] = Prediction.from_top([row[j] for j in order], order, names, threshold).to_dict()
+                (prediction,) = rank([row], names, options["top_k"], threshold)
+                outputs[i] = prediction.to_dict()
         return outputs
 
     def encode_response(self, output: dict | Refusal):

@@ -216,6 +216,7 @@ class FewShotDataModule(L.LightningDataModule):
         transform: Callable | None = None,
         root: Path | None = None,
         skip_bad_images: bool | None = None,
+        shard: bool = True,
     ) -> DataLoader:
         """(image, label, index) batches; by default the train or test transform of the split's images."""
         cfg = self._preprocess()
@@ -225,7 +226,7 @@ class FewShotDataModule(L.LightningDataModule):
             transform or (train_transform(cfg, self.crop_scale) if train else test_transform(cfg)),
             self.skip_bad_images if skip_bad_images is None else skip_bad_images,
         )
-        return self._data_loader(dataset, train, self.num_workers, collate_skipping_none)
+        return self._data_loader(dataset, train, self.num_workers, collate_skipping_none, shard)
 
     def _data_loader(
         self, dataset: Dataset, train: bool, num_workers: int, collate_fn: Callable | None, shard: bool = True
@@ -328,11 +329,7 @@ class FewShotDataModule(L.LightningDataModule):
         samples = self.splits.val
         if not samples:
             return None
-        if (loader := self._cached_loader(samples, False, shard=False)) is not None:
-            return loader
-        cfg = self._preprocess()
-        dataset = ImageSamples(self.splits.image_root, samples, test_transform(cfg), self.skip_bad_images)
-        return self._data_loader(dataset, False, self.num_workers, collate_skipping_none, shard=False)
+        return self._cached_loader(samples, False, shard=False) or self._loader(samples, train=False, shard=False)
 
     def test_dataloader(self) -> DataLoader | list:
         samples = self.splits.test

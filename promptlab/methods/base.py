@@ -245,7 +245,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         self.test_metrics.update(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
-        logits, scaled = logits.float(), logits.float() / self.calibration.temperature
+        logits = logits.float()
+        scaled = logits / self.calibration.temperature
         self.test_ece.update(logits.softmax(-1), labels)
         self.test_ece_calibrated.update(scaled.softmax(-1), labels)
         self.test_nll.update(F.cross_entropy(logits, labels, reduction="none"))
