@@ -7,10 +7,11 @@ and a text encoder driven by token *embeddings*, so learned context vectors can 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,17 +22,14 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
-from promptlab.errors import UserError
+from promptlab.backbone_source import BackboneError, is_custom_architecture, resolve_backbone
+from promptlab.backbone_weights import load_checked_weights
 from promptlab.shared_prefix import encode_with_shared_prefix, supports_shared_prefix
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
-
-# Weights that ship inside the package (pretrained by promptlab on its toy world), by (model, tag).
-SHIPPED_TAG = "promptlab"
-SHIPPED_WEIGHTS = {("toy-clip", SHIPPED_TAG): Path(__file__).parent / "weights" / "toy-clip.safetensors"}
 
 __all__ = [
     "IMAGENET_CLASSNAMES",
@@ -42,10 +40,6 @@ __all__ = [
     "file_sha256",
     "list_backbones",
 ]
-
-
-class BackboneError(UserError):
-    """A backbone cannot be built or used as asked; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,7 @@ class PreprocessConfig:
 
 def list_backbones() -> list[str]:
     """Names of every architecture open_clip knows, including promptlab's tiny test models."""
-    return open_clip.list_models()
+    return [name for name in open_clip.list_models() if not is_custom_architecture(name)]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -84,62 +78,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _check_model_name(model_name: str) -> None:
-    known = list_backbones()
-    if model_name in known:
-        return
-    close = difflib.get_close_matches(model_name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise BackboneError(f"Unknown backbone {model_name!r}.{hint} Run `promptlab backbones` to list all names.")
-
-
-def _resolve_weights(model_name: str, pretrained: str | None, weights_path: str | None) -> tuple[str | None, dict]:
-    """Finds the weights file to load and the preprocessing config that goes with it.
-
-    Returns:
-        (path to a weights file or None for random weights, preprocessing overrides).
-    """
-    shipped = SHIPPED_WEIGHTS.get((model_name, pretrained))
-    if shipped is not None and not weights_path:
-        if not shipped.is_file():
-            raise BackboneError(f"Shipped weights {str(shipped)!r} are missing; reinstall promptlab.")
-        return str(shipped), {}
-    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
-    if pretrained and not tag_cfg and not weights_path:
-        tags = open_clip.list_pretrained_tags_by_model(model_name) + [t for m, t in SHIPPED_WEIGHTS if m == model_name]
-        raise BackboneError(
-            f"Backbone {model_name!r} has no pretrained tag {pretrained!r}; known tags: {tags or 'none'}. "
-            "Pass one of them, or weights_path for a local file."
-        )
-    preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
-    if weights_path:
-        if not Path(weights_path).is_file():
-            raise BackboneError(f"Weights file {weights_path!r} does not exist; check the path.")
-        return str(weights_path), preprocess
-    if not pretrained:
-        return None, preprocess
-    try:
-        return open_clip.download_pretrained(tag_cfg), preprocess
-    except Exception as error:  # hub and URL downloads raise many types
-        source = tag_cfg.get("hf_hub") or tag_cfg.get("url") or "?"
-        raise BackboneError(
-            f"Cannot download weights for {model_name!r} pretrained={pretrained!r} from {source} "
-            f"({type(error).__name__}). "
-            'On a machine with network access run `python -c "import open_clip; '
-            f"open_clip.create_model('{model_name}', pretrained='{pretrained}')\"` and copy the downloaded file, "
-            "then pass it as weights_path (e.g. --model.init_args.weights_path /path/to/open_clip_model.safetensors)."
-        ) from error
-
-
 class FrozenCLIP(nn.Module):
     """A frozen open_clip CLIP model with a prompt-aware text encoder.
 
     Args:
-        model_name: open_clip architecture name (``ViT-B-16``, ``RN50``, ``clip-tiny``...).
-        pretrained: open_clip pretrained tag (``openai``...) or None for random weights.
+        model_name: open_clip architecture name (``ViT-B-16``, ``RN50``, ``clip-tiny``...), or
+            ``local-dir:/path`` / ``hf-hub:org/repo`` (a folder with ``open_clip_config.json`` and
+            the weights, see :mod:`promptlab.backbone_source`).
+        pretrained: open_clip pretrained tag (``openai``...) or None for random weights; ignored
+            for ``local-dir:`` and ``hf-hub:`` backbones.
         weights_path: local weights file; takes precedence over downloading the tag's weights (the tag,
             if given, still selects the preprocessing).
         precision: weight precision of the frozen model.
+        preprocess: overrides of the preprocessing (``size``, ``mean``, ``std``, ``interpolation``),
+            for weights files that come without a config.
+        model_cfg: the architecture config, when known already (exported classifiers record it).
+        load_weights: False to build the architecture with random weights (the caller loads its own).
     """
 
     def __init__(
@@ -148,30 +102,46 @@ class FrozenCLIP(nn.Module):
         pretrained: str | None = "openai",
         weights_path: str | None = None,
         precision: str = "fp32",
+        preprocess: dict | None = None,
+        model_cfg: dict | None = None,
+        load_weights: bool = True,
     ) -> None:
         super().__init__()
-        _check_model_name(model_name)
+        source = resolve_backbone(model_name, pretrained, weights_path, model_cfg, preprocess, load_weights)
         self.model_name = model_name
-        self.pretrained = pretrained
-        self.weights_file, preprocess_overrides = _resolve_weights(model_name, pretrained, weights_path)
-        if self.weights_file is None:
-            log.info("Backbone %s has random weights (no pretrained tag or weights file).", model_name)
+        self.pretrained = None if model_name.startswith(("local-dir:", "hf-hub:")) else pretrained
+        self.model_cfg = source.model_cfg
+        self.weights_file = source.weights_file
         try:
-            self.model = open_clip.create_model(
-                model_name,
-                pretrained=self.weights_file,
-                precision=precision,
-                force_preprocess_cfg=preprocess_overrides,
-            )
-        except (RuntimeError, KeyError, ValueError) as error:
-            if self.weights_file is None:
+            with _without_random_weights_warning():  # weights are loaded below, after their shapes are checked
+                self.model = open_clip.create_model(
+                    source.architecture,
+                    precision=precision,
+                    force_quick_gelu=bool(source.model_cfg.get("quick_gelu")),
+                    force_preprocess_cfg=source.preprocess_cfg,
+                )
+        except (TypeError, KeyError, ValueError, RuntimeError) as error:
+            if not is_custom_architecture(source.architecture):
                 raise
             raise BackboneError(
-                f"Weights file {self.weights_file!r} does not fit backbone {model_name!r} ({str(error)[:200]}); "
-                "pass the weights of that architecture or change the backbone name."
+                f"open_clip cannot build backbone {model_name!r} from its model_cfg ({type(error).__name__}: "
+                f"{str(error)[:200]}); fix the config."
             ) from error
+        if self.weights_file is not None:
+            load_checked_weights(self.model, self.weights_file, model_name)
         self.preprocess = PreprocessConfig.from_open_clip(self.model.visual.preprocess_cfg)
-        self._text = _TextTower(self.model, model_name)
+        if self.weights_file is None and load_weights:
+            log.info("Backbone %s has random weights (no pretrained tag or weights file).", model_name)
+        elif self.weights_file is not None and not pretrained and source.preprocess_origin == "open_clip's defaults":
+            log.info(
+                "Backbone %s loads %s without a pretrained tag: images are normalised with mean %s and std %s, "
+                "open_clip's defaults (set preprocess to change them).",
+                model_name,
+                self.weights_file,
+                self.preprocess.mean,
+                self.preprocess.std,
+            )
+        self._text = _TextTower(self.model, source.architecture)
         self.requires_grad_(False)
         self.eval()
 
@@ -309,6 +279,22 @@ class FrozenCLIP(nn.Module):
             for i in range(0, len(texts), batch_size)
         ]
         return torch.cat(chunks)
+
+
+class _DropRandomWeightsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _without_random_weights_warning() -> Iterator[None]:
+    """Hides open_clip's root-logger warning that a model it built has random weights."""
+    drop = _DropRandomWeightsWarning()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
 
 
 class _TextTower:

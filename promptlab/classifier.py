@@ -127,21 +127,26 @@ class Classifier:
 
 def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:
     """The image encoder the file was exported with: embedded in the file, or by reference and checksum."""
-    if not ref["embedded"] and not ref["pretrained"] and ref["weights_sha256"] and not weights_path:
+    name = ref["model_name"]
+    folder_here = name.startswith("hf-hub:") or (name.startswith("local-dir:") and Path(name[10:]).is_dir())
+    if not ref["embedded"] and not ref["pretrained"] and ref["weights_sha256"] and not weights_path and not folder_here:
         raise ClassifierFileError(
             f"Classifier {str(path)!r} needs the weights file it was exported with ({ref['model_name']!r}, sha256 "
             f"{ref['weights_sha256'][:12]}...); pass weights_path (--weights_path on the command line)."
         )
     try:
         if ref["embedded"]:
-            backbone = FrozenCLIP(ref["model_name"], pretrained=None)
+            # The architecture (and, for a tag, its QuickGELU setting) without downloading any weights.
+            backbone = FrozenCLIP(
+                ref["model_name"], ref["pretrained"], model_cfg=ref.get("model_cfg"), load_weights=False
+            )
             visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
             if ref.get("visual_prompts"):  # a tower tuned with visual prompts (NoLA)
                 prompts = torch.nn.Parameter(torch.empty_like(visual["visual_prompts"]), requires_grad=False)
                 install_visual_prompts(backbone.model.visual, prompts)
             backbone.model.visual.load_state_dict(visual)
         else:
-            backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path)
+            backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path, model_cfg=ref.get("model_cfg"))
     except (BackboneError, RuntimeError, KeyError) as error:
         raise ClassifierFileError(
             f"Cannot rebuild backbone {ref['model_name']!r} for classifier {str(path)!r}: {error}"

@@ -14,8 +14,10 @@ JSON metadata::
                       cache    alpha, beta, scale    zero-shot + alpha * cache model (Tip-Adapter)
     class_names     [C names]
     preprocess      image size, mean, std, interpolation, resize mode
-    backbone        model_name, pretrained, weights_sha256, embed_dim, embedded (image tower in the
-                    file), visual_prompts (P prompt tokens inserted in the ViT, NoLA; 0 for none)
+    backbone        model_name, model_cfg (open_clip's architecture config, so that models outside
+                    open_clip's list rebuild anywhere; absent in earlier files), pretrained,
+                    weights_sha256, embed_dim, embedded (image tower in the file), visual_prompts
+                    (P prompt tokens inserted in the ViT, NoLA; 0 for none)
     calibration     temperature (probabilities are softmax(logits / T)), fitted_on (a sentence),
                     num_images, ece_before, ece_after (test ECE with T = 1 and with T; null if unmeasured);
                     absent in files of earlier releases: T = 1

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +34,15 @@ class PromptLabCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         self.model.connect_data(self.datamodule)  # preprocessing and the frozen encoder: model -> data
+
+    def before_fit(self) -> None:
+        if not self.model.trains():
+            from promptlab.errors import UserError
+
+            raise UserError(
+                f"{type(self.model).__name__} learns nothing, so there is nothing to fit; "
+                "run `promptlab test` with the same config instead."
+            )
 
     def before_predict(self) -> None:
         paths = [sample.path for sample in self.datamodule.prediction_samples]
@@ -183,10 +196,8 @@ CLASSIFY_NOTHING, CLASSIFY_PARTIAL = 1, 3  # classify's exit status when files w
 def classify_command(argv: list[str]) -> int:
     """Classify images or folders of images (recursively) with an exported classifier file."""
     from promptlab.classifier import Classifier
-    from promptlab.classify import classify_files
     from promptlab.data.datamodule import prediction_samples
     from promptlab.prediction import check_reject_below
-    from promptlab.reporting import PredictionWriter
 
     parser = argparse.ArgumentParser(
         prog="promptlab classify",
@@ -208,6 +219,10 @@ def classify_command(argv: list[str]) -> int:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--output", "-o", help="stream predictions to a .csv or .json file")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--decoder_log",
+        help="file for the image decoders' own warnings, kept off the terminal (default: one in the temp folder)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1 or (args.num_workers or 0) < 0 or args.top_k < 1:
         parser.error("--batch_size and --top_k must be at least 1, --num_workers at least 0")
@@ -215,6 +230,28 @@ def classify_command(argv: list[str]) -> int:
 
     classifier = Classifier.load(args.classifier, args.weights_path, args.device)
     paths = [sample.path for sample in prediction_samples(args.images)]
+    decoder_log = Path(args.decoder_log or Path(tempfile.gettempdir()) / f"promptlab-classify-{os.getpid()}.log")
+    with decoder_messages_to(decoder_log):
+        unreadable = _classify_to_output(classifier, paths, args, reject_below)
+    if decoder_log.is_file() and decoder_log.stat().st_size:
+        lines = len(decoder_log.read_bytes().splitlines())
+        print(f"The image decoders' own messages ({lines} lines) are in {decoder_log}", file=sys.stderr)
+    elif not args.decoder_log:
+        decoder_log.unlink(missing_ok=True)
+    if unreadable:
+        print(f"Skipped {len(unreadable)} unreadable file(s):", file=sys.stderr)
+        for message in unreadable:
+            print(f"  {message}", file=sys.stderr)
+    if not unreadable:
+        return 0
+    return CLASSIFY_NOTHING if len(unreadable) == len(paths) else CLASSIFY_PARTIAL
+
+
+def _classify_to_output(classifier, paths: list[str], args: argparse.Namespace, reject_below) -> list[str]:
+    """Streams predictions to ``args.output`` (or stdout); returns the reasons of the unreadable files."""
+    from promptlab.classify import classify_files
+    from promptlab.reporting import PredictionWriter
+
     writer = PredictionWriter(args.output) if args.output else None
     unreadable: list[str] = []
     results = classify_files(
@@ -235,13 +272,24 @@ def classify_command(argv: list[str]) -> int:
     if writer is not None:
         writer.close()
         print(f"Wrote {writer.count} predictions to {args.output}")
-    if unreadable:
-        print(f"Skipped {len(unreadable)} unreadable file(s):", file=sys.stderr)
-        for message in unreadable:
-            print(f"  {message}", file=sys.stderr)
-    if not unreadable:
-        return 0
-    return CLASSIFY_NOTHING if len(unreadable) == len(paths) else CLASSIFY_PARTIAL
+    return unreadable
+
+
+@contextmanager
+def decoder_messages_to(path: Path) -> Iterator[None]:
+    """Pillow's warnings and libtiff's/libjpeg's prints go to ``path`` instead of the terminal."""
+    from promptlab.data.images import decoder_log
+    from promptlab.native_stderr import native_stderr_to
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    decoder_log.addHandler(handler)
+    decoder_log.setLevel(logging.INFO)
+    try:
+        with native_stderr_to(path):
+            yield
+    finally:
+        decoder_log.removeHandler(handler)
+        handler.close()
 
 
 def _prediction_line(path: str, prediction) -> str:

@@ -87,6 +87,7 @@ def export_classifier(
         "preprocess": backbone.preprocess.to_dict(),
         "backbone": {
             "model_name": backbone.model_name,
+            "model_cfg": backbone.model_cfg,
             "pretrained": backbone.pretrained,
             "weights_sha256": backbone.weights_sha256(),
             "embed_dim": backbone.embed_dim,

@@ -78,6 +78,8 @@ def test_bad_root_is_one_line_error(tmp_path, capsys):
         ("--model.init_args.backbone=nope", "Unknown backbone 'nope'"),
         ("--model.init_args.n_ctx=200", "prompt needs"),
         ("--data.cache_views=0", "cache_views must be at least 1"),
+        ("--model.init_args.backbone=local-dir:/missing", "Backbone folder '/missing' (local-dir:/missing) does not"),
+        ("--model.init_args.preprocess={size: 224}", "preprocess.size 224 differs from the input size 32"),
     ],
 )
 def test_errors_while_building_model_or_data_are_one_line(image_folder, capsys, option, words):
@@ -85,6 +87,16 @@ def test_errors_while_building_model_or_data_are_one_line(image_folder, capsys, 
     assert main(["fit", "-c", CONFIG, f"--data.root={image_folder}", option]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_fitting_a_method_that_learns_nothing_says_test_instead(image_folder, capsys):
+    config = "configs/tiny/zeroshot.yaml"
+    assert main(["fit", "-c", config, f"--data.root={image_folder}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "error: ZeroShotCLIP learns nothing, so there is nothing to fit; "
+        "run `promptlab test` with the same config instead."
+    )
 
 
 def test_classify_bad_file_is_one_line_error(tmp_path, capsys):

@@ -2,8 +2,10 @@
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 
@@ -37,8 +39,31 @@ def test_train_test_subfolders(tmp_path):
     make_image_folder(tmp_path / "ds" / "train", 6)
     make_image_folder(tmp_path / "ds" / "test", 3, seed=1)
     dm = datamodule(tmp_path / "ds")
-    assert len(dm.splits.train) == 6 and len(dm.splits.test) == 9 and dm.splits.val == []
+    assert len(dm.splits.train) == 6 and len(dm.splits.test) == 9
     assert all(s.path.startswith("test/") for s in dm.splits.test)
+
+
+def test_without_val_folder_validation_never_uses_test_images(tmp_path, caplog):
+    """Issue 17, item 6: validation comes from the training images the few-shot draw left."""
+    make_image_folder(tmp_path / "ds" / "train", 6)
+    make_image_folder(tmp_path / "ds" / "test", 3, seed=1)
+    with caplog.at_level(logging.INFO):
+        dm = datamodule(tmp_path / "ds")
+        val = dm.splits.val
+    assert len(val) == 6 and all(s.path.startswith("train/") for s in val)
+    assert not set(val) & set(dm.splits.train)
+    assert "has no validation split: 6 of its training images validate instead" in caplog.text
+    validated = {p for _, _, index in dm.val_dataloader() for p in index.tolist()}
+    assert len(validated) == 6
+
+
+def test_without_any_spare_training_image_there_is_no_validation(tmp_path, caplog):
+    make_image_folder(tmp_path / "ds" / "train", 1)
+    make_image_folder(tmp_path / "ds" / "test", 3, seed=1)
+    with caplog.at_level(logging.WARNING):
+        dm = datamodule(tmp_path / "ds")
+        assert dm.splits.val == [] and dm.val_dataloader() == []
+    assert "no validation images" in caplog.text
 
 
 def test_saved_split_is_reusable(image_folder, tmp_path):
@@ -74,6 +99,34 @@ def test_corrupt_image_is_named_and_can_be_skipped(image_folder):
     dm = datamodule(image_folder, shots=0, test_batch_size=64, skip_bad_images=True)
     (batch,) = list(dm._loader(samples, train=False))
     assert batch[0].shape[0] == len(samples) - 1
+
+
+def test_skipped_images_are_warned_once_replaced_in_the_draw_and_recorded(image_folder, tmp_path, caplog):
+    """Issue 17, item 9: one warning per file, one summary, full shots, and data.json says what happened."""
+    dm = datamodule(image_folder, shots=3, skip_bad_images=True)
+    drawn = [s for s in dm.splits.train if s.class_name == "red_square"]
+    for sample in drawn[:2]:  # two of red_square's drawn shots are broken now
+        (image_folder / sample.path).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    dm = datamodule(image_folder, shots=3, skip_bad_images=True)
+    with caplog.at_level(logging.WARNING):
+        splits = dm.splits
+        for _ in range(2):  # two epochs meet no unreadable image: they were screened out
+            for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+                list(loader)
+    per_file = [r for r in caplog.records if r.getMessage().startswith("Skipping unreadable image")]
+    summaries = [r for r in caplog.records if r.getMessage().startswith("Skipped 2 unreadable image(s)")]
+    assert len(per_file) == 2 and len(summaries) == 1
+    assert "replaced by other images of their class" in summaries[0].getMessage()
+    assert Counter(s.class_name for s in splits.train) == {"blue_triangle": 3, "green_circle": 3, "red_square": 3}
+    assert not {s.path for s in splits.train + splits.val + splits.test} & {s.path for s in drawn[:2]}
+
+    trainer = lightning.Trainer(default_root_dir=tmp_path, logger=lightning.pytorch.loggers.CSVLogger(tmp_path))
+    dm.trainer = trainer
+    dm.setup("fit")
+    info = json.loads(next(tmp_path.rglob("data.json")).read_text())
+    assert info["train_images_per_class"] == {"blue_triangle": 3, "green_circle": 3, "red_square": 3}
+    assert sorted(i["path"] for i in info["skipped_images"]) == sorted(s.path for s in drawn[:2])
+    assert all("Cannot read image" in i["reason"] for i in info["skipped_images"])
 
 
 def test_truncated_jpeg_is_named(image_folder):

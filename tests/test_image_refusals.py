@@ -69,7 +69,10 @@ def test_the_pixel_limit_is_checked_before_decoding():
 
 
 def test_any_decoder_exception_is_an_image_load_error(broken_bmp_decoder):
-    with pytest.raises(ImageLoadError, match=r"'odd.bmp': its decoder failed \(NotImplementedError"):
+    with pytest.raises(
+        ImageLoadError,
+        match=r"'odd.bmp': it is a variant of BMP that promptlab's image library cannot decode \(NotImplementedError",
+    ):
         decode_image_bytes(bmp(), "odd.bmp")
 
 

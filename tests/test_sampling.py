@@ -3,7 +3,7 @@
 import logging
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -79,3 +79,22 @@ def test_fewer_images_than_shots_warns_and_uses_all(caplog):
         drawn, _ = draw_train_val(train, [], 8, seed=1)
     assert sum(s.label == 0 for s in drawn) == 3 and sum(s.label == 1 for s in drawn) == 8
     assert "Class 'rare' has only 3 image(s), fewer than shots=8" in caplog.text
+
+
+@pytest.mark.parametrize("shots", [1, 4, 16])
+def test_without_val_split_validation_comes_from_unused_training_images(shots):
+    """Issue 17, item 6: never the test images; the training draw stays the reference's."""
+    train = make_samples(5)
+    drawn, val = draw_train_val(train, [], shots, seed=2)
+    assert drawn == draw_train_val(train, make_samples(6, prefix="val"), shots, seed=2)[0]
+    assert not set(drawn) & set(val) and set(val) <= set(train)
+    per_class = Counter(s.label for s in val)
+    left = Counter(s.label for s in train) - Counter(s.label for s in drawn)
+    assert all(per_class[label] == min(shots, 4, n) for label, n in left.items())
+
+
+def test_without_val_split_and_no_draw_a_share_of_each_class_validates():
+    train = [Sample(f"a{i}.jpg", 0, "a") for i in range(10)] + [Sample("b.jpg", 1, "b")]
+    kept, val = draw_train_val(train, [], 0, seed=1, val_fraction=0.2)
+    assert Counter(s.label for s in val) == {0: 2} and Counter(s.label for s in kept) == {0: 8, 1: 1}
+    assert sorted(kept + val) == sorted(train)

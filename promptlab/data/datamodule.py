@@ -20,6 +20,7 @@ from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
 from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
+from promptlab.data.screening import screen_splits
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
     DatasetError,
@@ -50,13 +51,16 @@ class FewShotDataModule(L.LightningDataModule):
         seed: few-shot draw seed (the benchmark protocol uses 1, 2, 3).
         subsample_classes: ``base`` (first half of the sorted labels), ``new`` (the rest) or ``all``.
         train_fraction: for a flat folder, share of each class used for training.
-        val_fraction: for a flat folder, share of each class used for validation.
+        val_fraction: share of each class used for validation: of a flat folder, or of the training
+            images of a dataset without a validation split (when there is no few-shot draw).
         batch_size: training batch size (reference: 32).
         test_batch_size: evaluation batch size.
         num_workers: data loading processes.
         crop_scale: RandomResizedCrop area range of the training transform (reference: 0.08-1; tiny
             images need a larger minimum, or the crops lose the object).
-        skip_bad_images: skip unreadable images with a warning instead of stopping.
+        skip_bad_images: skip unreadable images instead of stopping: every image the run reads is
+            decoded once first, drawn ones that fail are replaced from their class, and ``data.json``
+            lists the skipped files.
         predict_files: images or folders of images for ``promptlab predict``.
         label_free: train on the unlabelled pool (NoLA): training batches are strong views of
             unlabelled images, (image, -1, pool index); labelled splits serve only to report accuracy.
@@ -124,6 +128,7 @@ class FewShotDataModule(L.LightningDataModule):
         self.preprocess: PreprocessConfig | None = None  # the backbone's, set by connect_model
         self._encoder: FrozenCLIP | None = None  # a frozen image encoder whose features may be cached
         self._cache: FeatureCache | None = None
+        self.unreadable_images: dict[Sample, str] = {}  # found by screening (skip_bad_images), with the reason
 
     # -- what the model needs at construction (linked by the CLI) --------------------------------
 
@@ -149,8 +154,24 @@ class FewShotDataModule(L.LightningDataModule):
             data = read_split_file(self.split_file, self.root)
         else:
             data = read_standard_dataset(self.dataset, self.root)
-        train, val = draw_train_val(data.train, data.val, 0 if self.label_free else self.shots, self.seed)
-        train, val, test = subsample_classes([train, val, data.test], self.subsample)
+        shots = 0 if self.label_free else self.shots
+        train, val = draw_train_val(data.train, data.val, shots, self.seed, self.val_fraction)
+        if not data.val and val:
+            log.info(
+                "Dataset %r has no validation split: %d of its training images validate instead (never the "
+                "test images).", self.root, len(val),
+            )
+        elif not val:
+            log.warning(
+                "Dataset %r has no validation images (and too few training images to spare some): "
+                "val/acc and calibration are skipped.", self.root,
+            )
+        test = data.test
+        if self.skip_bad_images:
+            train, val, test, self.unreadable_images = screen_splits(
+                data.image_root, data.train, train, val, test, shots, self.seed
+            )
+        train, val, test = subsample_classes([train, val, test], self.subsample)
         names = {s.label: s.class_name for split in (test, val, train) for s in split}
         class_names = [names[label] for label in sorted(names)]
         if sorted(names) != list(range(len(names))) or {s.label for s in train} != set(names):
@@ -185,6 +206,13 @@ class FewShotDataModule(L.LightningDataModule):
                 "subsample_classes": self.subsample,
                 "class_names": splits.class_names,
                 "data_version": self.data_version,
+                # what the run really trained on: the draw may fall short of `shots` for small classes
+                "train_images_per_class": {
+                    name: sum(s.label == label for s in splits.train) for label, name in enumerate(splits.class_names)
+                },
+                "skipped_images": [
+                    {"path": sample.path, "reason": reason} for sample, reason in self.unreadable_images.items()
+                ],
             }
             (out_dir / DATA_INFO_FILE_NAME).write_text(json.dumps(info, indent=2))
 
@@ -255,7 +283,7 @@ class FewShotDataModule(L.LightningDataModule):
             return None
         if self._cache is None:
             backbone = self._encoder
-            key = encoder_key(backbone.model_name, backbone.model.visual)
+            key = encoder_key(backbone.model_name, backbone.model.visual, backbone.model_cfg)
             root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
             self._cache = FeatureCache(root, backbone.encode_image, key)
         return self._cache
@@ -320,7 +348,7 @@ class FewShotDataModule(L.LightningDataModule):
         return self._loader(samples, True, strong_transform(self._preprocess()), root, skip_bad_images=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        samples = self.splits.val or self.splits.test
+        samples = self.splits.val  # never the test images, whose accuracy must stay unseen until the end
         return (self._cached_loader(samples, False) or self._loader(samples, train=False)) if samples else []
 
     def calibration_dataloader(self) -> DataLoader | None:

@@ -19,14 +19,19 @@ SKIP_HINT = "Or pass --data.skip_bad_images true to skip unreadable images."
 T = TypeVar("T")
 
 
+_warned: set[str] = set()  # messages of images already skipped in this process: warned once, not each epoch
+
+
 def read_or_skip(read: Callable[[], T], skip: bool) -> T | None:
     """``read()`` (loading or hashing one image file); an :class:`ImageLoadError` gives None with a
-    warning when ``skip``, else is raised again with the hint that skipping is possible."""
+    warning (once per file) when ``skip``, else is raised again with the hint that skipping is possible."""
     try:
         return read()
     except ImageLoadError as error:
         if skip:
-            log.warning("Skipping unreadable image: %s", error)
+            if str(error) not in _warned:
+                _warned.add(str(error))
+                log.warning("Skipping unreadable image: %s", error)
             return None
         raise ImageLoadError(f"{error} {SKIP_HINT}") from None
 

@@ -15,8 +15,10 @@ draws one of the cached views of each image per epoch and never runs the image e
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,14 +44,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "promptlab" / "features")
 
 
-def encoder_key(model_name: str, image_encoder: nn.Module) -> str:
-    """``<model name>-<hash of the image encoder's weights>``: random weights and tuned copies differ."""
-    digest = hashlib.sha256()
+def encoder_key(model_name: str, image_encoder: nn.Module, architecture: dict | None = None) -> str:
+    """``<model name>-<hash of the architecture config and the image encoder's weights>``: random weights,
+    tuned copies and the same weights under another activation (GELU, QuickGELU) all differ."""
+    digest = hashlib.sha256(json.dumps(architecture or {}, sort_keys=True).encode())
     for name, tensor in image_encoder.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return f"{model_name}-{digest.hexdigest()[:16]}"
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)[-60:]  # local-dir:/a/b -> local-dir_a_b
+    return f"{readable}-{digest.hexdigest()[:16]}"
 
 
 def transform_key(transform: Callable, views: int) -> str:

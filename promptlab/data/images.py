@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from PIL import Image, UnidentifiedImageError
 from promptlab.errors import UserError
 
 log = logging.getLogger(__name__)
+# Pillow's warnings while decoding: kept out of the terminal (not propagated); `promptlab classify`
+# writes them to its decoder log, and Python API users may attach a handler.
+decoder_log = logging.getLogger("promptlab.decoder")
+decoder_log.propagate = False
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # PIL's openers for those formats (JPEG's also opens the multi-picture MPO files many cameras write).
@@ -20,6 +25,7 @@ READABLE = "JPEG, PNG, BMP, GIF, WebP or TIFF"
 # One pixel limit for every entry point, below PIL's own decompression-bomb limit (89.5 Mpx): 64 Mpx
 # takes any camera photo (a 61-megapixel sensor writes 60.2 Mpx) and about 192 MB decoded as RGB.
 MAX_IMAGE_PIXELS = 64_000_000
+_warnings_lock = threading.Lock()
 
 
 class ImageLoadError(UserError):
@@ -67,32 +73,65 @@ def decode_image_bytes(data: bytes, name: str) -> tuple[Image.Image, str]:
     return _decode(io.BytesIO(data), name)
 
 
+# Fragments of Pillow's decoder messages that mean the data ends early or is damaged.
+CORRUPT_MARKERS = (
+    "truncated", "buffer overrun", "decoder error", "negative seek", "broken data stream", "end of file",
+    "eof", "premature end", "corrupt", "invalid", "bad ", "unexpected", "error -", "crc", "checksum",
+)
+# ... and fragments that mean a valid file in a variant Pillow cannot decode.
+UNSUPPORTED_MARKERS = ("unsupported", "not supported", "unknown", "unrecognized", "not implemented", "cannot handle")
+
+
+def plain_reason(error: BaseException, image_format: str | None) -> str:
+    """A decoder failure in a few plain words: truncated or corrupt, an unsupported variant, too large."""
+    message = str(error).lower()
+    if isinstance(error, Image.DecompressionBombError):  # PIL refuses at twice its own limit, before ours
+        return f"it is too large (promptlab reads up to {MAX_IMAGE_PIXELS // 1_000_000} Mpx)"
+    if isinstance(error, NotImplementedError) or any(marker in message for marker in UNSUPPORTED_MARKERS):
+        return f"it is a variant of {image_format or 'its format'} that promptlab's image library cannot decode"
+    if any(marker in message for marker in CORRUPT_MARKERS) or isinstance(error, (OSError, SyntaxError)):
+        return "the file is truncated or corrupt"
+    return "its decoder failed"
+
+
 def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, str]:
-    """The one place promptlab decodes images (the app, the API, classify, serve and the loaders)."""
+    """The one place promptlab decodes images (the app, the API, classify, serve and the loaders).
+
+    Every failure becomes one :class:`ImageLoadError`: a plain reason, then the decoder's own words.
+    """
     Image.init()  # registers every decoder plugin (a no-op after the first call): READ_FORMATS names some
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source, formats=READ_FORMATS) as image:
-                width, height = image.size  # from the header: nothing is decoded yet
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageLoadError(
-                        f"Cannot read image {name!r}: it declares {width} x {height} pixels "
-                        f"({width * height / 1e6:.0f} Mpx), more than promptlab's limit of "
-                        f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx, which guards against decompression bombs; "
-                        "downscale it first."
-                    )
-                image.load()
-                return image.convert("RGB"), str(image.format)
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError as error:  # its message names a Python object, not the file
-        raise ImageLoadError(
-            f"Cannot read image {name!r}: not a {READABLE} image; replace or remove the file."
-        ) from error
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        detail = str(error).rstrip(".")
-        raise ImageLoadError(f"Cannot read image {name!r}: {detail}; replace or remove the file.") from error
-    except Exception as error:  # a decoder's own failure (NotImplementedError...) is this file's, never the caller's
-        detail = f"{type(error).__name__}: {str(error).rstrip('.')}"
-        raise ImageLoadError(f"Cannot read image {name!r}: its decoder failed ({detail}); replace or remove the file.") from error
+    state: dict[str, str | None] = {"format": None}
+    # Pillow's own warnings (corrupt EXIF, truncated reads...) go to the decoder log, never the
+    # terminal. catch_warnings swaps process-wide state, so decodes in threads take turns here.
+    with _warnings_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _open_and_load(source, name, state)
+        except ImageLoadError:
+            raise
+        except UnidentifiedImageError as error:  # its message names a Python object, not the file
+            raise ImageLoadError(
+                f"Cannot read image {name!r}: not a {READABLE} image; replace or remove the file."
+            ) from error
+        except Exception as error:  # any decoder failure is this file's, never the caller's (NotImplementedError...)
+            detail = f"{type(error).__name__}: {str(error).rstrip('.')}" if str(error) else type(error).__name__
+            reason = plain_reason(error, state["format"])
+            raise ImageLoadError(f"Cannot read image {name!r}: {reason} ({detail}); replace or remove the file.") from error
+        finally:
+            for warning in caught:
+                decoder_log.info("%s: %s", name, warning.message)
+
+
+def _open_and_load(source: str | Path | io.BytesIO, name: str, state: dict) -> tuple[Image.Image, str]:
+    with Image.open(source, formats=READ_FORMATS) as image:
+        state["format"] = image.format
+        width, height = image.size  # from the header: nothing is decoded yet
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageLoadError(
+                f"Cannot read image {name!r}: it declares {width} x {height} pixels "
+                f"({width * height / 1e6:.0f} Mpx), more than promptlab's limit of "
+                f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx, which guards against decompression bombs; "
+                "downscale it first."
+            )
+        image.load()
+        return image.convert("RGB"), str(image.format)

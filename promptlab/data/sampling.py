@@ -49,13 +49,31 @@ def draw_few_shot(samples: list[Sample], shots: int, rng: random.Random) -> list
 
 
 def draw_train_val(
-    train: list[Sample], val: list[Sample], shots: int, seed: int
+    train: list[Sample], val: list[Sample], shots: int, seed: int, val_fraction: float = 0.2
 ) -> tuple[list[Sample], list[Sample]]:
-    """The CoOp draw: train with ``shots`` per class, then val with min(shots, 4), one seeded stream."""
+    """The CoOp draw: train with ``shots`` per class, then val with min(shots, 4), one seeded stream.
+
+    A dataset without validation images gets them from its training images, never from its test
+    images: after the few-shot draw, min(shots, 4) per class from the images not drawn; without a
+    few-shot draw (``shots < 1``), ``val_fraction`` of each class, keeping at least one to train on.
+    The training draw is the reference's either way.
+    """
     rng = random.Random(seed)  # same stream as the reference's random.seed(seed)
-    train = draw_few_shot(train, shots, rng)
-    val = draw_few_shot(val, min(shots, 4), rng) if shots >= 1 else list(val)
-    return train, val
+    drawn = draw_few_shot(train, shots, rng)
+    if val:
+        return drawn, draw_few_shot(val, min(shots, 4), rng) if shots >= 1 else list(val)
+    if shots >= 1:
+        taken = set(drawn)
+        rest = group_by_label([s for s in train if s not in taken])
+        return drawn, [s for items in rest.values() for s in rng.sample(items, min(shots, 4, len(items)))]
+    kept, held = [], []
+    for items in group_by_label(train).values():
+        items = list(items)
+        rng.shuffle(items)
+        n_val = min(round(len(items) * val_fraction), len(items) - 1)
+        held += items[:n_val]
+        kept += items[n_val:]
+    return kept, held
 
 
 def subsample_classes(

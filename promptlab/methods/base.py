@@ -41,6 +41,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         backbone: open_clip architecture name.
         pretrained: open_clip pretrained tag, or None for random weights.
         weights_path: local weights file (offline machines, pre-downloaded weights).
+        preprocess: overrides of the backbone's preprocessing (``size``, ``mean``, ``std``,
+            ``interpolation``), for weights files that come without a config.
         dataset_template: the dataset's hand-written prompt (linked from the data module).
         lr: SGD learning rate (CoOp reference: 0.002).
         momentum: SGD momentum.
@@ -57,6 +59,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         backbone: str = "ViT-B-16",
         pretrained: str | None = "openai",
         weights_path: str | None = None,
+        preprocess: dict | None = None,
         dataset_template: str = "a photo of a {}.",
         lr: float = 0.002,
         momentum: float = 0.9,
@@ -69,7 +72,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         check_class_names(class_names, "The class list")
         self.save_hyperparameters()
         self.class_names = list(class_names)
-        self.backbone = FrozenCLIP(backbone, pretrained, weights_path)
+        self.backbone = FrozenCLIP(backbone, pretrained, weights_path, preprocess=preprocess)
         self.backbone.set_text_checkpointing(text_checkpointing)
         self.strict_loading = False  # checkpoints hold the trainable part only
         n = len(class_names)
@@ -323,7 +326,6 @@ class FeatureFitted(CLIPClassifier):
     exists for the training classes only."""
 
     uses_epochs = False
-    selects_on_validation = True
     transfers_to_new_classes = False
 
     def split_features(self, split: str, augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -122,8 +122,6 @@ class MethodInfo:
         transfers_to_new_classes: what it learned applies to classes it never saw (base-to-new).
         epochs_by_shots: epochs of the benchmark protocol by shot count (CoOp's table), or None for
             the toy config's.
-        selects_on_validation: the method chooses hyper-parameters on the validation split, so the
-            app must never give it the held-out test images as validation.
     """
 
     key: ClassVar[str] = ""
@@ -139,7 +137,6 @@ class MethodInfo:
     uses_epochs: ClassVar[bool] = True
     epochs_by_shots: ClassVar[dict[int, int] | None] = None
     transfers_to_new_classes: ClassVar[bool] = True
-    selects_on_validation: ClassVar[bool] = False
 
     @classmethod
     def trains(cls) -> bool:

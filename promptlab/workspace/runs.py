@@ -151,9 +151,10 @@ def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[li
 
     Methods that learn nothing from labels measure accuracy on every labelled image (label-free
     ones measure nothing unless every class has labelled images). The others hold out
-    ``test_fraction`` of each class (at least one image, seeded) and train on the rest; the held-out
-    images also give the validation curve during training, except for methods that choose
-    hyper-parameters on validation (they get no validation images rather than the test images).
+    ``test_fraction`` of each class (at least one image, seeded) and train on the rest. The split has
+    no validation images: the data module holds out a share of each class's training images for
+    validation (the live curve, calibration, methods that choose on validation), never the held-out
+    images.
     """
     method = settings.method_class
     rng = random.Random(settings.seed)
@@ -170,7 +171,6 @@ def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[li
         n_test = min(max(1, round(settings.test_fraction * len(items))), len(items) - 1)
         split["test"] += items[:n_test]
         split["train"] += items[n_test:]
-    split["val"] = [] if method.selects_on_validation else list(split["test"])
     return split
 
 

@@ -62,8 +62,9 @@ if curves.loss:
     left.line_chart({"loss": [v for _, v in curves.loss]}, x_label="step", y_label="training loss")
     if curves.val_accuracy:
         right.line_chart(
-            {"held-out accuracy": [v for _, v in curves.val_accuracy]}, x_label="evaluation", y_label="accuracy"
+            {"validation accuracy": [v for _, v in curves.val_accuracy]}, x_label="evaluation", y_label="accuracy"
         )
+        right.caption("On a share of the training images kept back; the held-out images stay unseen until the end.")
 
 st.subheader("Misclassified held-out images")
 mistakes = results.misclassified

@@ -54,8 +54,9 @@ def live_run(run_id: str) -> None:
         left.line_chart({"loss": [v for _, v in curves.loss]}, x_label="step", y_label="training loss")
     if curves.val_accuracy:
         right.line_chart(
-            {"held-out accuracy": [v for _, v in curves.val_accuracy]}, x_label="evaluation", y_label="accuracy"
+            {"validation accuracy": [v for _, v in curves.val_accuracy]}, x_label="evaluation", y_label="accuracy"
         )
+        right.caption("On a share of the training images kept back; the held-out images stay unseen until the end.")
     if st.button("Cancel training", type="secondary"):
         cancel_run(project, run_id)
         flash(f"Cancelled run {run_id}.", "warning")
