@@ -156,14 +156,25 @@ def export_command(argv: list[str]) -> int:
     parser.add_argument(
         "--reject_below", type=float, help='answer "none of these" below this calibrated top probability (0-1)'
     )
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="NAME",
+        help="other class names for the learned prompts, without retraining (zero-shot, shared-context CoOp, MoCoOp)",
+    )
     args, rest = parser.parse_known_args(argv)
+    if args.classes and args.classifier:
+        raise ExportError(
+            "--classes needs the learned prompts: export from --run, --checkpoint or -c, not --classifier."
+        )
     if args.run:
-        path = export_run(args.run, args.output, args.embed_backbone, args.reject_below)
+        path = export_run(args.run, args.output, args.embed_backbone, args.reject_below, args.classes)
     elif args.checkpoint:
         not_fitted = Calibration(
             fitted_on="not calibrated: exported from a checkpoint alone (export --run to use its test's)"
         )
         model = load_method(args.checkpoint)
+        model = model.with_classes(args.classes) if args.classes else model
         output = args.output or CLASSIFIER_FILE_NAME
         path = export_classifier(
             model, output, args.embed_backbone, calibration=not_fitted, reject_below=args.reject_below
@@ -179,7 +190,7 @@ def export_command(argv: list[str]) -> int:
         cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
         calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
         path = export_classifier(
-            cli.model,
+            cli.model.with_classes(args.classes) if args.classes else cli.model,
             args.output or CLASSIFIER_FILE_NAME,
             args.embed_backbone,
             data_version=cli.datamodule.data_version,
@@ -336,7 +347,7 @@ def serve_command(argv: list[str]) -> int:
 
 
 def backbones_command(argv: list[str]) -> int:
-    """List the backbone architectures promptlab can load."""
+    """List the backbone architectures promptlab can load (besides local-dir:/path and hf-hub:org/repo)."""
     from promptlab.backbone import list_backbones
 
     argparse.ArgumentParser(prog="promptlab backbones", description=backbones_command.__doc__).parse_args(argv)

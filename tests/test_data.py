@@ -101,13 +101,16 @@ def test_corrupt_image_is_named_and_can_be_skipped(image_folder):
     assert batch[0].shape[0] == len(samples) - 1
 
 
-def test_skipped_images_are_warned_once_replaced_in_the_draw_and_recorded(image_folder, tmp_path, caplog):
+def test_skipped_images_are_warned_once_replaced_in_the_draw_and_recorded(tmp_path, caplog):
     """Issue 17, item 9: one warning per file, one summary, full shots, and data.json says what happened."""
-    dm = datamodule(image_folder, shots=3, skip_bad_images=True)
+    root = tmp_path / "ds"
+    make_image_folder(root / "train", 8)
+    make_image_folder(root / "test", 3, seed=1)
+    dm = datamodule(root, shots=3, skip_bad_images=True)
     drawn = [s for s in dm.splits.train if s.class_name == "red_square"]
     for sample in drawn[:2]:  # two of red_square's drawn shots are broken now
-        (image_folder / sample.path).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    dm = datamodule(image_folder, shots=3, skip_bad_images=True)
+        (root / sample.path).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    dm = datamodule(root, shots=3, skip_bad_images=True)
     with caplog.at_level(logging.WARNING):
         splits = dm.splits
         for _ in range(2):  # two epochs meet no unreadable image: they were screened out

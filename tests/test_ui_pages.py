@@ -204,6 +204,19 @@ def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
     assert not at.error and len(at.get("download_button")) == 2  # the classifier and its ONNX file
 
 
+def test_export_page_adds_a_class_by_name_where_the_method_allows(trained_workspace):
+    at = select_run(open_page("export"), "-mocoop")
+    assert at.text_area[0].value == "circle\nsquare\ntriangle"
+    at.text_area[0].set_value("circle\nsquare\ntriangle\nstar").run()
+    at = next(b for b in at.button if b.label == "Export with these classes").click().run(timeout=120)
+    assert not at.error and "4 classes: circle, square, triangle, star" in texts(at)
+    assert any("with these classes" in b.label for b in at.get("download_button"))
+    at = select_run(at, "-nola")
+    at.text_area[0].set_value("circle\nsquare").run()
+    at = next(b for b in at.button if b.label == "Export with these classes").click().run(timeout=120)
+    assert "cannot be added or removed without training again" in at.error[0].value
+
+
 def test_runs_page_lists_every_run_and_the_best(trained_workspace):
     at = open_page("runs")
     table = at.dataframe[0].value

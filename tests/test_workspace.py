@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from promptlab.classifier import Classifier
+from promptlab.methods.base import ClassChangeError
+from promptlab.workspace.class_changes import export_with_classes
 from promptlab.workspace.project import MAX_UPLOAD_BYTES, ProjectError, Workspace
 from promptlab.workspace.results import run_results, training_curves
 from promptlab.workspace.runs import (
@@ -174,6 +176,14 @@ def test_other_methods_run_and_leave_what_the_inspect_page_shows(tmp_path, metho
         counts, stages = results.panels
         assert sum(counts.values.values()) == 12 and "the DINO labeller trained on its picks" in stages.text
     assert (record["zero_shot_accuracy"] is None) == (method == "zeroshot")
+    # Issue 18, item 3: a class added by name, without retraining, where the method's prompts allow it.
+    more = [*SHAPES, "star"]
+    if method == "nola":
+        with pytest.raises(ClassChangeError, match="cannot be added or removed without training again"):
+            export_with_classes(results.run_dir, more)
+    else:
+        extended = Classifier.load(export_with_classes(results.run_dir, more), device="cpu")
+        assert extended.class_names == more and "classes_changed" in extended.meta["metrics"]
 
 
 @pytest.mark.slow

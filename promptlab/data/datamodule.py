@@ -20,7 +20,7 @@ from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
 from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
-from promptlab.data.screening import screen_splits
+from promptlab.data.screening import find_unreadable, screen_splits
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
     DatasetError,
@@ -148,8 +148,18 @@ class FewShotDataModule(L.LightningDataModule):
         """The dataset read from disk, few-shot drawn and class-subsampled (deterministic for the seed)."""
         if self.class_names_file:
             return names_only_splits(self.class_names_file, self.unlabelled)
+        screened: dict[Sample, str] | None = None
         if self.dataset == "folder":
-            data = read_image_folder(self.root, self.train_fraction, self.val_fraction)
+
+            def drop_unreadable(root: Path, samples: list[Sample]) -> list[Sample]:
+                nonlocal screened
+                screened = find_unreadable(root, samples)
+                return [sample for sample in samples if sample not in screened]
+
+            # A flat folder is split after screening, so that bad images cannot empty a class's share.
+            data = read_image_folder(
+                self.root, self.train_fraction, self.val_fraction, drop_unreadable if self.skip_bad_images else None
+            )
         elif self.dataset == "split":
             data = read_split_file(self.split_file, self.root)
         else:
@@ -167,7 +177,11 @@ class FewShotDataModule(L.LightningDataModule):
                 "val/acc and calibration are skipped.", self.root,
             )
         test = data.test
-        if self.skip_bad_images:
+        if screened is not None:
+            self.unreadable_images = screened
+            if screened:
+                log.warning("Skipped %d unreadable image(s); data.json lists them.", len(screened))
+        elif self.skip_bad_images:
             train, val, test, self.unreadable_images = screen_splits(
                 data.image_root, data.train, train, val, test, shots, self.seed
             )
@@ -175,7 +189,10 @@ class FewShotDataModule(L.LightningDataModule):
         names = {s.label: s.class_name for split in (test, val, train) for s in split}
         class_names = [names[label] for label in sorted(names)]
         if sorted(names) != list(range(len(names))) or {s.label for s in train} != set(names):
-            raise DatasetError(f"Dataset {self.root!r} has classes without training images; give every class some.")
+            skipped = f" ({len(self.unreadable_images)} unreadable images were skipped)" if self.unreadable_images else ""
+            raise DatasetError(
+                f"Dataset {self.root!r} has classes without readable training images{skipped}; give every class some."
+            )
         if len(class_names) < 2:
             raise DatasetError(f"Dataset {self.root!r} has {len(class_names)} class(es); a classifier needs at least 2.")
         log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
@@ -72,8 +73,18 @@ def _read_class_folders(folder: Path, class_names: list[str] | None = None) -> t
     return class_names, samples
 
 
-def read_image_folder(root: str | Path, train_fraction: float = 0.5, val_fraction: float = 0.2) -> SplitSamples:
-    """Reads ``root/<class>/*`` (split per class, seeded) or ``root/{train,val,test}/<class>/*``."""
+def read_image_folder(
+    root: str | Path,
+    train_fraction: float = 0.5,
+    val_fraction: float = 0.2,
+    drop_unreadable: Callable[[Path, list[Sample]], list[Sample]] | None = None,
+) -> SplitSamples:
+    """Reads ``root/<class>/*`` (split per class, seeded) or ``root/{train,val,test}/<class>/*``.
+
+    Args:
+        drop_unreadable: for a flat folder, ``(root, samples) -> readable samples``, applied before
+            the split (the split of a train/val/test layout is the user's: the caller screens it).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Image folder {str(root)!r} does not exist; check --data.root.")
@@ -90,6 +101,8 @@ def read_image_folder(root: str | Path, train_fraction: float = 0.5, val_fractio
         return SplitSamples(root, class_names, splits["train"], splits.get("val", []), splits["test"])
     class_names, samples = _read_class_folders(root)
     check_class_names(class_names, f"Image folder {str(root)!r}")
+    if drop_unreadable is not None:
+        samples = drop_unreadable(root, samples)
     train, val, test = split_folder_samples(samples, train_fraction, val_fraction)
     return SplitSamples(root, class_names, train, val, test)
 

@@ -21,6 +21,7 @@ from torchmetrics.classification import (
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.calibration import ECE_BINS, Calibration, calibrate
 from promptlab.data.sources import DatasetError, check_class_names, normalise_class_name
+from promptlab.errors import UserError
 from promptlab.heads import Head, LinearHead
 from promptlab.methods.contract import MethodInfo, Panel
 from promptlab.reporting import run_dir, save_test_report
@@ -67,12 +68,14 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         warmup_epochs: int = 1,
         warmup_lr: float = 1e-5,
         text_checkpointing: bool = False,
+        _backbone_module: FrozenCLIP | None = None,
     ) -> None:
         super().__init__()
         check_class_names(class_names, "The class list")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["_backbone_module"])
         self.class_names = list(class_names)
-        self.backbone = FrozenCLIP(backbone, pretrained, weights_path, preprocess=preprocess)
+        # An existing backbone (with_classes) is shared, not built again from its weights.
+        self.backbone = _backbone_module or FrozenCLIP(backbone, pretrained, weights_path, preprocess=preprocess)
         self.backbone.set_text_checkpointing(text_checkpointing)
         self.strict_loading = False  # checkpoints hold the trainable part only
         n = len(class_names)
@@ -123,6 +126,35 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         """(B, D) and (C, D) normalised features -> (B, C) CLIP logits."""
         return self.backbone.logit_scale * image_features @ class_features.to(image_features.dtype).T
+
+    # -- other classes without retraining --------------------------------------------------------
+
+    @property
+    def can_change_classes(self) -> bool:
+        """True when nothing the method learned belongs to particular classes, so class names can be
+        added or removed without training again (:meth:`with_classes`)."""
+        return self.transfers_to_new_classes
+
+    def with_classes(self, class_names: list[str]) -> CLIPClassifier:
+        """The same method with the same learned prompts for other classes: names added, removed or
+        reordered, their text features computed with what was learned. The backbone is shared.
+
+        Raises:
+            ClassChangeError: the method learned something for each of its classes.
+        """
+        if not self.can_change_classes:
+            raise ClassChangeError(
+                f"{type(self).__name__} learned something for each of its {len(self.class_names)} classes, so "
+                "classes cannot be added or removed without training again; zero-shot, CoOp with a shared context "
+                "and MoCoOp can."
+            )
+        check_class_names(list(class_names), "The class list")
+        hparams = {k: v for k, v in self.hparams.items() if k != "class_names" and not k.startswith("_")}
+        model = type(self)(class_names=list(class_names), _backbone_module=self.backbone, **hparams)
+        learned = {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+        model.load_state_dict(learned, strict=False)
+        model.calibration = self.calibration
+        return model.to(self.device).train(self.training)
 
     @torch.no_grad()
     def export_head(self) -> Head:
@@ -318,6 +350,10 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in tuned
         }
         checkpoint["promptlab_method"] = type(self).__name__
+
+
+class ClassChangeError(UserError):
+    """A method's classes cannot be changed without training again; the message says which can."""
 
 
 class FeatureFitted(CLIPClassifier):

@@ -99,6 +99,10 @@ class CoOp(CLIPClassifier):
             panels.append(Table(title, rows, caption))
         return panels
 
+    @property
+    def can_change_classes(self) -> bool:
+        return self.ctx.dim() == 2  # a class-specific context belongs to its class
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Class-specific contexts belong to their classes: loading them for other classes (base-to-new,
         # another dataset) would silently give each class another class's context.

@@ -262,6 +262,10 @@ class NoLA(CLIPClassifier):
             stage3 = json.loads((out_dir / TEST_METRICS_FILE).read_text())["accuracy"]
             (out_dir / STAGES_FILE).write_text(json.dumps(self.stage_report | {"stage3_accuracy": stage3}, indent=2))
 
+    @property
+    def can_change_classes(self) -> bool:
+        return False  # its head was trained on pseudo-labels of these classes
+
     @torch.no_grad()
     def export_head(self) -> Head:
         return LinearHead(self.head.weight.detach().float(), float(self.backbone.logit_scale))

@@ -3,8 +3,10 @@
 import streamlit as st
 from common import pick_finished_classifier, require_project
 
+from promptlab.classifier_file import read_classifier_file
 from promptlab.errors import UserError
 from promptlab.onnx_export import classifier_file_to_onnx
+from promptlab.workspace.class_changes import export_with_classes
 
 project = require_project()
 st.title(f"Export · {project.name}")
@@ -35,6 +37,29 @@ elif st.button("Make an ONNX file (runs with onnxruntime, no PyTorch)"):
             st.error(str(error))
             st.stop()
     st.rerun()
+st.subheader("Other classes, without retraining")
+st.caption(
+    "Zero-shot, CoOp with a shared context and MoCoOp learn prompts that every class shares, so a class can be "
+    "added by its name (or removed) here; its text features are computed with what was learned. Accuracy on a "
+    "new class is unmeasured until you test it."
+)
+trained_classes = read_classifier_file(path)[0]["class_names"]
+names_text = st.text_area("Classes, one per line", value="\n".join(trained_classes), key=f"classes-{record['id']}")
+if st.button("Export with these classes"):
+    wanted = [line.strip() for line in names_text.splitlines() if line.strip()]
+    with st.spinner("Computing the text features of the classes with the learned prompts..."):
+        try:
+            changed = export_with_classes(path.parent, wanted)
+        except UserError as error:
+            st.error(str(error))
+            st.stop()
+    st.success(f"{len(wanted)} classes: {', '.join(wanted)}")
+    st.download_button(
+        "Download the classifier with these classes",
+        changed.read_bytes(),
+        file_name=file_name.replace(".safetensors", "-other-classes.safetensors"),
+        mime="application/octet-stream",
+    )
 st.subheader("Use it in Python")
 st.code(
     f"""from promptlab.classifier import Classifier
