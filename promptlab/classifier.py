@@ -97,6 +97,19 @@ class Classifier:
         """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
         return (self.logits(batch) / self.temperature).softmax(dim=-1).cpu()
 
+    @torch.no_grad()
+    def features_and_probabilities(self, images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (as :meth:`predict_proba` takes them) -> ((N, D) L2-normalised image features,
+        (N, C) calibrated probabilities), on the CPU, from one image-encoder pass."""
+        features, probabilities = [], []
+        for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
+            encoded = self.backbone.encode_image(batch.to(self.device)).float()  # (B, D)
+            features.append(encoded.cpu())
+            probabilities.append((self.head(encoded) / self.temperature).softmax(dim=-1).cpu())
+        if not features:
+            return torch.empty(0, self.head.feature_dim), torch.empty(0, len(self.class_names))
+        return torch.cat(features), torch.cat(probabilities)
+
     def predict_proba(self, images, batch_size: int = 64) -> torch.Tensor:
         """Calibrated class probabilities of images.
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from promptlab.workspace.labelling import set_aside
 from promptlab.workspace.project import UploadReport, Workspace
 from promptlab.workspace.runs import RunSettings, cancel_run, start_run
 from tests.ui_support import toy_project, wait_for_run
@@ -112,6 +113,26 @@ def test_data_page_manages_classes_and_reports_uploads(workspace):
     at.checkbox(key="sure-disc").check().run()
     at.button(key="delete-disc").click().run()
     assert project.classes() == []
+
+
+def test_data_page_suggests_pool_images_and_labels_them_in_one_click(tmp_path, monkeypatch):
+    """Issue 18, item 1: from zero-shot before any run; one click labels, "none of these" sets aside."""
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
+    project = toy_project(tmp_path, per_class=2, pool=8)
+    at = open_page("data")
+    assert "Label these next" in texts(at) and "Ranked by zero-shot CLIP (toy-clip)" in texts(at)
+    yes = [b for b in at.button if b.label.startswith("It is ")]
+    assert len(yes) == 6
+    guess = yes[0].label.removeprefix("It is ")
+    at = yes[0].click().run()
+    assert not at.exception and len(project.images(None)) == 7 and len(project.images(guess)) == 3
+    other = at.selectbox(key=at.selectbox[0].key)
+    target = other.options[0]
+    at = other.select(target).run()
+    assert len(project.images(None)) == 6 and len(project.images(target)) == 3 + (target == guess)
+    at = next(b for b in at.button if b.label == "None of these").click().run()
+    assert len(project.images(None)) == 6 and len(set_aside(project)["none_of_these"]) == 1
+    assert len([b for b in at.button if b.label.startswith("It is ")]) == 5  # 5 left to suggest
 
 
 def test_data_page_warns_about_a_class_with_one_image_and_saves_descriptions(tmp_path, monkeypatch):

@@ -268,6 +268,22 @@ class Project:
         return {p.stem: folder for folder in folders if folder.is_dir() for p in folder.iterdir() if is_image_file(p)}
 
     @_changes_project
+    def label_image(self, path: str | Path, class_name: str) -> Path:
+        """Moves an image of the unlabelled pool into a class (same content-hash name); returns its new path.
+
+        Raises:
+            ProjectError: no such class, or the image is not (any more) in the pool.
+        """
+        folder = self._class_dir(class_name)
+        path = Path(path)
+        source = self.unlabelled_dir / path.name
+        if not is_image_file(source):
+            raise ProjectError(f"{path.name!r} is not in the unlabelled pool of project {self.name!r} (any more).")
+        target = folder / source.name
+        source.replace(target)  # one rename: the image is in the pool or in the class, never both
+        return target
+
+    @_changes_project
     def remove_image(self, path: str | Path) -> None:
         """Deletes one stored image (earlier runs keep it in their DVC snapshot)."""
         path = Path(path).resolve()

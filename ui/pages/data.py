@@ -1,11 +1,15 @@
 """Data: classes, their images (upload or camera), the unlabelled pool and class descriptions."""
 
-import streamlit as st
-from common import flash, require_project, show_flashes, show_upload_report
+from pathlib import Path
 
+import streamlit as st
+from common import flash, require_project, show_flashes, show_upload_report, workspace
+
+from promptlab.errors import UserError
 from promptlab.methods import registered_methods
+from promptlab.workspace.labelling import put_aside, ranking_classifier, suggest_labels
 from promptlab.workspace.project import IMAGE_UPLOAD_TYPES, Project, ProjectError
-from promptlab.workspace.runs import active_run
+from promptlab.workspace.runs import active_run, list_runs
 
 THUMBNAILS = 12
 
@@ -94,6 +98,75 @@ for class_name, count in counts.items():
                 project.delete_class(class_name)
                 flash(f"Deleted class {class_name!r}.")
                 st.rerun()
+
+SUGGESTIONS = 6
+
+
+@st.cache_resource(show_spinner="Loading the classifier that ranks the pool...", max_entries=4)
+def cached_ranking_classifier(project_path: str, classes: tuple[str, ...], finished: tuple[str, ...]):
+    """The ranking classifier, loaded again only when the classes or the finished runs change."""
+    return ranking_classifier(workspace().open(Path(project_path).name))
+
+
+def label_these_next(project: Project, classes: list[str]) -> None:
+    """The pool images worth labelling first, each with the classifier's guess and one-click answers."""
+    st.subheader("Label these next")
+    if len(classes) < 2:
+        st.info("Add at least two classes: promptlab then suggests which unlabelled images to label first.")
+        return
+    if not project.images(None):
+        st.info(
+            "Upload unlabelled images to the pool (below): promptlab then suggests the ones worth labelling "
+            "first, those the classifier is least sure of, spread out so that they are not near-duplicates."
+        )
+        return
+    finished = tuple(r["id"] for r in list_runs(project) if r.get("status") == "finished")
+    try:
+        classifier, which = cached_ranking_classifier(str(project.path), tuple(classes), finished)
+    except UserError as error:
+        st.error(str(error))
+        return
+    memo = st.session_state.setdefault(f"encoded-{project.path}-{classes}-{finished}", {})
+    with st.spinner("Ranking the unlabelled pool..."):
+        suggestions = suggest_labels(project, classifier, SUGGESTIONS, memo)
+    if not suggestions:
+        st.info("Every image of the pool is labelled or set aside.")
+        return
+    st.caption(
+        f"Ranked by {which}: the images it is least sure of, far from those labelled already and from each other. "
+        "Each label you give here moves the image from the pool into its class."
+    )
+    columns = st.columns(3)
+    for i, suggestion in enumerate(suggestions):
+        with columns[i % 3], st.container(border=True):
+            name = suggestion.path.name
+            st.image(str(suggestion.path), width="stretch")
+            st.caption(f"Guess: **{suggestion.guess}** ({suggestion.probability:.0%})")
+            try:
+                if st.button(f"It is {suggestion.guess}", key=f"yes-{name}", type="primary"):
+                    project.label_image(suggestion.path, suggestion.guess)
+                    flash(f"Labelled one image {suggestion.guess!r}.")
+                    st.rerun()
+                others = [c for c in classes if c != suggestion.guess]
+                other = st.selectbox(
+                    "Another class", others, index=None, key=f"other-{name}", placeholder="Another class"
+                )
+                if other:
+                    project.label_image(suggestion.path, other)
+                    flash(f"Labelled one image {other!r}.")
+                    st.rerun()
+                left, right = st.columns(2)
+                if left.button("None of these", key=f"none-{name}"):
+                    put_aside(project, suggestion.path, "none_of_these")
+                    st.rerun()
+                if right.button("Skip", key=f"skip-{name}"):
+                    put_aside(project, suggestion.path, "skipped")
+                    st.rerun()
+            except ProjectError as error:  # labelled from another tab meanwhile
+                st.error(str(error))
+
+
+label_these_next(project, list(counts))
 
 label_free = " or ".join(m.label for m in registered_methods().values() if m.learns_from == "unlabelled")
 st.subheader(f"Label-free training ({label_free})")
