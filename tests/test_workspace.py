@@ -1,6 +1,7 @@
 """The app's tested API: projects, uploads (good and bad), DVC snapshots, runs, locking, cancelling."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from promptlab.workspace.runs import (
     update_run,
 )
 from promptlab.workspace.snapshots import restore_snapshot, snapshot_files
+from promptlab.workspace.worker import ZERO_SHOT_CLASSIFIER_FILE
 from tests.ui_support import SHAPES, toy_project, wait_for_run
 
 
@@ -148,6 +150,19 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
     rows = results.predictions
     labels = [p.label for p in classifier.predict([str(project.data_dir / r["path"]) for r in rows])]
     assert labels == [r["predicted"] for r in rows]
+
+    # Issue 18, item 4: learned against zero-shot on validation images drawn from the training images.
+    validation = record["validation"]
+    val = json.loads((results.run_dir / "lightning" / "fewshot_split.json").read_text())["val"]
+    held_out = {r["path"] for r in rows}
+    assert validation["images"] == len(val) == 3 and not {path for path, _, _ in val} & held_out
+    val_labels = classifier.predict([str(project.data_dir / path) for path, _, _ in val])
+    assert validation["learned"] == pytest.approx(sum(p.label == c for p, (_, _, c) in zip(val_labels, val)) / 3)
+    assert 0 <= validation["zero_shot"] <= 1
+    zero_shot_file = results.run_dir / ZERO_SHOT_CLASSIFIER_FILE
+    assert (
+        zero_shot_file.is_file() == validation["zero_shot_better"] == (validation["zero_shot"] > validation["learned"])
+    )
 
     # The run can always be traced to its images: the snapshot survives deleting them.
     data_json = (results.run_dir / "lightning" / "data.json").read_text()

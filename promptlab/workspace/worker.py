@@ -38,6 +38,7 @@ from promptlab.workspace.runs import (
 
 PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
 BASELINE_DIR = "baseline"  # Lightning log folder of the zero-shot baseline on the same held-out images
+ZERO_SHOT_CLASSIFIER_FILE = "classifier-zero-shot.safetensors"  # when zero-shot did better on validation
 
 
 def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_name: str = LIGHTNING_DIR) -> dict:
@@ -145,19 +146,21 @@ def train(run_dir: Path) -> None:
     else:  # the trained model stays in memory: the last epoch, as the checkpoint and the test have it
         cli = lightning_cli(["fit", "-c", str(config_file), f"--test_after_fit={has_test}"])
     write_progress(run_dir, stage="inspecting")
+    learned_validation = validation_accuracy(cli) if settings.method_class.trains() else None
     metrics = read_json(lightning / TEST_METRICS_FILE)
     classifier = export_classifier(
         cli.model, run_dir / CLASSIFIER_FILE, metrics=metrics or None, data_version=cli.datamodule.data_version
     )
     _write_inspection(run_dir, cli.model, metrics)
     _write_predictions(run_dir, project_path, classifier)
-    baseline = None
+    baseline, validation = None, None
     if settings.method_class.trains() and has_test:  # the same held-out images, without learning
         write_progress(run_dir, stage="baseline")
         zero_shot = replace(settings, method=BASELINE_KEY, options={}, extra={})
         config = build_config(project_path, run_dir, zero_shot, log_name=BASELINE_DIR)
-        lightning_cli(["test", "-c", str(_write_config(run_dir, config, "baseline_config.yaml"))])
+        baseline_cli = lightning_cli(["test", "-c", str(_write_config(run_dir, config, "baseline_config.yaml"))])
         baseline = read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE).get("accuracy")
+        validation = compare_on_validation(run_dir, cli, baseline_cli, learned_validation)
     update_run(
         run_dir,
         status="finished",
@@ -165,8 +168,41 @@ def train(run_dir: Path) -> None:
         accuracy=metrics.get("accuracy"),
         zero_shot_accuracy=baseline,
         num_test=metrics.get("num_samples", 0),
+        validation=validation,
     )
     write_progress(run_dir, stage="finished")
+
+
+def validation_accuracy(cli) -> float | None:
+    """The model's accuracy on the run's validation images (a share of the training images), or None
+    when there are none."""
+    if not cli.datamodule.splits.val:
+        return None
+    (result,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    return float(result["val/acc"])
+
+
+def compare_on_validation(run_dir: Path, learned_cli, baseline_cli, learned: float | None) -> dict | None:
+    """The learned classifier against zero-shot CLIP on the same validation images (never the held-out
+    ones); when zero-shot does better, its classifier is exported next to the learned one, to offer it.
+
+    Returns:
+        {"images", "learned", "zero_shot", "zero_shot_better"}, or None without validation images.
+    """
+    from promptlab.export import export_classifier
+
+    if learned is None:
+        return None
+    zero_shot = validation_accuracy(baseline_cli)
+    better = zero_shot is not None and zero_shot > learned
+    if better:
+        export_classifier(
+            baseline_cli.model,
+            run_dir / ZERO_SHOT_CLASSIFIER_FILE,
+            metrics=read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE) or None,
+        )
+    images = len(learned_cli.datamodule.splits.val)
+    return {"images": images, "learned": learned, "zero_shot": zero_shot, "zero_shot_better": better}
 
 
 def one_line_error(error: BaseException) -> str:

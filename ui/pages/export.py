@@ -7,6 +7,7 @@ from promptlab.classifier_file import read_classifier_file
 from promptlab.errors import UserError
 from promptlab.onnx_export import classifier_file_to_onnx
 from promptlab.workspace.class_changes import export_with_classes
+from promptlab.workspace.worker import ZERO_SHOT_CLASSIFIER_FILE
 
 project = require_project()
 st.title(f"Export · {project.name}")
@@ -21,6 +22,20 @@ st.write(
 st.download_button(
     "Download the classifier", path.read_bytes(), file_name=file_name, type="primary", mime="application/octet-stream"
 )
+zero_shot_path = path.parent / ZERO_SHOT_CLASSIFIER_FILE
+if zero_shot_path.is_file():
+    validation = record.get("validation") or {}
+    st.warning(
+        f"Zero-shot CLIP did better than this run's learned classifier on its {validation.get('images', '')} "
+        f"validation images ({validation.get('zero_shot', 0):.1%} against {validation.get('learned', 0):.1%}); "
+        "you may prefer it."
+    )
+    st.download_button(
+        "Download the zero-shot classifier",
+        zero_shot_path.read_bytes(),
+        file_name=file_name.replace(".safetensors", "-zero-shot.safetensors"),
+        mime="application/octet-stream",
+    )
 onnx_path = path.with_suffix(".onnx")
 if onnx_path.is_file() and onnx_path.stat().st_mtime >= path.stat().st_mtime:
     st.download_button(

@@ -63,6 +63,24 @@ def live_run(run_id: str) -> None:
         st.rerun()
 
 
+def show_validation(validation: dict | None) -> None:
+    """The learned classifier against zero-shot CLIP on the validation images, and the advice that follows."""
+    if not validation or validation.get("zero_shot") is None:
+        return
+    learned, zero_shot, images = validation["learned"], validation["zero_shot"], validation["images"]
+    compared = (
+        f"on {images} validation images (a share of your training images): learned {learned:.1%}, "
+        f"zero-shot CLIP {zero_shot:.1%}"
+    )
+    if validation["zero_shot_better"]:
+        st.warning(
+            f"Zero-shot CLIP did better than the learned classifier {compared}. With this little data, learning "
+            "did not help: the Export page offers the zero-shot classifier. More images per class usually change this."
+        )
+    else:
+        st.caption(f"Compared {compared}.")
+
+
 running = active_run(project)
 if running:
     live_run(running)
@@ -75,6 +93,7 @@ if latest and latest.get("status") == "finished":
     if latest.get("zero_shot_accuracy") is not None:
         shown += f" (zero-shot CLIP: {latest['zero_shot_accuracy']:.1%})"
     st.success(f"Last run {latest['id']} ({method_label(latest['method'])}) finished: {shown}.")
+    show_validation(latest.get("validation"))
     st.page_link("pages/inspect_run.py", label="Inspect the classifier", icon=":material/search_insights:")
 elif latest and latest.get("status") == "cancelled":
     st.info(f"Last run {latest['id']} was cancelled.")
