@@ -5,12 +5,14 @@ import urllib.error
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from promptlab.classifier import Classifier
 from promptlab.cli import main
+from promptlab.data import FewShotDataModule
 from promptlab.methods import NoLA
 from promptlab.methods.labeller import LabellerError, load_dino, select_pseudo_labels
-from promptlab.methods.nola import DescriptionsError, load_descriptions
+from promptlab.methods.nola import DescriptionsError, agreement_panel, load_descriptions
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 
@@ -117,6 +119,19 @@ def test_cli_label_free_fit_reports_stages_and_exports(image_folder, tmp_path, c
     assert {"stage1_accuracy", "stage2_accuracy", "stage3_accuracy"} <= set(stages)
     labels_file = run / "nola_pseudo_labels.safetensors"
     assert labels_file.is_file()
+    # Issue 18, item 5: the final classifier's agreement with its teacher, measured on the pool.
+    assert 0 <= stages["pool_agreement_final_vs_dino"] <= 1 and 0 <= stages["pool_agreement_final_vs_stage1"] <= 1
+    saved = load_file(str(labels_file))
+    assert saved["stage1_labels"].shape == saved["pool_labels"].shape == (31,)
+    assert main(["export", "--run", str(run)]) == 0
+    pool = FewShotDataModule(root=str(image_folder), label_free=True, unlabelled=str(unlabelled)).unlabelled_pool
+    readable = [(i, s) for i, s in enumerate(pool[1]) if saved["pool_labels"][i] >= 0]
+    final = Classifier.load(run / "classifier.safetensors", device="cpu").predict(
+        [pool[0] / s.path for _, s in readable]
+    )
+    teacher = [CLASSES[saved["pool_labels"][i]] for i, _ in readable]
+    agreement = sum(p.label == t for p, t in zip(final, teacher, strict=True)) / len(readable)
+    assert agreement == pytest.approx(stages["pool_agreement_final_vs_dino"], abs=1 / len(readable))
     # a second run reuses stage 2's labels (no DINO is loaded, so a bad DINO name cannot matter)
     reuse = [f"--model.init_args.pseudo_labels_file={labels_file}", "--model.init_args.dino=not-a-dino"]
     assert main([*args, *reuse, f"--trainer.logger.init_args.save_dir={tmp_path / 'again'}"]) == 0
@@ -150,3 +165,12 @@ def test_nola_without_label_free_data_is_a_clear_error(image_folder, tmp_path, c
     args = ["fit", "-c", "configs/tiny/nola.yaml", f"--data.root={image_folder}", "--data.label_free=false"]
     assert main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}"]) == 2
     assert "label_free" in capsys.readouterr().err
+
+
+def test_the_inspect_panel_warns_when_the_classifier_disagrees_with_its_teacher():
+    stages = {"unlabelled_images": 40, "pool_label_agreement_stage1_vs_dino": 0.8, "pool_agreement_final_vs_dino": 0.9}
+    calm = agreement_panel(stages)
+    assert "the final classifier agrees with the DINO labeller (its teacher) on 90%" in calm.text and not calm.warning
+    weak = agreement_panel(stages | {"pool_agreement_final_vs_dino": 0.55, "pool_agreement_final_vs_stage1": 0.5})
+    assert "disagrees with the labels it was trained on for 45% of the pool" in weak.warning
+    assert "and with the description classifier on 50%" in weak.text

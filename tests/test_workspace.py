@@ -157,7 +157,9 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
     held_out = {r["path"] for r in rows}
     assert validation["images"] == len(val) == 3 and not {path for path, _, _ in val} & held_out
     val_labels = classifier.predict([str(project.data_dir / path) for path, _, _ in val])
-    assert validation["learned"] == pytest.approx(sum(p.label == c for p, (_, _, c) in zip(val_labels, val)) / 3)
+    assert validation["learned"] == pytest.approx(
+        sum(p.label == c for p, (_, _, c) in zip(val_labels, val, strict=True)) / 3
+    )
     assert 0 <= validation["zero_shot"] <= 1
     zero_shot_file = results.run_dir / ZERO_SHOT_CLASSIFIER_FILE
     assert (

@@ -91,6 +91,8 @@ def show_panels(panels: list[Panel]) -> None:
             continue
         elif isinstance(panel, Text) and panel.text:
             st.write(panel.text)
+            if panel.warning:
+                st.warning(panel.warning)
         if panel.caption:
             st.caption(panel.caption)
 

@@ -346,8 +346,11 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         tuned = {f"backbone.{name}" for name in self.backbone.tuned_parameters()}
+        random_weights = self.backbone.weights_file is None  # nothing else could rebuild them: keep them
         checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in tuned
+            k: v
+            for k, v in checkpoint["state_dict"].items()
+            if not k.startswith("backbone.") or k in tuned or random_weights
         }
         checkpoint["promptlab_method"] = type(self).__name__
 

@@ -67,12 +67,13 @@ class Table:
 
 @dataclass
 class Text:
-    """A paragraph of Markdown."""
+    """A paragraph of Markdown (and a warning to show with it, if any)."""
 
     title: str
     text: str
     caption: str = ""
     kind: str = "text"
+    warning: str = ""
 
 
 Panel = Bars | Table | Text

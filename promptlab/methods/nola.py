@@ -34,6 +34,7 @@ from promptlab.reporting import TEST_METRICS_FILE, run_dir
 log = logging.getLogger(__name__)
 STAGES_FILE = "nola_stages.json"
 LABELS_FILE = "nola_pseudo_labels.safetensors"
+WEAK_LABELS_DISAGREEMENT = 0.3  # the Inspect page warns above this share of pool images
 
 
 class DescriptionsError(UserError):
@@ -133,6 +134,7 @@ class NoLA(CLIPClassifier):
             norm.requires_grad_(True)
         # Stage-2 output: the DINO labeller's hard label of every pool image (-1: unreadable).
         self.register_buffer("pool_labels", torch.empty(0, dtype=torch.long), persistent=False)  # saved apart
+        self.stage1_pool_labels: torch.Tensor | None = None  # (N,) the description classifier's pool labels
         self.stage_report: dict = {}
 
     def _description_classifier(self, templates, descriptions: list[list[str]] | None) -> torch.Tensor:
@@ -156,16 +158,47 @@ class NoLA(CLIPClassifier):
         cached = cached or (out_dir / LABELS_FILE if out_dir else None)
         n_pool = len(data.unlabelled_pool[1])
         if cached is not None and cached.is_file():
-            labels = load_file(str(cached))["pool_labels"]
-            if len(labels) == n_pool:
+            saved = load_file(str(cached))
+            if len(saved["pool_labels"]) == n_pool:
                 log.info("NoLA: reusing the pseudo-labels of %s.", cached)
-                self.pool_labels = labels.to(self.device)
+                self.pool_labels = saved["pool_labels"].to(self.device)
+                self.stage1_pool_labels = saved.get("stage1_labels")
                 return
         with visual_prompts_disabled(self.backbone.model.visual):  # stages 1-2 use plain CLIP
             self.pool_labels = self._stage2(data, out_dir).to(self.device)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"pool_labels": self.pool_labels.cpu().contiguous()}, str(cached))
+            saved = {"pool_labels": self.pool_labels.cpu().contiguous()}
+            saved |= (
+                {"stage1_labels": self.stage1_pool_labels.contiguous()} if self.stage1_pool_labels is not None else {}
+            )
+            save_file(saved, str(cached))
+
+    @torch.no_grad()
+    def on_fit_end(self) -> None:
+        """How far the trained classifier agrees, on the pool, with the DINO labeller that taught it and
+        with the description classifier (stage 1): weak labels show as disagreement."""
+        data = self.data
+        if data is None or not len(self.pool_labels) or not getattr(data, "label_free", False):
+            return
+        final = torch.full_like(self.pool_labels.cpu(), -1)
+        training, _ = self.training, self.eval()
+        for batch in data.pool_dataloader(test_transform(self.preprocess)):
+            if batch is not None:
+                images, _, indices = batch
+                final[indices] = self(images.to(self.device)).argmax(-1).cpu()
+        self.train(training)
+        teacher = self.pool_labels.cpu()
+        valid = (teacher >= 0) & (final >= 0)
+        self.stage_report = (self.stage_report or {}) | {
+            "pool_agreement_final_vs_dino": float((final[valid] == teacher[valid]).float().mean()),
+        }
+        if self.stage1_pool_labels is not None:
+            stage1 = self.stage1_pool_labels.cpu()
+            self.stage_report["pool_agreement_final_vs_stage1"] = float((final[valid] == stage1[valid]).float().mean())
+        out_dir = run_dir(self.trainer)
+        if out_dir is not None:
+            (out_dir / STAGES_FILE).write_text(json.dumps(self.stage_report, indent=2))
 
     @torch.no_grad()
     def _stage2(self, data, out_dir: Path | None) -> torch.Tensor:
@@ -203,6 +236,7 @@ class NoLA(CLIPClassifier):
             seed=torch.initial_seed() % 2**31,
         )
         pool_labels = torch.where(valid, labeller(features).argmax(-1), -1)
+        self.stage1_pool_labels = torch.where(valid, probabilities.argmax(-1), -1)  # (N,), -1: unreadable
         self.stage_report = {
             "unlabelled_images": n,
             "unreadable_images": int((~valid).sum()),
@@ -294,4 +328,27 @@ class NoLA(CLIPClassifier):
         else:
             hint = "Upload labelled images to every class to measure how accurate these pseudo-labels are."
             panels.append(Text("", "", hint))
+        if "pool_agreement_final_vs_dino" in stages:
+            panels.append(agreement_panel(stages))
         return panels
+
+
+def agreement_panel(stages: dict) -> Text:
+    """How far NoLA's three labellers agree on the unlabelled pool; a warning when the final classifier
+    disagrees with its own teacher (the DINO labeller) on more than ``WEAK_LABELS_DISAGREEMENT``."""
+    final_vs_dino, teachers = stages["pool_agreement_final_vs_dino"], stages["pool_label_agreement_stage1_vs_dino"]
+    parts = [
+        f"the description classifier and the DINO labeller agree on {teachers:.0%}",
+        f"the final classifier agrees with the DINO labeller (its teacher) on {final_vs_dino:.0%}",
+    ]
+    if "pool_agreement_final_vs_stage1" in stages:
+        parts.append(f"and with the description classifier on {stages['pool_agreement_final_vs_stage1']:.0%}")
+    text = f"On the {stages.get('unlabelled_images', '')} unlabelled images, " + ", ".join(parts) + "."
+    warning = ""
+    if 1 - final_vs_dino > WEAK_LABELS_DISAGREEMENT:
+        warning = (
+            f"The final classifier disagrees with the labels it was trained on for {1 - final_vs_dino:.0%} of the "
+            "pool: those labels are weak. Better class descriptions, more unlabelled images, or a few labelled "
+            "images per class (and a method that learns from labels) would help."
+        )
+    return Text("How far NoLA's labels agree", text, warning=warning)
