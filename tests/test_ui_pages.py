@@ -156,11 +156,26 @@ def test_train_page_explains_what_is_missing(workspace):
     assert not project.runs_dir.exists() or not any(project.runs_dir.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("per_class", "method", "epochs", "words"),
+    [(4, "zeroshot", None, "fewer than 4 training images"), (8, "coop", 50, "shared by every class")],
+)
+def test_train_page_preselects_by_the_images_each_class_has(tmp_path, monkeypatch, per_class, method, epochs, words):
+    """Issue 18, item 4: 4 images per class leave 3 to train on (zero-shot), 8 leave 6 (shared context)."""
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
+    toy_project(tmp_path, per_class=per_class)
+    at = open_page("train")
+    assert at.radio[0].value == method and words in texts(at)
+    if epochs:
+        assert at.number_input[0].value == epochs
+
+
 @pytest.mark.slow
 def test_train_page_starts_shows_and_cancels_a_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     project = toy_project(tmp_path, per_class=4)
     at = open_page("train")
+    at.radio[0].set_value("coop").run()  # 3 training images per class preselect zero-shot
     at.number_input[0].set_value(1000)  # epochs: long enough to cancel
     at.button[-1].click().run()
     (run,) = [p.name for p in project.runs_dir.iterdir()]

@@ -146,6 +146,11 @@ def check_trainable(project: Project, settings: RunSettings) -> None:
         )
 
 
+def held_out_count(images: int, test_fraction: float) -> int:
+    """Images of a class held out to measure: ``test_fraction`` of them, at least one, leaving one to train."""
+    return min(max(1, round(test_fraction * images)), images - 1)
+
+
 def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[list]]:
     """The split file (the benchmark's format) of the project's labelled images (paths relative to ``data/``).
 
@@ -168,7 +173,7 @@ def held_out_split(project: Project, settings: RunSettings) -> dict[str, list[li
             split["test"] += items
             continue
         rng.shuffle(items)
-        n_test = min(max(1, round(settings.test_fraction * len(items))), len(items) - 1)
+        n_test = held_out_count(len(items), settings.test_fraction)
         split["test"] += items[:n_test]
         split["train"] += items[n_test:]
     return split

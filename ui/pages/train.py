@@ -4,6 +4,7 @@ import streamlit as st
 from common import flash, require_project, show_flashes
 
 from promptlab.methods import DEFAULT_METHOD, registered_methods
+from promptlab.workspace.defaults import default_run
 from promptlab.workspace.project import ProjectError
 from promptlab.workspace.results import method_label, run_results, training_curves
 from promptlab.workspace.runs import (
@@ -13,6 +14,7 @@ from promptlab.workspace.runs import (
     active_run,
     cancel_run,
     check_trainable,
+    held_out_count,
     list_runs,
     read_json,
     run_status,
@@ -103,14 +105,26 @@ elif latest and latest.get("status") in ("failed", "interrupted"):
         st.code(run_results(project.runs_dir / latest["id"]).log_tail())
 
 methods = registered_methods()
+counts = project.image_counts()
+train_per_class = min((n - held_out_count(n, 0.3) for n in counts.values() if n > 1), default=0)
+suggested = default_run(train_per_class)
 method = st.radio(
-    "Method", list(methods), index=list(methods).index(DEFAULT_METHOD), format_func=method_label, horizontal=True
+    "Method",
+    list(methods),
+    index=list(methods).index(suggested.method if suggested.method in methods else DEFAULT_METHOD),
+    format_func=method_label,
+    horizontal=True,
 )
 chosen = methods[method]
 st.caption(chosen.about)
+if counts and method == suggested.method:
+    st.info(f"Preselected for {train_per_class} training image(s) per class: {suggested.why}")
 backbone_label = st.selectbox("Backbone", list(BACKBONES), help="toy-clip works offline; the others download weights.")
 with_epochs = chosen.trains() and chosen.uses_epochs
-preset = st.radio("Preset", list(PRESETS), horizontal=True, disabled=not with_epochs)
+presets = list(PRESETS)
+if method == suggested.method and suggested.epochs in PRESETS.values():
+    presets.sort(key=lambda name: PRESETS[name] != suggested.epochs)  # the suggested epochs first
+preset = st.radio("Preset", presets, horizontal=True, disabled=not with_epochs)
 with st.expander("Advanced"):
     epochs = st.number_input("Epochs", 1, 1000, PRESETS[preset], disabled=not with_epochs)
     options = {}
@@ -140,6 +154,7 @@ settings = RunSettings(
     test_fraction=float(test_fraction),
     seed=int(seed),
     options=options,
+    extra=suggested.extra if method == suggested.method else {},
 )
 try:
     check_trainable(project, settings)
