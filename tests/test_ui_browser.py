@@ -1,10 +1,11 @@
 """The app end to end in a real browser: Playwright driving Debian's chromium against `streamlit run`.
 
-Create a project, upload images of three toy-world classes (plus a file that is not an image), train
-CoOp on toy-clip, read the accuracy and the confusion matrix, try an image, download the classifier
-and check that it classifies. Screenshots of every page go to ``test-artifacts/screenshots/``
-(``PROMPTLAB_SCREENSHOTS`` overrides). Without chromium or playwright the test is skipped, unless
-``PROMPTLAB_REQUIRE_BROWSER=1`` (CI) makes that a failure.
+Create a project, upload images of three toy-world classes (plus a file that is not an image), label
+two pool images the app suggests, train CoOp on toy-clip, read the accuracy and the confusion
+matrix, try an image (and get "none of these" for a grey one), download the classifier and one
+with a class added by name, and check that they classify. Screenshots of every page go to
+``test-artifacts/screenshots/`` (``PROMPTLAB_SCREENSHOTS`` overrides). Without chromium or
+playwright the test is skipped, unless ``PROMPTLAB_REQUIRE_BROWSER=1`` (CI) makes that a failure.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
     (bad / "broken.png").write_bytes(images["square"][0].read_bytes()[:-60])  # truncated
     Image.new("1", (20000, 10000)).save(bad / "bomb.png")  # 200 Mpixel in 30 KB: a decompression bomb
     shutil.copy(images["circle"][0], bad / "circle_again.png")  # a duplicate
+    pool_images = write_toy_images(tmp_path / "pool", 3, styles=STYLES, seed=7)
+    pool = [path for shape in SHAPES for path in pool_images[shape]]  # unlabelled: 3 of each shape
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(grey)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -169,6 +174,22 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
                 len(list((workspace / "shapes" / "data" / "labelled" / s).iterdir())) == PER_CLASS for s in SHAPES
             )
 
+            # Label these next: an unlabelled pool, ranked by zero-shot CLIP; two clicks label two images.
+            page.get_by_text("Unlabelled pool").click()
+            settle()
+            uploader = page.get_by_test_id("stFileUploader").filter(has_text="Upload unlabelled images")
+            uploader.locator("input[type=file]").set_input_files([str(f) for f in pool])
+            page.get_by_role("button", name=f"Add {len(pool)} file(s) to the pool").click()
+            page.get_by_text(f"Added {len(pool)} image(s).").wait_for()
+            page.get_by_text("Ranked by zero-shot CLIP (toy-clip)").wait_for()
+            for _ in range(2):
+                settle()
+                page.get_by_role("button", name=re.compile(r"^It is ")).first.click()
+                page.get_by_text("Labelled one image").first.wait_for()
+            screenshot("2b-label-these-next")
+            pool_left = len(list((workspace / "shapes" / "data" / "unlabelled").iterdir()))
+            assert pool_left == len(pool) - 2
+
             go("Train")
             page.get_by_text("CoOp", exact=True).click()
             page.get_by_role("button", name="Start training").click()
@@ -196,6 +217,13 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             uploader.locator("input[type=file]").set_input_files(str(images["triangle"][0]))
             page.get_by_test_id("stHeading").filter(has_text="%").last.wait_for()
             screenshot("6-try-it")
+            # "None of these": the threshold at its top, and a grey picture of no class.
+            page.get_by_role("slider").focus()
+            page.keyboard.press("End")
+            settle()
+            uploader.locator("input[type=file]").set_input_files(str(grey))
+            page.get_by_test_id("stHeading").filter(has_text="None of these").wait_for()
+            screenshot("6b-try-it-none-of-these")
 
             go("Export")
             with page.expect_download() as download:
@@ -203,6 +231,15 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             classifier_file = tmp_path / "downloaded.safetensors"
             download.value.save_as(classifier_file)
             screenshot("7-export")
+            # A class added by its name, without retraining (the shared context the app chose).
+            page.get_by_label("Classes, one per line").fill("\n".join([*SHAPES, "star"]))
+            page.get_by_role("button", name="Export with these classes").click()
+            page.get_by_text("4 classes: circle, square, triangle, star").wait_for()
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download the classifier with these classes").click()
+            extended_file = tmp_path / "extended.safetensors"
+            download.value.save_as(extended_file)
+            screenshot("7b-export-added-class")
 
             go("Runs")
             page.get_by_text("Best so far").wait_for()
@@ -214,6 +251,7 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
 
     classifier = Classifier.load(classifier_file, device="cpu")
     assert classifier.class_names == list(SHAPES)
+    assert Classifier.load(extended_file, device="cpu").class_names == [*SHAPES, "star"]
     paths = [str(path) for shape in SHAPES for path in images[shape]]
     predictions = classifier.predict(paths)
     correct = sum(

@@ -6,6 +6,7 @@ from common import pick_finished_classifier, require_project
 from promptlab.classifier import Classifier
 from promptlab.classifier_file import ClassifierFileError
 from promptlab.data.images import ImageLoadError, decode_image_bytes
+from promptlab.workspace.class_changes import CHANGED_CLASSIFIER_FILE
 from promptlab.workspace.project import IMAGE_UPLOAD_TYPES
 
 
@@ -17,6 +18,9 @@ def load_classifier(path: str, modified: float) -> Classifier:  # modified: relo
 project = require_project()
 st.title(f"Try it · {project.name}")
 record, path = pick_finished_classifier(project)
+changed = path.parent / CHANGED_CLASSIFIER_FILE
+if changed.is_file() and st.toggle("With the classes set on the Export page", key=f"changed-{record['id']}"):
+    path = changed
 try:
     classifier = load_classifier(str(path), path.stat().st_mtime)
 except (ClassifierFileError, OSError) as error:
