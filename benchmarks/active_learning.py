@@ -197,19 +197,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="training epochs per round (default: the toy config's)")
     parser.add_argument("--out", default="benchmarks")
     parser.add_argument("--quick", action="store_true", help="shapes, the linear probe, seed 1, 3 rounds")
+    parser.add_argument("--resume", action="store_true", help="keep the finished curves of --out's JSON")
     args = parser.parse_args()
     if args.quick:
         args.methods, args.tasks, args.seeds, args.rounds = ["linear_probe"], ["shapes"], [1], 3
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    earlier = json.loads((out / "active_learning.json").read_text()) if args.resume else {}
+    rows: list[dict] = earlier.get("runs", [])
+    done = {(r["method"], r["task"], r["strategy"], r["seed"]) for r in rows if r["labels_per_class"] == args.rounds}
+    rows = [r for r in rows if (r["method"], r["task"], r["strategy"], r["seed"]) in done]
     with tempfile.TemporaryDirectory(prefix="promptlab-active-") as folder:
         work = Path(folder)
-        zero = {task: zero_shot(task, args, work) for task in args.tasks}
+        zero = {task: earlier.get("zero_shot", {}).get(task) or zero_shot(task, args, work) for task in args.tasks}
         for task in args.tasks:
             for method in args.methods:
                 for seed in args.seeds:
                     for strategy in STRATEGIES:
+                        if (method, task, strategy, seed) in done:
+                            continue
                         rows += run_curve(method, task, strategy, seed, args, work)
                         (out / "active_learning.json").write_text(
                             json.dumps({"zero_shot": zero, "runs": rows}, indent=1)

@@ -1,12 +1,12 @@
-"""A class added by name, without retraining: shared-context CoOp trained on 5 toy shapes, extended to all 8.
+"""A class added by name, without retraining: a method trained on 5 toy shapes, extended to all 8.
 
-Trains CoOp with one context shared by every class on the first 5 shapes of the toy world's
+Trains CoOp with one context shared by every class (or MoCoOp) on the first 5 shapes of the toy world's
 ``shapes`` task (16 shots, seeds 1-3, the toy config otherwise), adds the other 3 shape names with
 ``promptlab export --classes`` (their text features computed with the learned context) and
 classifies the test images of those 3 new shapes among all 8; zero-shot CLIP does the same 8-way
-classification of the same images. Writes ``new_classes.json`` and ``new_classes.md``.
+classification of the same images. Writes ``new_classes_<method>.json`` and ``new_classes_<method>.md``.
 
-    python benchmarks/new_classes.py [--data_root .]
+    python benchmarks/new_classes.py [--data_root .] [--method coop|mocoop]
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from pathlib import Path
 from promptlab.classifier import Classifier
 from promptlab.cli import main as promptlab
 from promptlab.configs import toy_config_path
-from promptlab.methods import CoOp, ZeroShotCLIP
+from promptlab.methods import CoOp, MoCoOp, ZeroShotCLIP
 
 TRAINED = 5
+METHODS = {"coop": CoOp, "mocoop": MoCoOp}
+METHOD_ARGS = {"coop": ["--model.init_args.class_specific=false"], "mocoop": []}
+LABELS = {"coop": "Shared-context CoOp", "mocoop": "MoCoOp"}
 
 
 def accuracy(classifier_file: Path, items: list[list], root: Path) -> float:
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--data_root", default=".", help="the folder holding toy/ (python -m promptlab.toy.world)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, help="default: the toy config's")
+    parser.add_argument("--method", choices=["coop", "mocoop"], default="coop", help="coop: with a shared context")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     args = parser.parse_args()
     toy = Path(args.data_root) / "toy"
@@ -57,7 +61,7 @@ def main() -> None:
             split_file = work / f"split-{seed}.json"
             split_file.write_text(json.dumps(trained))
             runs = work / f"runs-{seed}"
-            fit = ["fit", "-c", str(toy_config_path(CoOp)), "--model.init_args.class_specific=false",
+            fit = ["fit", "-c", str(toy_config_path(METHODS[args.method])), *METHOD_ARGS[args.method],
                    "--data.dataset=split", f"--data.split_file={split_file}", f"--data.root={root}",
                    f"--data.seed={seed}", "--data.shots=16", f"--trainer.logger.init_args.save_dir={runs}",
                    "--trainer.enable_progress_bar=false", "--trainer.check_val_every_n_epoch=100000"]  # fmt: skip
@@ -78,18 +82,18 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
-    (out / "new_classes.json").write_text(json.dumps(rows, indent=1))
+    (out / f"new_classes_{args.method}.json").write_text(json.dumps(rows, indent=1))
     mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != "seed"}
     text = (
         "# A class added by name (`python benchmarks/new_classes.py`)\n\n"
-        f"Shared-context CoOp trained on {TRAINED} toy shapes ({', '.join(all_names[:TRAINED])}; 16 shots, seeds "
+        f"{LABELS[args.method]} trained on {TRAINED} toy shapes ({', '.join(all_names[:TRAINED])}; 16 shots, seeds "
         f"{args.seeds}), then given all 8 names; 8-way accuracy on the test images of each group, mean over seeds.\n\n"
-        "| test images of | CoOp, extended to 8 | zero-shot CLIP, 8 classes |\n|---|---|---|\n"
+        f"| test images of | {args.method}, extended to 8 | zero-shot CLIP, 8 classes |\n|---|---|---|\n"
         f"| the 3 new shapes ({', '.join(sorted(new))}) | {mean['new_classes_extended']:.1%} | "
         f"{mean['new_classes_zero_shot']:.1%} |\n"
         f"| the 5 trained shapes | {mean['trained_classes_extended']:.1%} | {mean['trained_classes_zero_shot']:.1%} |\n"
     )
-    (out / "new_classes.md").write_text(text)
+    (out / f"new_classes_{args.method}.md").write_text(text)
     print(text)
 
 

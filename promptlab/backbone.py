@@ -119,6 +119,7 @@ class FrozenCLIP(nn.Module):
                     precision=precision,
                     force_quick_gelu=bool(source.model_cfg.get("quick_gelu")),
                     force_preprocess_cfg=source.preprocess_cfg,
+                    pretrained_text=False,  # a Hugging Face text tower's own weights: ours come below, whole
                 )
         except (TypeError, KeyError, ValueError, RuntimeError) as error:
             if not is_custom_architecture(source.architecture):

@@ -75,7 +75,7 @@ def decode_image_bytes(data: bytes, name: str) -> tuple[Image.Image, str]:
 
 # Fragments of Pillow's decoder messages that mean the data ends early or is damaged.
 CORRUPT_MARKERS = (
-    "truncated", "buffer overrun", "decoder error", "negative seek", "broken data stream", "end of file",
+    "truncated", "buffer overrun", "decoder error", "negative seek", "data stream", "end of file",
     "eof", "premature end", "corrupt", "invalid", "bad ", "unexpected", "error -", "crc", "checksum",
 )
 # ... and fragments that mean a valid file in a variant Pillow cannot decode.
@@ -87,9 +87,14 @@ def plain_reason(error: BaseException, image_format: str | None) -> str:
     message = str(error).lower()
     if isinstance(error, Image.DecompressionBombError):  # PIL refuses at twice its own limit, before ours
         return f"it is too large (promptlab reads up to {MAX_IMAGE_PIXELS // 1_000_000} Mpx)"
-    if isinstance(error, NotImplementedError) or any(marker in message for marker in UNSUPPORTED_MARKERS):
-        return f"it is a variant of {image_format or 'its format'} that promptlab's image library cannot decode"
-    if any(marker in message for marker in CORRUPT_MARKERS) or isinstance(error, (OSError, SyntaxError)):
+    unsupported = f"it is a variant of {image_format or 'its format'} that promptlab's image library cannot decode"
+    if isinstance(error, NotImplementedError):
+        return unsupported
+    if any(marker in message for marker in CORRUPT_MARKERS):
+        return "the file is truncated or corrupt"
+    if any(marker in message for marker in UNSUPPORTED_MARKERS):
+        return unsupported
+    if isinstance(error, (OSError, SyntaxError)):
         return "the file is truncated or corrupt"
     return "its decoder failed"
 

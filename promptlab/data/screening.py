@@ -10,10 +10,8 @@ a shot short), and one summary line says how many were skipped. The run records 
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -36,13 +34,11 @@ def unreadable_reason(path: Path) -> str | None:
 
 
 def find_unreadable(image_root: Path, samples: Iterable[Sample], progress: bool = True) -> dict[Sample, str]:
-    """Decodes each sample once (threads: PIL's decoders release the GIL); unreadable ones -> reason."""
+    """Decodes each sample once, with a progress bar; unreadable ones -> reason."""
     samples = list(dict.fromkeys(samples))
-    threads = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(threads) as pool:
-        reasons = pool.map(lambda s: unreadable_reason(image_root / s.path), samples)
-        reasons = list(tqdm(reasons, total=len(samples), desc="Checking images", disable=not progress, leave=False))
-    bad = {sample: reason for sample, reason in zip(samples, reasons) if reason is not None}
+    checks = tqdm(samples, desc="Checking images", disable=not progress, leave=False)
+    reasons = [unreadable_reason(image_root / sample.path) for sample in checks]
+    bad = {sample: reason for sample, reason in zip(samples, reasons, strict=True) if reason is not None}
     for reason in bad.values():
         log.warning("Skipping unreadable image: %s", reason)
     return bad
