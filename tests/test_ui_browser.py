@@ -175,17 +175,19 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             )
 
             # Label these next: an unlabelled pool, ranked by zero-shot CLIP; two clicks label two images.
-            page.get_by_text("Unlabelled pool").click()
             settle()
+            page.get_by_test_id("stExpander").filter(has_text="Unlabelled pool").locator("summary").click()
             uploader = page.get_by_test_id("stFileUploader").filter(has_text="Upload unlabelled images")
+            uploader.wait_for()
             uploader.locator("input[type=file]").set_input_files([str(f) for f in pool])
             page.get_by_role("button", name=f"Add {len(pool)} file(s) to the pool").click()
             page.get_by_text(f"Added {len(pool)} image(s).").wait_for()
             page.get_by_text("Ranked by zero-shot CLIP (toy-clip)").wait_for()
-            for _ in range(2):
+            for labelled in (1, 2):
                 settle()
                 page.get_by_role("button", name=re.compile(r"^It is ")).first.click()
-                page.get_by_text("Labelled one image").first.wait_for()
+                page.get_by_text(f"Unlabelled pool · {len(pool) - labelled} image(s)").wait_for()
+            page.get_by_text("Labelled one image").first.wait_for()
             screenshot("2b-label-these-next")
             pool_left = len(list((workspace / "shapes" / "data" / "unlabelled").iterdir()))
             assert pool_left == len(pool) - 2

@@ -63,8 +63,17 @@ with st.form("add-class", clear_on_submit=True):
 counts = project.image_counts()
 if not counts:
     st.info("Add at least two classes, then upload a few images to each (10 or more works best).")
+
+
+def pending(key: str) -> bool:
+    """True while an uploader holds files not yet added: its expander must stay open across reruns
+    (an expander whose place on the page moved, say after an upload report, opens closed)."""
+    return bool(st.session_state.get(key))
+
+
 for class_name, count in counts.items():
-    with st.expander(f"**{class_name}** · {count} image(s)", expanded=count < 2):
+    upload_key = f"upload-{class_name}-{uploads_round}"
+    with st.expander(f"**{class_name}** · {count} image(s)", expanded=count < 2 or pending(upload_key)):
         if count == 0:
             st.warning("This class has no images yet.")
         elif count == 1:
@@ -73,7 +82,7 @@ for class_name, count in counts.items():
             f"Upload images of {class_name}",
             type=IMAGE_UPLOAD_TYPES,
             accept_multiple_files=True,
-            key=f"upload-{class_name}-{uploads_round}",
+            key=upload_key,
         )
         if files and st.button(f"Add {len(files)} file(s)", key=f"add-{class_name}", type="primary"):
             store_uploads(class_name, files)
@@ -174,7 +183,9 @@ st.write(
     f"{label_free} needs no labelled images: only the class names, a pool of unlabelled images and, optionally, "
     "a few sentences describing each class."
 )
-with st.expander(f"Unlabelled pool · {len(project.images(None))} image(s)"):
+with st.expander(
+    f"Unlabelled pool · {len(project.images(None))} image(s)", expanded=pending(f"upload-pool-{uploads_round}")
+):
     files = st.file_uploader(
         "Upload unlabelled images",
         type=IMAGE_UPLOAD_TYPES,
