@@ -172,9 +172,10 @@ def plot(summary: dict, zero: dict[str, float], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys((m, t) for m, t, _ in summary["curves"]))
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
-    for axis, (method, task) in zip(axes[0], panels, strict=True):
+    methods = list(dict.fromkeys(m for m, _, _ in summary["curves"]))
+    tasks = list(dict.fromkeys(t for _, t, _ in summary["curves"]))
+    figure, axes = plt.subplots(len(methods), len(tasks), figsize=(4 * len(tasks), 3.2 * len(methods)), squeeze=False)
+    for axis, (method, task) in zip(axes.flat, [(m, t) for m in methods for t in tasks], strict=True):
         for strategy, style in zip(STRATEGIES, ("-o", "--s"), strict=True):
             curve = summary["curves"][(method, task, strategy)]
             axis.plot(sorted(curve), [curve[n] * 100 for n in sorted(curve)], style, label=strategy)
