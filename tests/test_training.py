@@ -2,7 +2,9 @@
 
 import lightning as L
 import torch
+from safetensors.torch import save_file
 
+from promptlab.backbone import FrozenCLIP
 from promptlab.data import FewShotDataModule
 from promptlab.methods import CoOp, ZeroShotCLIP
 from promptlab.methods.base import warmup_cosine_factor
@@ -63,15 +65,26 @@ def test_backbone_bit_identical_and_loss_falls(image_folder):
 
 def test_checkpoint_holds_only_the_context(image_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model = CoOp(
-        class_names=["blue_triangle", "green_circle", "red_square"], backbone="clip-tiny", pretrained=None, n_ctx=4
-    )
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in FrozenCLIP("clip-tiny", None).model.state_dict().items()}, str(weights))
+    classes = ["blue_triangle", "green_circle", "red_square"]
+    model = CoOp(class_names=classes, backbone="clip-tiny", pretrained=None, weights_path=str(weights), n_ctx=4)
     trainer = fit(model, image_folder, epochs=1)
     assert not list(tmp_path.glob("*.json")), "without a logger nothing is written to the current directory"
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=True)
     assert list(checkpoint["state_dict"]) == ["ctx"]
     assert checkpoint["promptlab_method"] == "CoOp"
+
+
+def test_checkpoint_of_random_weights_keeps_them(image_folder, tmp_path, monkeypatch):
+    """Nothing else could rebuild them: export --run would otherwise draw other random weights."""
+    monkeypatch.chdir(tmp_path)
+    model = CoOp(class_names=["blue_triangle", "green_circle", "red_square"], backbone="clip-tiny", pretrained=None)
+    trainer = fit(model, image_folder, epochs=1)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    state = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(state["backbone.model.visual.conv1.weight"], model.backbone.model.visual.conv1.weight)
 
 
 def test_zero_shot_has_nothing_to_train():

@@ -190,8 +190,9 @@ def test_other_methods_run_and_leave_what_the_inspect_page_shows(tmp_path, metho
         bars, per_class = results.panels
         assert len(bars.values) == 4 and [row["class"] for row in per_class.rows] == list(SHAPES)
     if method == "nola":
-        counts, stages = results.panels
+        counts, stages, agreement = results.panels
         assert sum(counts.values.values()) == 12 and "the DINO labeller trained on its picks" in stages.text
+        assert "the final classifier agrees with the DINO labeller (its teacher) on" in agreement.text
     assert (record["zero_shot_accuracy"] is None) == (method == "zeroshot")
     # Issue 18, item 3: a class added by name, without retraining, where the method's prompts allow it.
     more = [*SHAPES, "star"]
