@@ -44,11 +44,12 @@ def native_stderr_to(log_path: str | Path) -> Iterator[Path]:
     try:
         yield log_path
     finally:
-        if sys.stderr is not python_stderr:
-            sys.stderr.flush()
-            sys.stderr.close()
-            sys.stderr = python_stderr
-            for handler in handlers:
+        try:
+            for handler in handlers:  # setStream flushes the stream it replaces: ours must still be open
                 handler.setStream(python_stderr)
-        os.dup2(terminal_fd, 2)
-        os.close(terminal_fd)
+            if sys.stderr is not python_stderr:
+                ours, sys.stderr = sys.stderr, python_stderr
+                ours.close()
+        finally:
+            os.dup2(terminal_fd, 2)  # whatever happened above, the terminal gets descriptor 2 back
+            os.close(terminal_fd)

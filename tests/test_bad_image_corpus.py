@@ -5,6 +5,8 @@ no decoder chatter on the terminal."""
 
 import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,17 @@ def test_folder_loader_with_skip_bad_images(corpus_folder, verdicts, no_hang):
     assert {Path(s.path).name for s in data.unreadable_images} == {n for n, r in verdicts.items() if r}
     loaded = sum(batch[0].shape[0] for batch in data._loader(samples, train=False) if batch is not None)
     assert loaded == len(samples)
+
+
+def test_classify_as_a_real_process_with_stderr_in_a_file(corpus_folder, classifier_file, tmp_path):
+    """Real descriptors, not pytest's capture: stderr redirected to a file, as in CI logs and shells.
+    (Restoring the terminal once flushed a closed stream there, and the traceback went to the log.)"""
+    err, log = tmp_path / "stderr.txt", tmp_path / "decoders.log"
+    command = [sys.executable, "-m", "promptlab", "classify", "--classifier", str(classifier_file)]
+    command += [str(corpus_folder), "-o", str(tmp_path / "out.csv"), "--decoder_log", str(log)]
+    with err.open("w") as stderr:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=600)
+    text = err.read_text()
+    assert done.returncode == 3 and "Traceback" not in text, text[-2000:]
+    assert "Skipped" in text and f"are in {log}" in text and "Wrote" in done.stdout
+    assert "JPEGLib" not in text and "JPEGLib" in log.read_text()
