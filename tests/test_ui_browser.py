@@ -139,7 +139,16 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
         def go(title: str) -> None:
-            page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+            # A click that lands while the page reruns can be lost (seen in CI, once): click again until the
+            # page's own title shows.
+            for _ in range(3):
+                settle()
+                page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+                try:
+                    page.get_by_role("heading", name=f"{title} · shapes").wait_for(timeout=20_000)
+                    break
+                except PlaywrightTimeout:
+                    continue
             settle()
 
         try:
