@@ -95,7 +95,10 @@ class Classifier:
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
-        return (self.logits(batch) / self.temperature).softmax(dim=-1).cpu()
+        return self._calibrated(self.logits(batch))
+
+    def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits / self.temperature).softmax(dim=-1).cpu()
 
     @torch.no_grad()
     def features_and_probabilities(self, images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +108,7 @@ class Classifier:
         for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
             encoded = self.backbone.encode_image(batch.to(self.device)).float()  # (B, D)
             features.append(encoded.cpu())
-            probabilities.append((self.head(encoded) / self.temperature).softmax(dim=-1).cpu())
+            probabilities.append(self._calibrated(self.head(encoded)))
         if not features:
             return torch.empty(0, self.head.feature_dim), torch.empty(0, len(self.class_names))
         return torch.cat(features), torch.cat(probabilities)
@@ -141,7 +144,9 @@ class Classifier:
 def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:
     """The image encoder the file was exported with: embedded in the file, or by reference and checksum."""
     name = ref["model_name"]
-    folder_here = name.startswith("hf-hub:") or (name.startswith("local-dir:") and Path(name[10:]).is_dir())
+    folder_here = name.startswith("hf-hub:") or (
+        name.startswith("local-dir:") and Path(name.removeprefix("local-dir:")).is_dir()
+    )
     if not ref["embedded"] and not ref["pretrained"] and ref["weights_sha256"] and not weights_path and not folder_here:
         raise ClassifierFileError(
             f"Classifier {str(path)!r} needs the weights file it was exported with ({ref['model_name']!r}, sha256 "

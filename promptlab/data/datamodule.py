@@ -20,7 +20,7 @@ from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
 from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
-from promptlab.data.screening import find_unreadable, screen_splits
+from promptlab.data.screening import find_unreadable, log_summary, screen_splits
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
     DatasetError,
@@ -179,8 +179,7 @@ class FewShotDataModule(L.LightningDataModule):
         test = data.test
         if screened is not None:
             self.unreadable_images = screened
-            if screened:
-                log.warning("Skipped %d unreadable image(s); data.json lists them.", len(screened))
+            log_summary(screened)
         elif self.skip_bad_images:
             train, val, test, self.unreadable_images = screen_splits(
                 data.image_root, data.train, train, val, test, shots, self.seed

@@ -44,6 +44,14 @@ def find_unreadable(image_root: Path, samples: Iterable[Sample], progress: bool 
     return bad
 
 
+def log_summary(bad: dict[Sample, str], tail: str = "") -> None:
+    """One warning line for every skipped image together: the count and the first few names."""
+    if not bad:
+        return
+    names = ", ".join(s.path for s in list(bad)[:NAMED_IN_SUMMARY]) + (", ..." if len(bad) > NAMED_IN_SUMMARY else "")
+    log.warning("Skipped %d unreadable image(s) (%s)%s; data.json lists them.", len(bad), names, tail)
+
+
 def screen_splits(
     image_root: Path,
     pool: list[Sample],
@@ -87,9 +95,5 @@ def screen_splits(
                 else:
                     log.warning("Skipping unreadable image: %s", reason)
                     bad[candidate] = reason
-    names = ", ".join(s.path for s in list(bad)[:NAMED_IN_SUMMARY]) + (", ..." if len(bad) > NAMED_IN_SUMMARY else "")
-    log.warning(
-        "Skipped %d unreadable image(s) (%s)%s; data.json lists them.",
-        len(bad), names, "; drawn ones were replaced by other images of their class" if shots >= 1 else "",
-    )
+    log_summary(bad, "; drawn ones were replaced by other images of their class" if shots >= 1 else "")
     return kept, [s for s in val if s not in bad], [s for s in test if s not in bad], bad

@@ -116,7 +116,7 @@ def put_aside(project: Project, image: Path, why: SetAside) -> None:
     """Marks a pool image "none of these" or skipped: it stays in the pool, and is not suggested again."""
     if not (project.unlabelled_dir / image.name).is_file():
         raise ProjectError(f"{image.name!r} is not in the unlabelled pool of project {project.name!r} (any more).")
-    with project._changing():
+    with project.changing():
         marks = set_aside(project)
         if image.name not in marks[why]:
             marks[why].append(image.name)

@@ -102,7 +102,7 @@ def _changes_project(method: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(method)
     def locked(self: Project, *args, **kwargs) -> T:
-        with self._changing():
+        with self.changing():
             return method(self, *args, **kwargs)
 
     return locked
@@ -122,7 +122,8 @@ class Project:
         self._lock = FileLock(str(self.path / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
 
     @contextmanager
-    def _changing(self) -> Iterator[None]:
+    def changing(self) -> Iterator[None]:
+        """Holds the project's lock (see ``__init__``) for a change made outside this class's methods."""
         try:
             with self._lock:
                 yield

@@ -159,8 +159,9 @@ def train(run_dir: Path) -> None:
         zero_shot = replace(settings, method=BASELINE_KEY, options={}, extra={})
         config = build_config(project_path, run_dir, zero_shot, log_name=BASELINE_DIR)
         baseline_cli = lightning_cli(["test", "-c", str(_write_config(run_dir, config, "baseline_config.yaml"))])
-        baseline = read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE).get("accuracy")
-        validation = compare_on_validation(run_dir, cli, baseline_cli, learned_validation)
+        baseline_metrics = read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE)
+        baseline = baseline_metrics.get("accuracy")
+        validation = compare_on_validation(run_dir, cli, baseline_cli, learned_validation, baseline_metrics)
     update_run(
         run_dir,
         status="finished",
@@ -182,7 +183,9 @@ def validation_accuracy(cli) -> float | None:
     return float(result["val/acc"])
 
 
-def compare_on_validation(run_dir: Path, learned_cli, baseline_cli, learned: float | None) -> dict | None:
+def compare_on_validation(
+    run_dir: Path, learned_cli, baseline_cli, learned: float | None, baseline_metrics: dict
+) -> dict | None:
     """The learned classifier against zero-shot CLIP on the same validation images (never the held-out
     ones); when zero-shot does better, its classifier is exported next to the learned one, to offer it.
 
@@ -199,7 +202,7 @@ def compare_on_validation(run_dir: Path, learned_cli, baseline_cli, learned: flo
         export_classifier(
             baseline_cli.model,
             run_dir / ZERO_SHOT_CLASSIFIER_FILE,
-            metrics=read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE) or None,
+            metrics=baseline_metrics or None,
         )
     images = len(learned_cli.datamodule.splits.val)
     return {"images": images, "learned": learned, "zero_shot": zero_shot, "zero_shot_better": better}
