@@ -328,18 +328,24 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         hp = self.hparams
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
-    def lr_factor(self, epoch: int, max_epochs: int) -> float:
-        """Learning-rate multiplier of an epoch: Dassl's constant warm-up, then cosine."""
+    def lr_factor(self, epoch: int, max_epochs: int, base_lr: float) -> float:
+        """Learning-rate multiplier of an epoch for a parameter group whose learning rate is ``base_lr``:
+        Dassl's constant warm-up (every group at ``warmup_lr``, as Dassl sets them all), then cosine."""
         hp = self.hparams
-        return warmup_cosine_factor(epoch, max_epochs, hp.warmup_epochs, hp.warmup_lr / hp.lr)
+        return warmup_cosine_factor(epoch, max_epochs, hp.warmup_epochs, hp.warmup_lr / base_lr)
 
     def configure_optimizers(self) -> dict[str, Any] | None:
         params = self.trainable_parameters()
         if not params:
             return None
         optimizer = self.build_optimizer(params)
-        max_epochs = max(self.trainer.max_epochs or 1, 1) if self.trainer is not None else 1
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: self.lr_factor(epoch, max_epochs))
+        trainer = self._trainer  # None outside a Trainer (the property would raise)
+        max_epochs = max(trainer.max_epochs or 1, 1) if trainer is not None else 1
+        factors = [
+            lambda epoch, base_lr=group["lr"]: self.lr_factor(epoch, max_epochs, base_lr)
+            for group in optimizer.param_groups
+        ]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -- checkpoints: trainable part only -----------------------------------------------------------

@@ -31,22 +31,23 @@ GENERIC_TEMPLATE_GROUPS: list[list[str]] = [
 ROUTING_FILE = "routing.json"
 
 
-def split_template(template: str) -> tuple[str, str, str]:
-    """``"a photo of a {}, a type of flower."`` -> (before, after, end): ``"a photo of a"``,
-    ``", a type of flower"``, ``"."``. Words before and after the class name become learnable
-    context; a final period stays literal, as in the reference."""
+def split_template(template: str) -> tuple[str, str]:
+    """``"a photo of a {}, a type of flower."`` -> (before, after): ``"a photo of a"``, ``", a type of flower"``.
+
+    The words before and after the class name become an expert's learnable context. Periods are
+    removed, as the reference removes them from its expert prompts (only its hard prototypes keep them).
+    """
     if template.count("{}") != 1:
         raise ValueError(f"MoCoOp template {template!r} must contain exactly one '{{}}' for the class name.")
-    before, after = template.split("{}")
-    end = "." if after.rstrip().endswith(".") else ""
-    return before.strip(), after.rstrip()[: len(after.rstrip()) - len(end)].strip(), end
+    before, after = template.replace(".", "").split("{}")
+    return before.strip(), after.rstrip()
 
 
 class MoCoOp(CLIPClassifier):
     """Mixture of prompts with a router (MoCoOp), over the shared frozen backbone.
 
     Each template group gets one expert: a soft prompt initialised from the group's first template
-    (context before and after the class name, counted in tokens). A linear router on the normalised
+    without its periods (context before and after the class name, counted in tokens). A linear router on the normalised
     image feature picks the ``top_k`` experts; the image's class features are their softmax-weighted
     mixture. Training adds a gating loss (route each image towards the groups whose hard prototype of
     its class it resembles most) and a text loss (each expert's class features stay nearest their own
@@ -99,12 +100,12 @@ class MoCoOp(CLIPClassifier):
         self.contexts = nn.ParameterList()
         self.shared_prefixes: list[int] = []
         for e, group in enumerate(groups):
-            before, after, end = split_template(group[0])
+            before, after = split_template(group[0])
             before_ids = backbone.word_ids(before) if before else []
             after_ids = backbone.word_ids(after) if after else []
             ctx = backbone.embed_tokens(torch.tensor(before_ids + after_ids, dtype=torch.long)).clone()
             self.contexts.append(nn.Parameter(ctx.float().reshape(len(before_ids) + len(after_ids), -1)))
-            layout = build_prompt_layout(backbone, names, [len(before_ids), "{}", len(after_ids), end])
+            layout = build_prompt_layout(backbone, names, [len(before_ids), "{}", len(after_ids)])
             tokens = backbone.embed_tokens(layout.token_ids).detach()
             self.register_buffer(f"expert{e}_tokens", tokens, persistent=False)  # (C, L_e, width)
             self.register_buffer(f"expert{e}_slots", layout.context_slots, persistent=False)  # (C, n_ctx_e)
@@ -172,7 +173,8 @@ class MoCoOp(CLIPClassifier):
         similarity = torch.einsum("bd,gbd->bg", image_features, self.prototypes[:, labels].to(image_features.dtype))
         top2 = similarity.topk(min(2, self.n_experts), dim=-1).indices
         target = (similarity + torch.zeros_like(similarity).scatter(1, top2, self.hparams.gate_boost)).softmax(-1)
-        gate = F.cross_entropy(router_logits, target.detach())
+        # Not detached, as the reference: with tuned image LayerNorms the target's gradient reaches them.
+        gate = F.cross_entropy(router_logits, target)
 
         # Text loss: expert g's class c must be nearest group g's prototype of class c.
         text_logits = self.hparams.text_loss_scale * torch.einsum("ecd,ekd->eck", experts, self.prototypes)

@@ -50,12 +50,15 @@ class PromptLayout:
 def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: list[Segment]) -> PromptLayout:
     """Tokenises ``segments`` for every class.
 
-    Adjacent text pieces are tokenised together, so ``[n, "{}."]`` gives exactly the tokens of
-    ``"X X ... {name}."`` (BPE merges never cross the text/context boundary: it is a word boundary).
+    Adjacent text pieces (also those around an empty context, ``0``) are tokenised together, as the text
+    encoder would see the filled text: ``[n, "{}."]`` and ``[n, "{}", 0, "."]`` give exactly the tokens of
+    ``"X X ... {name}."``, also for names whose last character merges with the period (``"kite (bird)"``:
+    ``")."``). BPE merges never cross a text/context boundary: it is a word boundary.
 
     Raises:
         BackboneError: a prompt does not fit the text encoder's context length.
     """
+    segments = _merge_text(segments)
     tokenizer = backbone.tokenizer
     context_length = backbone.context_length
     placeholder = tokenizer.encode("X")[0]
@@ -83,6 +86,19 @@ def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: 
     same = (token_ids == token_ids[:1]).all(dim=0).long()  # (L,) position holds one token in every prompt
     shared_prefix = int(same.cumprod(0).sum())  # encode_prompts ignores it when it reaches an EOT
     return PromptLayout(token_ids, torch.tensor(slots, dtype=torch.long), backbone.pool_index(token_ids), shared_prefix)
+
+
+def _merge_text(segments: list[Segment]) -> list[Segment]:
+    """Drops empty context segments and joins the text pieces that then touch."""
+    merged: list[Segment] = []
+    for segment in segments:
+        if segment == 0:
+            continue
+        if isinstance(segment, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += segment
+        else:
+            merged.append(segment)
+    return merged
 
 
 def splice_context(token_embeddings: torch.Tensor, slots: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -36,11 +36,24 @@ def held_out_combination(shape: str, colour: str) -> bool:
     return (SHAPES.index(shape) + list(COLOURS).index(colour)) % 8 in (0, 2, 4)
 
 
+# Web captions sometimes say how a picture looks; so do some toy captions. These phrases are what
+# MoCoOp's toy template groups (configs/toy/mocoop.yaml) are made of: one group per style.
+STYLE_PHRASES = {
+    "filled": ("a drawing of a {}", "a flat {}"),
+    "outline": ("a sketch of a {}", "an outline of a {}"),
+    "pixelated": ("a pixelated photo of a {}", "a low resolution photo of a {}"),
+    "photo": ("a photo of a {}", "a good photo of a {}"),
+}
+STYLE_WORDS_SHARE = 0.3  # of the captions that name the shape
+
+
 def caption(attributes: Attributes, rng: random.Random) -> tuple[str, dict]:
-    """A caption naming some attributes: 40% shape only, 20% colour only, 40% both.
+    """A caption naming some attributes: 40% shape only, 20% colour only, 40% both; 30% of those
+    naming the shape also name the style (:data:`STYLE_PHRASES`).
 
     Returns:
-        (text, the attributes it names), e.g. ("a red star", {"shape": "star", "colour": "red"}).
+        (text, the attributes it names), e.g. ("a sketch of a red star", {"shape": "star", "colour": "red",
+        "style": "outline"}).
     """
     draw = rng.random()
     if draw < 0.4:
@@ -52,6 +65,10 @@ def caption(attributes: Attributes, rng: random.Random) -> tuple[str, dict]:
     else:
         named = {"shape": attributes.shape, "colour": attributes.colour}
         text = rng.choice(("a {colour} {shape}", "an image of a {colour} {shape}", "the {colour} {shape}"))
+    if "shape" in named and rng.random() < STYLE_WORDS_SHARE:
+        subject = "{colour} {shape}" if "colour" in named else "{shape}"
+        text = rng.choice(STYLE_PHRASES[attributes.style]).format(subject)
+        named["style"] = attributes.style
     return text.format(**named), named
 
 
