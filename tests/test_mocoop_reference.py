@@ -41,7 +41,8 @@ def reference_expert_prompts(
     rows = []
     for i, name in enumerate(names):
         name_len = len(backbone.word_ids(name))
-        rows.append(torch.cat([prefix[i], ctx_before, suffix[i, :name_len], ctx_after, suffix[i, name_len + n_after :]]))
+        name_tokens, rest = suffix[i, :name_len], suffix[i, name_len + n_after :]
+        rows.append(torch.cat([prefix[i], ctx_before, name_tokens, ctx_after, rest]))
     return torch.stack(rows), tokens.argmax(dim=-1)
 
 
