@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
 from promptlab.calibration import Calibration
@@ -91,7 +92,7 @@ class Classifier:
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) uncalibrated logits."""
-        return self.head(self.backbone.encode_image(batch.to(self.device)).float())
+        return self.head(self.backbone.encode_image(batch.to(self.device), not self.head.raw_features).float())
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
@@ -106,8 +107,8 @@ class Classifier:
         (N, C) calibrated probabilities), on the CPU, from one image-encoder pass."""
         features, probabilities = [], []
         for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
-            encoded = self.backbone.encode_image(batch.to(self.device)).float()  # (B, D)
-            features.append(encoded.cpu())
+            encoded = self.backbone.encode_image(batch.to(self.device), not self.head.raw_features).float()  # (B, D)
+            features.append(F.normalize(encoded, dim=-1).cpu())
             probabilities.append(self._calibrated(self.head(encoded)))
         if not features:
             return torch.empty(0, self.head.feature_dim), torch.empty(0, len(self.class_names))

@@ -1,4 +1,5 @@
-"""Classifier heads: (B, D) normalised image features -> (B, C) logits, one class per kind.
+"""Classifier heads: (B, D) image features -> (B, C) logits, one class per kind. The features are
+L2-normalised, except for a head with ``raw_features`` (NoLA's), which takes them as the encoder gives them.
 
 The methods compute their logits with these heads, and an exported classifier stores one (see
 :mod:`promptlab.classifier_file`), so exported predictions are the module's. A head is written as its
@@ -75,6 +76,7 @@ class Head(nn.Module):
     tensor_names: ClassVar[tuple[str, ...]] = ()
     optional_tensors: ClassVar[tuple[str, ...]] = ()
     class_tensor: ClassVar[str] = "weight"  # the (..., C, D) tensor that gives the head's shape
+    raw_features: bool = False  # True: the head takes unnormalised image features
 
     def params(self) -> dict[str, Any]:
         """The numbers (not tensors) stored with the head."""
@@ -95,21 +97,24 @@ class Head(nn.Module):
 
 
 class LinearHead(Head):
-    """``logits = scale * f @ weight.T + bias``: zero-shot, CoOp and NoLA (scale = CLIP's logit scale,
-    no bias), and the linear probe (scale 1, with a bias)."""
+    """``logits = scale * f @ weight.T + bias``: zero-shot and CoOp (scale = CLIP's logit scale, no
+    bias), the linear probe (scale 1, with a bias) and NoLA (scale 1, unnormalised ``f``: ``raw_features``)."""
 
     kind = "linear"
     tensor_names = ("weight",)
     optional_tensors = ("bias",)
 
-    def __init__(self, weight: torch.Tensor, scale: float, bias: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, weight: torch.Tensor, scale: float, bias: torch.Tensor | None = None, raw_features: bool = False
+    ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)  # (C, D)
         self.register_buffer("bias", bias)  # (C,) or None
         self.scale = float(scale)
+        self.raw_features = bool(raw_features)
 
     def params(self) -> dict[str, Any]:
-        return {"scale": self.scale}
+        return {"scale": self.scale} | ({"raw_features": True} if self.raw_features else {})
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         logits = self.scale * image_features @ self.weight.to(image_features.dtype).T

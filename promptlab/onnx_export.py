@@ -50,7 +50,7 @@ class ProbabilityGraph(nn.Module):
         self.temperature = classifier.temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image_features = self.backbone.encode_image(images).float()  # (N, D), normalised
+        image_features = self.backbone.encode_image(images, not self.head.raw_features).float()  # (N, D)
         return (self.head(image_features) / self.temperature).softmax(dim=-1)
 
 

@@ -6,7 +6,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import torchvision.transforms as T
+from PIL import Image, ImageFilter
 
 from promptlab.backbone import PreprocessConfig
 from promptlab.data.images import list_images
@@ -18,26 +20,31 @@ log = logging.getLogger(__name__)
 
 
 def strong_transform(cfg: PreprocessConfig) -> T.Compose:
-    """NoLA's (LaFTer's) strong view: crop 0.2-1, flip, colour jitter, perspective, blur."""
+    """NoLA's (LaFTer's) strong view, as the reference: crop 0.2-1, flip, colour jitter (p=0.8), perspective
+    (distortion 0.2, p=0.5), a second colour jitter and a Gaussian blur, both always on."""
+    interpolation = _INTERPOLATION[cfg.interpolation]
     return T.Compose([
-        T.RandomResizedCrop(cfg.size, scale=(0.2, 1.0), interpolation=_INTERPOLATION[cfg.interpolation]),
+        T.RandomResizedCrop(cfg.size, scale=(0.2, 1.0), interpolation=interpolation),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomPerspective(p=0.3),
-        T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.5),
+        T.RandomPerspective(distortion_scale=0.2, p=0.5, interpolation=interpolation),
+        T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+        RandomBlur(cfg.size),
         T.ToTensor(),
         T.Normalize(cfg.mean, cfg.std),
     ])
 
 
-class BothViews:
-    """Two transforms of one image, read once: e.g. CLIP's view and the DINO labeller's view."""
+class RandomBlur:
+    """PIL's Gaussian blur with a radius drawn from U(0.1, 2) pixels of a 224-pixel view (the reference's
+    SimCLR blur), scaled to the view's size so that small toy images are blurred alike."""
 
-    def __init__(self, first: Callable, second: Callable) -> None:
-        self.first, self.second = first, second
+    def __init__(self, size: int, low: float = 0.1, high: float = 2.0) -> None:
+        self.low, self.high = low * size / 224, high * size / 224
 
-    def __call__(self, image) -> tuple:
-        return self.first(image), self.second(image)
+    def __call__(self, image: Image.Image) -> Image.Image:
+        radius = float(torch.empty(()).uniform_(self.low, self.high))  # torch's RNG: seeded per worker
+        return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
 def names_only_splits(class_names_file: str, unlabelled: str | None) -> SplitSamples:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -53,6 +53,9 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         text_checkpointing: recompute the text tower's activations in the backward pass instead of
             storing them (for thousands of classes on a small GPU; slower).
     """
+
+    # True where the logits take the image feature unnormalised (NoLA's head); the exported head says so.
+    raw_image_features: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -173,14 +176,15 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         return not self.backbone.tuned_parameters()
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, D) normalised features; differentiable only where the image tower trains.
+        """(B, 3, H, W) -> (B, D) features, normalised unless ``raw_image_features``; differentiable only
+        where the image tower trains.
 
         (B, D) input is taken as features already (batches of the feature cache) and returned as is.
         """
         if images.dim() == 2:
             return images
         with torch.set_grad_enabled(self.training and bool(self.backbone.tuned_parameters())):
-            return self.backbone.encode_image(images)
+            return self.backbone.encode_image(images, normalize=not self.raw_image_features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images, or (B, D) cached features -> (B, C) logits."""

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
 from torch import nn
 
 from promptlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HUB_MODELS = {  # name -> torch.hub repository (weights download once into ~/.cache/torch/hub)
     "dino_vits16": "facebookresearch/dino:main",
     "dino_vitb16": "facebookresearch/dino:main",
@@ -27,8 +24,9 @@ class LabellerError(UserError):
     """A DINO backbone that cannot be loaded, or pseudo-labels that cannot be drawn."""
 
 
-def load_dino(name: str) -> tuple[nn.Module, Callable]:
-    """A frozen self-supervised ViT and its image transform (PIL -> tensor).
+def load_dino(name: str) -> nn.Module:
+    """A frozen self-supervised ViT. It sees CLIP's test view of each image (as in the reference: its
+    resize, centre crop and normalisation), so one decoded view serves both encoders.
 
     ``toy-dino`` ships with promptlab; the others come from torch.hub (network needed once).
 
@@ -37,12 +35,8 @@ def load_dino(name: str) -> tuple[nn.Module, Callable]:
     """
     if name == "toy-dino":
         from promptlab.toy.dino import load_toy_dino
-        from promptlab.toy.knn import MEAN, STD
 
-        transform = T.Compose(
-            [T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN.flatten(), STD.flatten())]
-        )
-        return load_toy_dino(), transform
+        return load_toy_dino()
     if name not in HUB_MODELS:
         raise LabellerError(f"Unknown DINO backbone {name!r}; use toy-dino or one of {', '.join(HUB_MODELS)}.")
     try:
@@ -52,15 +46,7 @@ def load_dino(name: str) -> tuple[nn.Module, Callable]:
             f"Cannot load DINO backbone {name!r} from torch.hub ({type(error).__name__}); it needs the network once "
             "(then ~/.cache/torch/hub). Offline, use --model.init_args.dino toy-dino."
         ) from error
-    transform = T.Compose(
-        [
-            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop(224),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return model.requires_grad_(False).eval(), transform
+    return model.requires_grad_(False).eval()
 
 
 def select_pseudo_labels(
@@ -113,10 +99,11 @@ def train_labeller(
     epochs: int = 50,
     lr: float = 1e-3,
     hidden: int = 256,
-    batch_size: int = 256,
+    batch_size: int = 32,
     seed: int = 0,
 ) -> nn.Sequential:
-    """The reference's MLP (D -> hidden -> ReLU -> C), Adam, cross-entropy, on pseudo-labelled features."""
+    """The reference's MLP (D -> hidden -> ReLU -> C), Adam, cross-entropy, batches of 32, on
+    pseudo-labelled features."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = nn.Sequential(nn.Linear(features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))

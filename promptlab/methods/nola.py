@@ -5,13 +5,16 @@ Stage 2 (at the start of ``fit``): W pseudo-labels the unlabelled pool (per-clas
 DINO's features of the pool are extracted once and cached, an MLP trained on the pseudo-labels
 relabels the whole pool.
 Stage 3 (the epochs): visual prompt tokens in CLIP's image encoder, its LayerNorms and a bias-free
-head initialised from W learn from the DINO labeller's hard labels (weak view) on strong views.
+head initialised from W learn from the DINO labeller's hard labels (weak view) on strong views. As in
+the reference, the head's logits are the raw ``f @ W.T`` of the unnormalised image feature (no logit
+scale), AdamW's learning rate is constant and biases get no weight decay.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -21,10 +24,9 @@ from torch import nn
 
 from promptlab.data.sources import DatasetError, normalise_class_name
 from promptlab.data.transforms import test_transform
-from promptlab.data.unlabelled import BothViews
 from promptlab.errors import UserError
 from promptlab.heads import Head, LinearHead
-from promptlab.methods.base import CLIPClassifier, warmup_cosine_factor
+from promptlab.methods.base import CLIPClassifier
 from promptlab.methods.contract import Bars, Panel, Setting, Text, ToyDefaults
 from promptlab.methods.labeller import load_dino, select_pseudo_labels, train_labeller
 from promptlab.methods.templates import ensemble_features, resolve_templates
@@ -77,7 +79,8 @@ class NoLA(CLIPClassifier):
     Args:
         descriptions_file: JSON {class name: [sentences]} (the reference ships LLM-written ones);
             None uses the templates alone.
-        templates: templates averaged with the descriptions (``ensemble``, ``dataset``, ``openai`` or a list).
+        templates: templates averaged with the descriptions (``ensemble``, ``dataset``, ``openai`` or a list;
+            the reference's per-dataset lists are in ``configs/nola/templates/``).
         dino: the labeller's backbone: ``toy-dino`` (offline), ``dino_vitb16`` (reference), ``dinov2_vits14``...
         n_prompts: visual prompt tokens (reference: 16); 0 tunes only the LayerNorms and the head.
         label_smoothing: of the stage-3 cross-entropy (reference: 0.1).
@@ -87,8 +90,8 @@ class NoLA(CLIPClassifier):
         labeller_hidden: MLP hidden width (reference: 256).
         pseudo_labels_file: stages 1-2's output (the pool's labels): loaded from there when it exists
             and fits the pool (skipping both stages), else written there; default: the run folder.
-        lr: AdamW learning rate of stage 3 (reference: 0.004), cosine to 0 over the epochs.
-        weight_decay: AdamW weight decay (reference: 0.01).
+        lr: AdamW learning rate of stage 3 (reference: 0.004), constant.
+        weight_decay: AdamW weight decay (reference: 0.01), not applied to biases.
         **kwargs: see :class:`CLIPClassifier` (``momentum``/``warmup_*`` are unused).
     """
 
@@ -100,6 +103,7 @@ class NoLA(CLIPClassifier):
     toy = ToyDefaults("nola.yaml", drop=("descriptions_file",))
     descriptions_arg = "descriptions_file"
     min_images_per_class = 0
+    raw_image_features = True  # stage-3 logits are f @ W.T of the unnormalised feature
 
     def __init__(
         self,
@@ -128,7 +132,9 @@ class NoLA(CLIPClassifier):
             self.head.weight.copy_(self.stage1_weights)
 
         visual = self.backbone.model.visual
-        self.visual_prompts = nn.Parameter(torch.empty(n_prompts, visual.conv1.out_channels).normal_(std=0.02))
+        width = visual.conv1.out_channels
+        bound = math.sqrt(6.0 / (3 * 16 * 16 + width))  # the reference's Xavier bound, 16x16 patch fixed: 0.0625
+        self.visual_prompts = nn.Parameter(torch.empty(n_prompts, width).uniform_(-bound, bound))
         install_visual_prompts(visual, self.visual_prompts)
         for norm in vision_layernorms(visual):
             norm.requires_grad_(True)
@@ -144,6 +150,10 @@ class NoLA(CLIPClassifier):
 
     def class_features(self) -> torch.Tensor:
         return self.head.weight  # (C, D); trained, so not renormalised
+
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        """(B, D) unnormalised image features -> (B, C) ``f @ W.T``, the reference's head (no logit scale)."""
+        return image_features @ class_features.to(image_features.dtype).T
 
     # -- stages 1 and 2 ---------------------------------------------------------------------------
 
@@ -203,20 +213,19 @@ class NoLA(CLIPClassifier):
     @torch.no_grad()
     def _stage2(self, data, out_dir: Path | None) -> torch.Tensor:
         root, samples = data.unlabelled_pool
-        dino, dino_transform = load_dino(self.hparams.dino)  # fails early, before any scoring, when offline
-        dino.to(self.device)
-        both_views = BothViews(test_transform(self.preprocess), dino_transform)  # each image is read once
+        dino = load_dino(self.hparams.dino).to(self.device)  # fails early, before any scoring, when offline
+        view = test_transform(self.preprocess)  # CLIP's test view, for CLIP and DINO alike (the reference)
         n = len(samples)
         probabilities, valid = torch.zeros(n, len(self.class_names)), torch.zeros(n, dtype=torch.bool)
         features = None
-        for batch in data.pool_dataloader(both_views):
+        for batch in data.pool_dataloader(view):
             if batch is None:
                 continue
-            (clip_images, dino_images), _, indices = batch
-            dino_features = dino(dino_images.to(self.device)).float().cpu()
+            images, _, indices = batch
+            dino_features = dino(images.to(self.device)).float().cpu()
             features = torch.zeros(n, dino_features.shape[1]) if features is None else features
             features[indices] = dino_features
-            probabilities[indices] = self._stage1_logits(clip_images).softmax(-1).float().cpu()
+            probabilities[indices] = self._stage1_logits(images).softmax(-1).float().cpu()
             valid[indices] = True
         if features is None:
             raise DatasetError(f"No image of the unlabelled pool in {str(root)!r} could be read; check the files.")
@@ -245,7 +254,7 @@ class NoLA(CLIPClassifier):
                 (pool_labels[valid] == probabilities[valid].argmax(-1)).float().mean()
             ),
         }
-        labelled = data.labelled_dataloader(both_views)
+        labelled = data.labelled_dataloader(view)
         if labelled is not None:  # report each stage on labelled images, when there are some
             self.stage_report |= self._labelled_accuracy(labelled, dino, labeller)
         log.info("NoLA stages 1-2: %s", self.stage_report)
@@ -258,14 +267,14 @@ class NoLA(CLIPClassifier):
 
     @torch.no_grad()
     def _labelled_accuracy(self, loader, dino, labeller) -> dict[str, float]:
-        """Stage 1 and stage 2 accuracy on (CLIP view, DINO view) batches of labelled images."""
+        """Stage 1 and stage 2 accuracy on batches of labelled images (CLIP's test view)."""
         correct, total = torch.zeros(2), 0
         for batch in loader:
             if batch is None:
                 continue
-            (clip_images, dino_images), labels, _ = batch
-            stage1 = self._stage1_logits(clip_images).argmax(-1).cpu()
-            stage2 = labeller(dino(dino_images.to(self.device)).float().cpu()).argmax(-1)
+            images, labels, _ = batch
+            stage1 = self._stage1_logits(images).argmax(-1).cpu()
+            stage2 = labeller(dino(images.to(self.device)).float().cpu()).argmax(-1)
             correct += torch.tensor([int((stage1 == labels).sum()), int((stage2 == labels).sum())])
             total += len(labels)
         return {
@@ -283,11 +292,19 @@ class NoLA(CLIPClassifier):
         loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing, ignore_index=-1)
         return {"loss": loss, "logits": logits}  # train/acc: agreement with the DINO labeller
 
+    def trainable_parameters(self) -> list[dict]:
+        """Two groups as the reference's: biases (the LayerNorms') without weight decay, the rest with it."""
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        return [
+            {"params": [p for n, p in named if "bias" not in n]},
+            {"params": [p for n, p in named if "bias" in n], "weight_decay": 0.0},
+        ]
+
     def build_optimizer(self, params: list) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
-    def lr_factor(self, epoch: int, max_epochs: int) -> float:
-        return warmup_cosine_factor(epoch, max_epochs, 0, 1.0)  # cosine to 0, no warm-up
+    def lr_factor(self, epoch: int, max_epochs: int, base_lr: float) -> float:
+        return 1.0  # the reference's MultiStepLR without milestones: constant
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
@@ -302,7 +319,7 @@ class NoLA(CLIPClassifier):
 
     @torch.no_grad()
     def export_head(self) -> Head:
-        return LinearHead(self.head.weight.detach().float(), float(self.backbone.logit_scale))
+        return LinearHead(self.head.weight.detach().float(), 1.0, raw_features=True)
 
     def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
         """How many pool images each class got as pseudo-labels, and each stage's accuracy."""
