@@ -26,10 +26,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from promptlab.backbone import FrozenCLIP, _TextTower
-from promptlab.toy.knn import load_split, normalise
+from promptlab.toy.knn import knn_accuracy, load_split, normalise
 from promptlab.toy.render import Attributes
 from promptlab.toy.world import caption
-
 
 
 def load_pairs(data: Path) -> tuple[torch.Tensor, list[Attributes]]:
@@ -59,9 +58,11 @@ def encode_text(model, tower: _TextTower, token_ids: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def zero_shot_accuracy(backbone: FrozenCLIP, data: Path, task: str, template: str, limit: int = 400) -> float:
-    """Zero-shot shape accuracy on a task's test split (about ``limit`` images, evenly spread)."""
-    images, labels = load_split(data, task, "test")
+def zero_shot_accuracy(
+    backbone: FrozenCLIP, data: Path, task: str, template: str, limit: int = 400, split: str = "test"
+) -> float:
+    """Zero-shot shape accuracy on a split of a task (about ``limit`` images, evenly spread)."""
+    images, labels = load_split(data, task, split)
     step = max(1, len(labels) // limit)
     names = (data / "classnames.txt").read_text().split()
     text = backbone.encode_text([template.format(name) for name in names])
@@ -120,6 +121,23 @@ def run_summary(history: list[float], start: float) -> dict[str, float]:
     }
 
 
+TASKS = ("shapes", "style_shift", "mixed")
+TEMPLATES = ("a photo of a {}.", "an image of a {}", "a drawing of a {}.")
+
+
+def evaluate(backbone: FrozenCLIP, data: Path) -> dict:
+    """Zero-shot accuracy per task and template on the validation and test splits, and k-NN accuracy of
+    the image features (train split as memory, test split as queries)."""
+    return {
+        f"zero_shot_{split}": {
+            f"{task} / {template}": zero_shot_accuracy(backbone, data, task, template, split=split)
+            for task in TASKS
+            for template in TEMPLATES
+        }
+        for split in ("val", "test")
+    } | {"knn": {task: knn_accuracy(lambda x: backbone.encode_image(normalise(x)), data, task) for task in TASKS}}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Pretrain the tiny CLIP on the toy world.")
     parser.add_argument("--data", default="toy")
@@ -133,12 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     report = pretrain(data, out, args.steps, args.batch_size, args.lr, args.warmup, args.seed)
-    backbone = FrozenCLIP("toy-clip", pretrained=None, weights_path=str(out))
-    report["zero_shot"] = {
-        f"{task} / {template}": zero_shot_accuracy(backbone, data, task, template)
-        for task in ("shapes", "style_shift", "mixed")
-        for template in ("a photo of a {}.", "an image of a {}")
-    }
+    report |= evaluate(FrozenCLIP("toy-clip", pretrained=None, weights_path=str(out)), data)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
