@@ -56,8 +56,8 @@ st.subheader("Other classes, without retraining")
 st.caption(
     "Zero-shot, CoOp with a shared context and MoCoOp learn prompts that every class shares, so a class can be "
     "added by its name (or removed) here; its text features are computed with what was learned. Accuracy on a "
-    "new class is unmeasured until you test it: on the toy world, MoCoOp matched zero-shot CLIP on added classes "
-    "while CoOp's context fell 5 points below it (benchmarks/new_classes_*.md)."
+    "new class is unmeasured until you test it: on the toy world both beat zero-shot CLIP on added classes, but "
+    "with an earlier toy CLIP CoOp's context fell 5 points below it (benchmarks/new_classes_*.md)."
 )
 trained_classes = read_classifier_file(path)[0]["class_names"]
 names_text = st.text_area("Classes, one per line", value="\n".join(trained_classes), key=f"classes-{record['id']}")
