@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from promptlab.cli import main
 
@@ -160,13 +161,19 @@ def test_shipped_mocoop_configs_compose(dataset, capsys):
     assert "template_groups:" in printed and "lr: 0.032" in printed
 
 
-@pytest.mark.parametrize("dataset", ["eurosat", "imagenet"])
+@pytest.mark.parametrize("dataset", DATASETS)
 def test_shipped_nola_config_composes(dataset, capsys):
+    """NoLA's config, a dataset and that dataset's stage-1 templates (the reference's) stack."""
+    args = ["fit", "-c", "configs/nola/vit_b32.yaml", "-c", f"configs/datasets/{dataset}.yaml"]
+    args += ["-c", f"configs/nola/templates/{dataset}.yaml", "--print_config"]
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", "configs/nola/vit_b32.yaml", "-c", f"configs/datasets/{dataset}.yaml", "--print_config"])
+        main(args)
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: promptlab.methods.NoLA" in printed and "label_free: true" in printed
+    templates = yaml.safe_load(Path(f"configs/nola/templates/{dataset}.yaml").read_text())["model"]["init_args"]
+    expected = templates["templates"]
+    assert yaml.safe_load(printed)["model"]["init_args"]["templates"] == expected
 
 
 def test_help_lists_every_command_and_each_command_has_help(capsys):
