@@ -92,7 +92,7 @@ class Classifier:
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) uncalibrated logits."""
-        return self.head(self.backbone.encode_image(batch.to(self.device), not self.head.raw_features).float())
+        return self.head(self.head.encode(self.backbone, batch.to(self.device)))
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
@@ -107,7 +107,7 @@ class Classifier:
         (N, C) calibrated probabilities), on the CPU, from one image-encoder pass."""
         features, probabilities = [], []
         for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
-            encoded = self.backbone.encode_image(batch.to(self.device), not self.head.raw_features).float()  # (B, D)
+            encoded = self.head.encode(self.backbone, batch.to(self.device))  # (B, D)
             features.append(F.normalize(encoded, dim=-1).cpu())
             probabilities.append(self._calibrated(self.head(encoded)))
         if not features:

@@ -82,6 +82,11 @@ class Head(nn.Module):
         """The numbers (not tensors) stored with the head."""
         return {}
 
+    def encode(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, D) float features as this head takes them (normalised
+        unless ``raw_features``), from ``backbone`` (a :class:`promptlab.backbone.FrozenCLIP`)."""
+        return backbone.encode_image(images, normalize=not self.raw_features).float()
+
     @property
     def num_classes(self) -> int:
         return getattr(self, self.class_tensor).shape[-2]

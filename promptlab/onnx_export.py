@@ -50,8 +50,7 @@ class ProbabilityGraph(nn.Module):
         self.temperature = classifier.temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image_features = self.backbone.encode_image(images, not self.head.raw_features).float()  # (N, D)
-        return (self.head(image_features) / self.temperature).softmax(dim=-1)
+        return (self.head(self.head.encode(self.backbone, images)) / self.temperature).softmax(dim=-1)
 
 
 def onnx_metadata(classifier: Classifier) -> dict:

@@ -49,9 +49,9 @@ class MoCoOp(CLIPClassifier):
     Each template group gets one expert: a soft prompt initialised from the group's first template
     without its periods (context before and after the class name, counted in tokens). A linear router
     on the normalised image feature picks the ``top_k`` experts; the image's class features are their
-    softmax-weighted mixture. Training adds a gating loss (route each image towards the groups whose hard prototype of
-    its class it resembles most) and a text loss (each expert's class features stay nearest their own
-    group's hard prototypes).
+    softmax-weighted mixture. Training adds a gating loss (route each image towards the groups whose
+    hard prototype of its class it resembles most) and a text loss (each expert's class features stay
+    nearest their own group's hard prototypes).
 
     Args:
         template_groups: groups of templates with one ``{}`` each (default: :data:`GENERIC_TEMPLATE_GROUPS`).
