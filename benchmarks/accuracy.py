@@ -32,8 +32,8 @@ BASE_TO_NEW_ARGS = {"CoOp": ["--model.init_args.class_specific=false"]}
 
 def _run_cli(args: list[str], runs: Path, name: str) -> tuple[Path, dict]:
     """Runs one promptlab command; returns its run folder and test metrics."""
-    from promptlab.cli import lightning_cli
-    from promptlab.reporting import TEST_METRICS_FILE
+    from promptlab.cli.lightning import lightning_cli
+    from promptlab.run_folder import TEST_METRICS_FILE
 
     common = [
         f"--trainer.logger.init_args.save_dir={runs}",

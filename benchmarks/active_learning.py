@@ -5,7 +5,7 @@ split measures. Both strategies start from the same random label per class; ever
 many labels as there are classes (chosen by the strategy from the pool) and trains again from
 scratch, up to ``--rounds`` labels per class. The active strategy ranks the pool exactly as the
 app's "Label these next" does (:mod:`promptlab.workspace.labelling`): the round's exported
-classifier, calibrated probabilities, and :func:`promptlab.active_selection.rank_for_labelling`.
+classifier, calibrated probabilities, and :func:`promptlab.workspace.active_selection.rank_for_labelling`.
 Writes ``active_learning.json`` (every run), ``active_learning.md`` (mean over seeds per labels per
 class, and the labels each strategy needs to reach zero-shot + 10 points) and ``active_learning.png``.
 
@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptlab.active_selection import rank_for_labelling
-from promptlab.classifier import Classifier
 from promptlab.configs import toy_config_path
+from promptlab.deploy.classifier import Classifier
 from promptlab.methods import registered_methods
+from promptlab.workspace.active_selection import rank_for_labelling
 
 STRATEGIES = ("active", "random")
 TARGET_GAIN = 0.10  # "zero-shot + 10 points"
@@ -34,9 +34,9 @@ TARGET_GAIN = 0.10  # "zero-shot + 10 points"
 
 def fit_and_test(method: str, split: dict, image_root: Path, run_dir: Path, epochs: int | None) -> tuple[float, Path]:
     """Trains ``method`` on the split's training images (toy config) and tests; (accuracy, classifier file)."""
-    from promptlab.cli import lightning_cli
+    from promptlab.cli.lightning import lightning_cli
     from promptlab.export import export_classifier
-    from promptlab.reporting import TEST_METRICS_FILE
+    from promptlab.run_folder import TEST_METRICS_FILE
 
     cls = registered_methods()[method]
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.ui_supp
 from promptlab.toy.render import STYLES
 from promptlab.workspace.defaults import default_run
 from promptlab.workspace.project import Workspace
-from promptlab.workspace.runs import RunSettings, start_run
+from promptlab.workspace.run_record import RunSettings
+from promptlab.workspace.runs import start_run
 from tests.ui_support import SHAPES, toy_png, wait_for_run
 
 OUT = Path(__file__).resolve().parent

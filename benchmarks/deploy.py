@@ -8,7 +8,7 @@ rounds, each round timing every variant once in turn):
   preprocess (the same test transform), ``encode_image`` per batch, in this process;
 - ``encode_image only``: the model alone on already preprocessed batches (the ceiling);
 - ``Classifier.predict_proba(paths)``: the Python API (decoding in this process);
-- ``classify``: ``promptlab classify``'s engine (:func:`promptlab.classify.classify_files`) with its
+- ``classify``: ``promptlab classify``'s engine (:func:`promptlab.deploy.classify.classify_files`) with its
   default decoding workers (none on 2 CPU cores) and with 2 worker processes, predictions streamed
   to a CSV file;
 - ``torch classifier`` and ``ONNX runtime``: the same preprocessed batches through the classifier
@@ -39,12 +39,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.test_heads builds each head kind
-from promptlab.classifier import Classifier
-from promptlab.classify import classify_files
+from promptlab.deploy.classifier import Classifier
+from promptlab.deploy.classify import classify_files
+from promptlab.deploy.onnx_runtime import OnnxClassifier
+from promptlab.deploy.prediction_files import PredictionWriter
 from promptlab.export import export_classifier
 from promptlab.methods import ZeroShotCLIP
-from promptlab.onnx_runtime import OnnxClassifier
-from promptlab.reporting import PredictionWriter
 from promptlab.toy.render import SHAPES
 
 OUT = Path(__file__).parent / "deploy.json"

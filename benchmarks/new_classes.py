@@ -17,9 +17,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from promptlab.classifier import Classifier
 from promptlab.cli import main as promptlab
 from promptlab.configs import toy_config_path
+from promptlab.deploy.classifier import Classifier
 from promptlab.methods import CoOp, MoCoOp, ZeroShotCLIP
 
 TRAINED = 5

@@ -46,7 +46,7 @@ def known_split(data_root: Path, task: str, out: Path) -> Path:
 
 def open_set_scores(classifier_file: Path, data_root: Path, task: str) -> dict:
     """The exported classifier on all 8 shapes' test images: AUROC and the 95%-of-known threshold."""
-    from promptlab.classifier import Classifier
+    from promptlab.deploy.classifier import Classifier
 
     test = json.loads((data_root / "toy" / "splits" / f"{task}.json").read_text())["test"]
     classifier = Classifier.load(classifier_file, device="cpu")
@@ -84,10 +84,10 @@ def run(task: str, seed: int, method: str, data_root: Path, runs: Path, epochs: 
     if method == "CoOp":
         classifier_file = export_run(run_dir)
     else:  # a test run has no checkpoint: export the config, calibrated on the same known-shape validation
-        from promptlab.cli import export_command
+        from promptlab.cli.export import export
 
         classifier_file = run_dir / "classifier.safetensors"
-        export_command(["-c", config, *known_data, f"--data.seed={seed}", "-o", str(classifier_file)])
+        export(*known_data, f"--data.seed={seed}", config=[config], output=str(classifier_file))
     calibration = metrics["calibration"]
     return {
         "task": task,

@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.deploy import toy_images
-from promptlab.classifier import Classifier
 from promptlab.data.images import decode_image_bytes
+from promptlab.deploy.classifier import Classifier
 from promptlab.export import export_classifier
 from promptlab.methods import ZeroShotCLIP
 from promptlab.toy.render import SHAPES

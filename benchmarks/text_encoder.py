@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from promptlab.backbone import IMAGENET_CLASSNAMES, FrozenCLIP
-from promptlab.methods.prompts import build_prompt_layout, coop_segments
+from promptlab.methods._prompts import build_prompt_layout, coop_segments
 
 PROMPT_KINDS = {
     "coop_ctx16": coop_segments(16, "end"),  # [SOS][16 context vectors][name.][EOS]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from promptlab.methods.contract import Bars, Panel, Table, Text
+from promptlab.methods._contract import Bars, Panel, Table, Text
 from promptlab.workspace.project import Project, UploadReport, Workspace
-from promptlab.workspace.runs import CLASSIFIER_FILE, list_runs
+from promptlab.workspace.run_record import CLASSIFIER_FILE
+from promptlab.workspace.runs import list_runs
 
 WORKSPACE_ENV = "PROMPTLAB_WORKSPACE"
 
@@ -78,7 +79,7 @@ def show_upload_report(report: UploadReport) -> None:
 
 
 def show_panels(panels: list[Panel]) -> None:
-    """Draws what a method shows of itself on the Inspect page (see promptlab.methods.contract)."""
+    """Draws what a method shows of itself on the Inspect page (see promptlab.methods._contract)."""
     for panel in panels:
         if panel.title:
             st.subheader(panel.title)

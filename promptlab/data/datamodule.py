@@ -24,6 +24,7 @@ from promptlab.data.screening import find_unreadable, log_summary, screen_splits
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
     DatasetError,
+    prediction_samples,
     SplitSamples,
     read_image_folder,
     read_split_file,
@@ -31,12 +32,10 @@ from promptlab.data.sources import (
 )
 from promptlab.data.unlabelled import names_only_splits, strong_transform, unlabelled_pool
 from promptlab.data.versioning import dvc_data_version
-from promptlab.reporting import run_dir
+from promptlab.run_folder import DATA_INFO_FILE_NAME, SPLIT_FILE_NAME, run_dir
 
 log = logging.getLogger(__name__)
 
-SPLIT_FILE_NAME = "fewshot_split.json"
-DATA_INFO_FILE_NAME = "data.json"
 
 
 class FewShotDataModule(L.LightningDataModule):
@@ -299,7 +298,7 @@ class FewShotDataModule(L.LightningDataModule):
             return None
         if self._cache is None:
             backbone = self._encoder
-            key = encoder_key(backbone.model_name, backbone.model.visual, backbone.model_cfg)
+            key = encoder_key(backbone.model_name, backbone.image_encoder_state(), backbone.model_cfg)
             root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
             self._cache = FeatureCache(root, backbone.encode_image, key)
         return self._cache
@@ -403,23 +402,3 @@ class FewShotDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.prediction_samples, train=False)
-
-
-def prediction_samples(paths: list[str]) -> list[Sample]:
-    """Files and folders of images -> unlabelled samples (label -1) with absolute paths."""
-    samples = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            samples += [Sample(str(p.resolve()), -1, "") for p in list_images(entry, recursive=True)]
-        elif entry.is_file() and is_image_file(entry):
-            samples.append(Sample(str(entry.resolve()), -1, ""))
-        elif entry.is_file():
-            raise DatasetError(
-                f"Prediction input {str(entry)!r} has an extension promptlab does not read; "
-                f"use one of {', '.join(sorted(IMAGE_EXTENSIONS))}."
-            )
-        else:
-            raise DatasetError(f"Prediction input {str(entry)!r} is not an image file or folder; check the path.")
-    if not samples:
-        raise DatasetError("No images to predict; pass image files or folders with --data.predict_files.")
-    return samples

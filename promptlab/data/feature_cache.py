@@ -44,11 +44,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "promptlab" / "features")
 
 
-def encoder_key(model_name: str, image_encoder: nn.Module, architecture: dict | None = None) -> str:
+def encoder_key(model_name: str, image_encoder: dict[str, torch.Tensor], architecture: dict | None = None) -> str:
     """``<model name>-<hash of the architecture config and the image encoder's weights>``: random weights,
     tuned copies and the same weights under another activation (GELU, QuickGELU) all differ."""
     digest = hashlib.sha256(json.dumps(architecture or {}, sort_keys=True).encode())
-    for name, tensor in image_encoder.state_dict().items():
+    for name, tensor in image_encoder.items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())

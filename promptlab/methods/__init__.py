@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from promptlab.methods.base import CLIPClassifier
+from promptlab.methods._base import CLIPClassifier
 from promptlab.methods.coop import CoOp
 from promptlab.methods.linear_probe import LinearProbe
 from promptlab.methods.mocoop import MoCoOp

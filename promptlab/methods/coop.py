@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from promptlab.methods.base import COOP_EPOCHS, CLIPClassifier
-from promptlab.methods.contract import Panel, Setting, Table, ToyDefaults
-from promptlab.methods.inspection import nearest_words
-from promptlab.methods.prompts import ClassPosition, build_prompt_layout, coop_segments, splice_context
+from promptlab.methods._base import COOP_EPOCHS, CLIPClassifier
+from promptlab.methods._contract import Panel, Setting, Table, ToyDefaults
+from promptlab.methods._inspection import nearest_words
+from promptlab.methods._prompts import ClassPosition, build_prompt_layout, coop_segments, splice_context
 
 
 class CoOp(CLIPClassifier):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from promptlab.heads import Head, LinearHead
-from promptlab.methods.base import FeatureFitted
-from promptlab.methods.contract import Bars, Panel, ToyDefaults
+from promptlab.deploy.heads import Head, LinearHead
+from promptlab.methods._base import FeatureFitted
+from promptlab.methods._contract import Bars, Panel, ToyDefaults
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class LinearProbe(FeatureFitted):
         search_steps: bisection steps after the coarse grid.
         default_c: ``C`` when it cannot be searched.
         max_iter: L-BFGS iterations.
-        **kwargs: see :class:`~promptlab.methods.base.CLIPClassifier` (the optimiser settings are unused).
+        **kwargs: see :class:`~promptlab.methods._base.CLIPClassifier` (the optimiser settings are unused).
     """
 
     key = "linear_probe"

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptlab.heads import Head, MixtureHead, mixture_logits, route
-from promptlab.methods.base import COOP_EPOCHS, CLIPClassifier
-from promptlab.methods.contract import Bars, Panel, Setting, Table, ToyDefaults
-from promptlab.methods.prompts import build_prompt_layout, splice_context
-from promptlab.methods.templates import ensemble_features
-from promptlab.reporting import plot_routing, run_dir
+from promptlab.deploy.heads import Head, MixtureHead, mixture_logits, route
+from promptlab.methods._base import COOP_EPOCHS, CLIPClassifier
+from promptlab.methods._contract import Bars, Panel, Setting, Table, ToyDefaults
+from promptlab.methods._prompts import build_prompt_layout, splice_context
+from promptlab.methods._reports import plot_routing
+from promptlab.methods._templates import ensemble_features
+from promptlab.run_folder import run_dir
 
 # The groups every reference dataset config shares (its SUN397 set): for custom datasets and the toy world.
 GENERIC_TEMPLATE_GROUPS: list[list[str]] = [
@@ -118,12 +119,8 @@ class MoCoOp(CLIPClassifier):
         self.router = nn.Linear(backbone.embed_dim, len(groups))
         self.correction = nn.Parameter(torch.zeros(1, backbone.embed_dim), requires_grad=correction)
         if tune_image_layernorms:  # the reference's ln_1 / ln_2 of every image transformer block
-            transformer = getattr(backbone.model.visual, "transformer", None)
-            if transformer is None:
-                raise ValueError(f"tune_image_layernorms needs a ViT image encoder; {backbone.model_name} has none.")
-            for module in transformer.modules():
-                if isinstance(module, nn.LayerNorm):
-                    module.requires_grad_(True)
+            for norm in backbone.image_layernorms(blocks_only=True):
+                norm.requires_grad_(True)
         self._routing_counts: torch.Tensor | None = None  # (C, E) at test time
         self._last_route: torch.Tensor | None = None
 

@@ -24,14 +24,13 @@ from torch import nn
 
 from promptlab.data.sources import DatasetError, normalise_class_name
 from promptlab.data.transforms import test_transform
+from promptlab.deploy.heads import Head, LinearHead
 from promptlab.errors import UserError
-from promptlab.heads import Head, LinearHead
-from promptlab.methods.base import CLIPClassifier
-from promptlab.methods.contract import Bars, Panel, Setting, Text, ToyDefaults
-from promptlab.methods.labeller import load_dino, select_pseudo_labels, train_labeller
-from promptlab.methods.templates import ensemble_features, resolve_templates
-from promptlab.methods.visual_prompts import install_visual_prompts, vision_layernorms, visual_prompts_disabled
-from promptlab.reporting import TEST_METRICS_FILE, run_dir
+from promptlab.methods._base import CLIPClassifier
+from promptlab.methods._contract import Bars, Panel, Setting, Text, ToyDefaults
+from promptlab.methods._labeller import load_dino, select_pseudo_labels, train_labeller
+from promptlab.methods._templates import ensemble_features, resolve_templates
+from promptlab.run_folder import TEST_METRICS_FILE, run_dir
 
 log = logging.getLogger(__name__)
 STAGES_FILE = "nola_stages.json"
@@ -131,12 +130,11 @@ class NoLA(CLIPClassifier):
         with torch.no_grad():
             self.head.weight.copy_(self.stage1_weights)
 
-        visual = self.backbone.model.visual
-        width = visual.conv1.out_channels
+        width = self.backbone.image_width
         bound = math.sqrt(6.0 / (3 * 16 * 16 + width))  # the reference's Xavier bound, 16x16 patch fixed: 0.0625
         self.visual_prompts = nn.Parameter(torch.empty(n_prompts, width).uniform_(-bound, bound))
-        install_visual_prompts(visual, self.visual_prompts)
-        for norm in vision_layernorms(visual):
+        self.backbone.add_visual_prompts(self.visual_prompts)
+        for norm in self.backbone.image_layernorms():
             norm.requires_grad_(True)
         # Stage-2 output: the DINO labeller's hard label of every pool image (-1: unreadable).
         self.register_buffer("pool_labels", torch.empty(0, dtype=torch.long), persistent=False)  # saved apart
@@ -174,7 +172,7 @@ class NoLA(CLIPClassifier):
                 self.pool_labels = saved["pool_labels"].to(self.device)
                 self.stage1_pool_labels = saved.get("stage1_labels")
                 return
-        with visual_prompts_disabled(self.backbone.model.visual):  # stages 1-2 use plain CLIP
+        with self.backbone.without_visual_prompts():  # stages 1-2 use plain CLIP
             self.pool_labels = self._stage2(data, out_dir).to(self.device)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptlab.data.sources import DatasetError
-from promptlab.heads import CacheHead, Head, cache_logits
-from promptlab.methods.base import CLIPClassifier, FeatureFitted, warmup_cosine_factor
-from promptlab.methods.contract import Bars, Panel, Setting, ToyDefaults
-from promptlab.methods.templates import ensemble_features, resolve_templates
+from promptlab.deploy.heads import CacheHead, Head, cache_logits
+from promptlab.methods._base import CLIPClassifier, FeatureFitted, warmup_cosine_factor
+from promptlab.methods._contract import Bars, Panel, Setting, ToyDefaults
+from promptlab.methods._templates import ensemble_features, resolve_templates
 
 log = logging.getLogger(__name__)
 

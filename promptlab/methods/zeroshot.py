@@ -6,9 +6,9 @@ from typing import Literal
 
 import torch
 
-from promptlab.methods.base import CLIPClassifier
-from promptlab.methods.contract import ToyDefaults
-from promptlab.methods.templates import ensemble_features, resolve_templates
+from promptlab.methods._base import CLIPClassifier
+from promptlab.methods._contract import ToyDefaults
+from promptlab.methods._templates import ensemble_features, resolve_templates
 
 
 class ZeroShotCLIP(CLIPClassifier):

@@ -18,7 +18,7 @@ def build_toy_dino(warm_start: bool = False) -> torch.nn.Module:
 
     Takes any input size that the patch grid divides (DINO's local crops are 16 px); returns (B, 128).
     """
-    visual = FrozenCLIP("toy-clip", pretrained="promptlab" if warm_start else None).model.visual
+    visual = FrozenCLIP("toy-clip", pretrained="promptlab" if warm_start else None).image_encoder
     visual.requires_grad_(True)
     _allow_any_input_size(visual)
     return visual.train()

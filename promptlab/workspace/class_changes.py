@@ -2,7 +2,7 @@
 
 Methods whose learned prompts are shared by every class (zero-shot, CoOp with a shared context,
 MoCoOp) compute the text features of added names with what they learned; the others refuse with
-one sentence (:class:`~promptlab.methods.base.ClassChangeError`).
+one sentence (:class:`~promptlab.methods._base.ClassChangeError`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import yaml
 
 from promptlab.export import change_classes, export_classifier, export_run
 from promptlab.methods import CLIPClassifier
-from promptlab.workspace.runs import CLASSIFIER_FILE, LIGHTNING_DIR, read_json
-
-CHANGED_CLASSIFIER_FILE = "classifier-other-classes.safetensors"
+from promptlab.workspace.run_record import CHANGED_CLASSIFIER_FILE, CLASSIFIER_FILE, LIGHTNING_DIR, read_json
 
 
 def export_with_classes(run_dir: Path, class_names: list[str]) -> Path:
@@ -38,7 +36,7 @@ def export_with_classes(run_dir: Path, class_names: list[str]) -> Path:
 
 def _untrained_model(run_dir: Path) -> CLIPClassifier:
     """The run's method, built from its config.yaml with the class names of its classifier file."""
-    from promptlab.classifier_file import read_classifier_file
+    from promptlab.deploy.classifier_file import read_classifier_file
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     module, _, name = config["class_path"].rpartition(".")

@@ -2,7 +2,7 @@
 
 The classifier that ranks them is the newest finished run's when it has the project's classes,
 else zero-shot CLIP on the class names (so it works before any run). Images are ranked by
-:func:`promptlab.active_selection.rank_for_labelling` (uncertain, and far from what is labelled
+:func:`promptlab.workspace.active_selection.rank_for_labelling` (uncertain, and far from what is labelled
 and from each other). Assigning a class moves the image from the pool into the class (it keeps its
 content-hash name, and the next run's DVC snapshot records it); "none of these" and "skip" set it
 aside in ``labelling.json`` so that it is not suggested again.
@@ -18,11 +18,12 @@ from typing import Literal
 
 import torch
 
-from promptlab.active_selection import margins, rank_for_labelling
-from promptlab.classifier import Classifier
+from promptlab.deploy.classifier import Classifier
 from promptlab.files import atomic_write_bytes
+from promptlab.workspace.active_selection import margins, rank_for_labelling
 from promptlab.workspace.project import Project, ProjectError
-from promptlab.workspace.runs import CLASSIFIER_FILE, SETTINGS_FILE, RunSettings, list_runs, read_json
+from promptlab.workspace.run_record import CLASSIFIER_FILE, SETTINGS_FILE, RunSettings, read_json
+from promptlab.workspace.runs import list_runs
 
 SET_ASIDE_FILE = "labelling.json"  # {"none_of_these": [file names], "skipped": [file names]}
 SetAside = Literal["none_of_these", "skipped"]

@@ -7,19 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptlab.methods import registered_methods
-from promptlab.methods.contract import Panel, panels_from_json
-from promptlab.reporting import CONFUSION_PNG_FILE, TEST_METRICS_FILE
-from promptlab.workspace.runs import (
+from promptlab.methods._contract import Panel, panels_from_json
+from promptlab.run_folder import CONFUSION_PNG_FILE, TEST_METRICS_FILE
+from promptlab.workspace.run_record import (
     CLASSIFIER_FILE,
+    INSPECTION_FILE,
     LIGHTNING_DIR,
     LOG_FILE,
+    PREDICTIONS_FILE,
     PROGRESS_FILE,
     SETTINGS_FILE,
     SPLIT_FILE,
     read_json,
-    run_status,
 )
-from promptlab.workspace.worker import INSPECTION_FILE, PREDICTIONS_FILE
+from promptlab.workspace.runs import run_status
 
 
 @dataclass

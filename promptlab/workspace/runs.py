@@ -12,7 +12,6 @@ when it finished, ``classifier.safetensors`` plus ``predictions.json`` and ``ins
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -20,14 +19,25 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
-from promptlab.files import atomic_write_bytes
-from promptlab.methods import DEFAULT_METHOD, CLIPClassifier, registered_methods
 from promptlab.workspace.project import Project, ProjectError
+from promptlab.workspace.run_record import (
+    LOCK_FILE,
+    LOG_FILE,
+    RUN_FILE,
+    SETTINGS_FILE,
+    SPLIT_FILE,
+    RunSettings,
+    now_utc,
+    read_json,
+    update_run,
+    write_json,
+)
 from promptlab.workspace.snapshots import take_snapshot
+from promptlab.workspace.worker import main as work
 
 # Backbones offered in the app: (open_clip model, weights tag). toy-clip ships with promptlab.
 BACKBONES = {
@@ -37,72 +47,6 @@ BACKBONES = {
     "RN50 (OpenAI)": ("RN50", "openai"),
 }
 ACTIVE = ("queued", "running")
-LOCK_FILE = ".training.lock"
-RUN_FILE, SETTINGS_FILE, SPLIT_FILE, PROGRESS_FILE, LOG_FILE = (
-    "run.json",
-    "settings.json",
-    "split.json",
-    "progress.json",
-    "log.txt",
-)
-LIGHTNING_DIR, CLASSIFIER_FILE = "lightning", "classifier.safetensors"
-
-
-@dataclass
-class RunSettings:
-    """What a user picks on the Train page (presets fill the advanced ones)."""
-
-    method: str = DEFAULT_METHOD  # a key of promptlab.methods.registered_methods()
-    backbone: str = "toy-clip"
-    pretrained: str | None = "promptlab"
-    weights_path: str | None = None  # local weights of the backbone, on machines that cannot download them
-    epochs: int = 50
-    batch_size: int = 32
-    test_fraction: float = 0.3
-    seed: int = 1
-    options: dict = field(default_factory=dict)  # values of the method's own settings (its ``settings``)
-    extra: dict = field(default_factory=dict)  # more model init_args, for researchers
-
-    def __post_init__(self) -> None:
-        methods = registered_methods()
-        if self.method not in methods:
-            raise ProjectError(f"Unknown method {self.method!r}; choose one of {', '.join(methods)}.")
-        if not 0 < self.test_fraction < 1:
-            raise ProjectError(f"The held-out share must be between 0 and 1 (got {self.test_fraction}).")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ProjectError("Epochs and batch size must be positive.")
-        try:
-            self.method_class.init_args_from_settings(self.options)
-        except ValueError as error:
-            raise ProjectError(str(error)) from error
-
-    @property
-    def method_class(self) -> type[CLIPClassifier]:
-        return registered_methods()[self.method]
-
-
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, content: dict) -> None:
-    atomic_write_bytes(path, json.dumps(content, indent=2).encode())
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file's content, or {} when it is missing or half-written."""
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
-def update_run(run_dir: Path, **changes) -> dict:
-    """Merges ``changes`` into ``run.json`` (atomically) and returns the new content."""
-    record = read_json(run_dir / RUN_FILE) | changes
-    _write_json(run_dir / RUN_FILE, record)
-    return record
 
 
 def process_alive(pid: int | None) -> bool:
@@ -227,8 +171,8 @@ def start_run(project: Project, settings: RunSettings, in_process: bool = False)
     run_dir = project.runs_dir / run_id
     try:
         run_dir.mkdir()
-        _write_json(run_dir / SETTINGS_FILE, asdict(settings))
-        _write_json(run_dir / SPLIT_FILE, held_out_split(project, settings))
+        write_json(run_dir / SETTINGS_FILE, asdict(settings))
+        write_json(run_dir / SPLIT_FILE, held_out_split(project, settings))
         update_run(
             run_dir,
             id=run_id,
@@ -239,8 +183,6 @@ def start_run(project: Project, settings: RunSettings, in_process: bool = False)
             data_version=take_snapshot(project.path, run_dir),
         )
         if in_process:
-            from promptlab.workspace.worker import main as work
-
             work([str(run_dir)])  # records the outcome in run.json and releases the lock
             return run_id
         with (run_dir / LOG_FILE).open("ab") as log:

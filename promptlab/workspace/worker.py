@@ -21,30 +21,30 @@ import yaml
 
 from promptlab.configs import load_toy_config
 from promptlab.methods import BASELINE_KEY
-from promptlab.methods.contract import panels_to_json
-from promptlab.reporting import TEST_METRICS_FILE
+from promptlab.methods._contract import panels_to_json
+from promptlab.run_folder import TEST_METRICS_FILE
 from promptlab.workspace.project import Project
-from promptlab.workspace.runs import (
+from promptlab.workspace.run_record import (
+    BASELINE_DIR,
     CLASSIFIER_FILE,
+    INSPECTION_FILE,
     LIGHTNING_DIR,
     LOCK_FILE,
+    PREDICTIONS_FILE,
     SETTINGS_FILE,
     SPLIT_FILE,
+    ZERO_SHOT_CLASSIFIER_FILE,
     RunSettings,
     now_utc,
     read_json,
     update_run,
 )
 
-PREDICTIONS_FILE, INSPECTION_FILE = "predictions.json", "inspection.json"
-BASELINE_DIR = "baseline"  # Lightning log folder of the zero-shot baseline on the same held-out images
-ZERO_SHOT_CLASSIFIER_FILE = "classifier-zero-shot.safetensors"  # when zero-shot did better on validation
-
 
 def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_name: str = LIGHTNING_DIR) -> dict:
     """The promptlab config (as ``promptlab fit -c`` reads it) for a run of the app.
 
-    Everything method-specific comes from the method's contract (:mod:`promptlab.methods.contract`).
+    Everything method-specific comes from the method's contract (:mod:`promptlab.methods._contract`).
 
     Args:
         log_name: the Lightning log folder inside ``run_dir`` (reports and checkpoints go there).
@@ -104,7 +104,7 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
 
 def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path) -> None:
     """Classifies the held-out images with the exported file (the Inspect page shows the mistakes)."""
-    from promptlab.classifier import Classifier
+    from promptlab.deploy.classifier import Classifier
 
     test = read_json(run_dir / SPLIT_FILE).get("test", [])
     classifier = Classifier.load(classifier_path)
@@ -131,7 +131,7 @@ def _write_config(run_dir: Path, config: dict, name: str = "config.yaml") -> Pat
 
 def train(run_dir: Path) -> None:
     """Runs one app run to the end (see the module docstring)."""
-    from promptlab.cli import lightning_cli
+    from promptlab.cli.lightning import lightning_cli
     from promptlab.export import export_classifier
     from promptlab.workspace.progress import write_progress
 

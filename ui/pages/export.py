@@ -3,11 +3,11 @@
 import streamlit as st
 from common import pick_finished_classifier, require_project
 
-from promptlab.classifier_file import read_classifier_file
+from promptlab.deploy.classifier_file import read_classifier_file
+from promptlab.deploy.onnx_export import classifier_file_to_onnx
 from promptlab.errors import UserError
-from promptlab.onnx_export import classifier_file_to_onnx
 from promptlab.workspace.class_changes import export_with_classes
-from promptlab.workspace.worker import ZERO_SHOT_CLASSIFIER_FILE
+from promptlab.workspace.run_record import ZERO_SHOT_CLASSIFIER_FILE
 
 project = require_project()
 st.title(f"Export · {project.name}")
@@ -78,7 +78,7 @@ if st.button("Export with these classes"):
     )
 st.subheader("Use it in Python")
 st.code(
-    f"""from promptlab.classifier import Classifier
+    f"""from promptlab.deploy.classifier import Classifier
 
 classifier = Classifier.load("{file_name}")
 for prediction in classifier.predict(["photo1.jpg", "photo2.jpg"], top_k=3):
@@ -96,7 +96,7 @@ curl -F image=@photo1.jpg http://127.0.0.1:8000/predict""",
 st.subheader("Without PyTorch (the ONNX file)")
 st.code(
     f"""# pip install onnxruntime numpy pillow && pip install --no-deps promptlab
-from promptlab.onnx_runtime import OnnxClassifier
+from promptlab.deploy.onnx_runtime import OnnxClassifier
 
 classifier = OnnxClassifier("{file_name.replace(".safetensors", ".onnx")}")
 print(classifier.predict(["photo1.jpg"], top_k=3)[0])""",

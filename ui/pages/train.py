@@ -7,16 +7,14 @@ from promptlab.methods import DEFAULT_METHOD, registered_methods
 from promptlab.workspace.defaults import default_run
 from promptlab.workspace.project import ProjectError
 from promptlab.workspace.results import method_label, run_results, training_curves
+from promptlab.workspace.run_record import PROGRESS_FILE, RunSettings, read_json
 from promptlab.workspace.runs import (
     BACKBONES,
-    PROGRESS_FILE,
-    RunSettings,
     active_run,
     cancel_run,
     check_trainable,
     held_out_count,
     list_runs,
-    read_json,
     run_status,
     start_run,
 )

@@ -3,11 +3,11 @@
 import streamlit as st
 from common import pick_finished_classifier, require_project
 
-from promptlab.classifier import Classifier
-from promptlab.classifier_file import ClassifierFileError
 from promptlab.data.images import ImageLoadError, decode_image_bytes
-from promptlab.workspace.class_changes import CHANGED_CLASSIFIER_FILE
+from promptlab.deploy.classifier import Classifier
+from promptlab.deploy.classifier_file import ClassifierFileError
 from promptlab.workspace.project import IMAGE_UPLOAD_TYPES
+from promptlab.workspace.run_record import CHANGED_CLASSIFIER_FILE
 
 
 @st.cache_resource(max_entries=3)

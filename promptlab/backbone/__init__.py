@@ -1,0 +1,26 @@
+"""The frozen CLIP backbone: the only package that imports open_clip.
+
+Where a backbone comes from (an open_clip name and tag, ``local-dir:``, ``hf-hub:``), the check of its
+weights, prompt-aware text encoding with a shared prefix, and the changes methods make to the image
+encoder (visual prompts).
+"""
+
+from promptlab.backbone.frozen_clip import (
+    IMAGENET_CLASSNAMES,
+    OPENAI_IMAGENET_TEMPLATES,
+    FrozenCLIP,
+    PreprocessConfig,
+    file_sha256,
+    list_backbones,
+)
+from promptlab.backbone.source import BackboneError
+
+__all__ = [
+    "IMAGENET_CLASSNAMES",
+    "OPENAI_IMAGENET_TEMPLATES",
+    "BackboneError",
+    "FrozenCLIP",
+    "PreprocessConfig",
+    "file_sha256",
+    "list_backbones",
+]

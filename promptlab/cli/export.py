@@ -1,0 +1,77 @@
+"""``promptlab export``: a classifier file from a run, a checkpoint, a zero-shot config or another file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from promptlab.errors import UserError
+
+
+def export(
+    *overrides: str,
+    run: str | None = None,
+    checkpoint: str | None = None,
+    config: list[str] | None = None,
+    classifier: str | None = None,
+    output: str | None = None,
+    embed_backbone: bool = False,
+    reject_below: float | None = None,
+    classes: list[str] | None = None,
+) -> int:
+    """Write a classifier file (.safetensors or .onnx) from a run, checkpoint, config (zero-shot) or classifier.
+
+    Args:
+        *overrides: further ``--key value`` options for the model and data of ``-c`` configs.
+        run: run folder written by `promptlab fit` (e.g. runs/lightning_logs/version_0).
+        checkpoint: a promptlab .ckpt file.
+        config: config file(s) of an untrained (zero-shot) model.
+        classifier: a .safetensors classifier file, to write as .onnx.
+        output: output file, .safetensors or .onnx by its suffix (default: <run>/classifier.safetensors).
+        embed_backbone: store the image tower's weights in the file.
+        reject_below: answer "none of these" below this calibrated top probability (0-1).
+        classes: other class names for the learned prompts, without retraining (zero-shot,
+            shared-context CoOp, MoCoOp).
+    """
+    sources = {"--run": run, "--checkpoint": checkpoint, "-c": config, "--classifier": classifier}
+    given = [flag for flag, value in sources.items() if value]
+    if len(given) != 1:
+        raise UserError(f"Pass exactly one of --run, --checkpoint, -c or --classifier (got {len(given)}).")
+    if overrides and not config:
+        raise UserError(f"Options {' '.join(overrides)} apply to -c configs only; remove them.")
+    if classes and classifier:
+        raise UserError("--classes needs the learned prompts: export from --run, --checkpoint or -c, not --classifier.")
+    # Imported here, not at the top, so that `promptlab --help` does not import torch and Lightning.
+    from promptlab.cli.lightning import lightning_cli, resolve_configs
+    from promptlab.deploy.calibration import Calibration
+    from promptlab.deploy.onnx_export import classifier_file_to_onnx
+    from promptlab.export import CLASSIFIER_FILE_NAME, export_classifier, export_run, load_method
+
+    if run:
+        path = export_run(run, output, embed_backbone, reject_below, classes)
+    elif checkpoint:
+        not_fitted = Calibration(
+            fitted_on="not calibrated: exported from a checkpoint alone (export --run to use its test's)"
+        )
+        model = load_method(checkpoint)
+        model = model.with_classes(classes) if classes else model
+        path = export_classifier(
+            model, output or CLASSIFIER_FILE_NAME, embed_backbone, calibration=not_fitted, reject_below=reject_below
+        )
+    elif classifier:
+        if not output or Path(output).suffix.lower() != ".onnx":
+            raise UserError("--classifier converts a classifier file to ONNX: pass -o with a .onnx name.")
+        path = classifier_file_to_onnx(classifier, output, reject_below)
+    else:
+        config_args = resolve_configs([a for c in config or [] for a in ("-c", c)]) + list(overrides)
+        cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
+        calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
+        path = export_classifier(
+            cli.model.with_classes(classes) if classes else cli.model,
+            output or CLASSIFIER_FILE_NAME,
+            embed_backbone,
+            data_version=cli.datamodule.data_version,
+            calibration=calibration,
+            reject_below=reject_below,
+        )
+    print(f"Wrote classifier {path}")
+    return 0

@@ -1,0 +1,191 @@
+"""Loading an exported classifier and predicting with it: the deployment API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
+from promptlab.data.images import load_image
+from promptlab.data.transforms import test_transform
+from promptlab.deploy.calibration import Calibration
+from promptlab.deploy.classifier_file import ClassifierFileError, read_classifier_file
+from promptlab.deploy.heads import Head, HeadError, head_from_file
+from promptlab.deploy.prediction import Prediction, image_batches
+
+__all__ = ["Classifier", "Prediction"]
+
+
+class Classifier:
+    """An exported promptlab classifier: one image-encoder pass plus its head per image.
+
+    Use :meth:`load`; then :meth:`predict` or :meth:`predict_proba` on PIL images, file paths or
+    preprocessed tensors. Probabilities are calibrated with the temperature recorded in the file
+    (1.0 for files without one), and :meth:`predict` answers "none of these" below the file's
+    rejection threshold unless another is given.
+    """
+
+    def __init__(self, backbone: FrozenCLIP, head: Head, meta: dict):
+        self.backbone = backbone
+        self.head = head  # (B, D) normalised image features -> (B, C) logits
+        self.meta = meta
+        self.class_names: list[str] = meta["class_names"]
+        self.calibration = (
+            Calibration.from_dict(meta["calibration"])
+            if "calibration" in meta
+            else Calibration(fitted_on="not calibrated: exported before promptlab calibrated classifiers")
+        )
+        self.reject_below: float | None = meta.get("reject_below")
+        self.preprocess = PreprocessConfig(
+            **{**meta["preprocess"], "mean": tuple(meta["preprocess"]["mean"]), "std": tuple(meta["preprocess"]["std"])}
+        )
+        self.transform = test_transform(self.preprocess)  # PIL image -> (3, H, W), as promptlab evaluates
+
+    @classmethod
+    def load(cls, path: str | Path, weights_path: str | None = None, device: str | None = None) -> Classifier:
+        """Loads a classifier file (any format version this promptlab reads).
+
+        Args:
+            path: the ``.safetensors`` file written by ``promptlab export``.
+            weights_path: local backbone weights, for files exported without embedded weights on a
+                machine that cannot download them.
+            device: ``cpu``, ``cuda``... (default: CUDA when available).
+
+        Raises:
+            ClassifierFileError: the file is unreadable, modified, or made for other backbone weights.
+        """
+        meta, tensors = read_classifier_file(path)
+        ref = meta["backbone"]
+        try:
+            head = head_from_file(meta["head"], tensors)
+        except HeadError as error:
+            raise ClassifierFileError(f"Classifier file {str(path)!r} is inconsistent: {error}") from error
+        if (head.num_classes, head.feature_dim) != (len(meta["class_names"]), ref["embed_dim"]):
+            raise ClassifierFileError(
+                f"Classifier file {str(path)!r} is inconsistent: its head gives {head.num_classes} classes of "
+                f"{head.feature_dim}-d features for {len(meta['class_names'])} class names and a {ref['embed_dim']}-d "
+                "backbone; export it again."
+            )
+        backbone = _rebuild_backbone(path, ref, tensors, weights_path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(backbone.to(device), head.to(device), meta)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
+
+    def _to_tensor(self, image) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            return image
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        return self.transform(image.convert("RGB"))
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, C) uncalibrated logits."""
+        return self.head(self.head.encode(self.backbone, batch.to(self.device)))
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
+        return self._calibrated(self.logits(batch))
+
+    def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits / self.temperature).softmax(dim=-1).cpu()
+
+    @torch.no_grad()
+    def features_and_probabilities(self, images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (as :meth:`predict_proba` takes them) -> ((N, D) L2-normalised image features,
+        (N, C) calibrated probabilities), on the CPU, from one image-encoder pass."""
+        features, probabilities = [], []
+        for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
+            encoded = self.head.encode(self.backbone, batch.to(self.device))  # (B, D)
+            features.append(F.normalize(encoded, dim=-1).cpu())
+            probabilities.append(self._calibrated(self.head(encoded)))
+        if not features:
+            return torch.empty(0, self.head.feature_dim), torch.empty(0, len(self.class_names))
+        return torch.cat(features), torch.cat(probabilities)
+
+    def predict_proba(self, images, batch_size: int = 64) -> torch.Tensor:
+        """Calibrated class probabilities of images.
+
+        Args:
+            images: one or a list of PIL images, file paths or preprocessed (3, H, W) tensors, or an
+                (N, 3, H, W) batch.
+            batch_size: images per image-encoder call.
+
+        Returns:
+            (N, C) probabilities, classes ordered as ``class_names``.
+        """
+        batches = image_batches(images, batch_size, self._to_tensor, torch.stack)
+        probabilities = [self.probabilities(batch) for batch in batches]
+        return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
+
+    def predict(
+        self, images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
+    ) -> list[Prediction]:
+        """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes.
+
+        Args:
+            reject_below: answer "none of these" when the best calibrated probability is below it
+                (default: the threshold recorded at export, if any; 0 turns it off).
+        """
+        threshold = self.reject_below if reject_below is None else reject_below
+        return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
+
+
+def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:
+    """The image encoder the file was exported with: embedded in the file, or by reference and checksum."""
+    name = ref["model_name"]
+    folder_here = name.startswith("hf-hub:") or (
+        name.startswith("local-dir:") and Path(name.removeprefix("local-dir:")).is_dir()
+    )
+    if not ref["embedded"] and not ref["pretrained"] and ref["weights_sha256"] and not weights_path and not folder_here:
+        raise ClassifierFileError(
+            f"Classifier {str(path)!r} needs the weights file it was exported with ({ref['model_name']!r}, sha256 "
+            f"{ref['weights_sha256'][:12]}...); pass weights_path (--weights_path on the command line)."
+        )
+    try:
+        if ref["embedded"]:
+            # The architecture (and, for a tag, its QuickGELU setting) without downloading any weights.
+            backbone = FrozenCLIP(
+                ref["model_name"], ref["pretrained"], model_cfg=ref.get("model_cfg"), load_weights=False
+            )
+            visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
+            backbone.load_image_encoder_state(visual)  # with its visual prompts, where it has some (NoLA)
+        else:
+            backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path, model_cfg=ref.get("model_cfg"))
+    except (BackboneError, RuntimeError, KeyError) as error:
+        raise ClassifierFileError(
+            f"Cannot rebuild backbone {ref['model_name']!r} for classifier {str(path)!r}: {error}"
+        ) from error
+    if backbone.embed_dim != ref["embed_dim"]:
+        raise ClassifierFileError(
+            f"Classifier {str(path)!r} was made for a {ref['embed_dim']}-d backbone, but {ref['model_name']!r} "
+            f"gives {backbone.embed_dim}-d features; use the backbone it was exported with."
+        )
+    if not ref["embedded"] and ref["weights_sha256"] and backbone.weights_sha256() != ref["weights_sha256"]:
+        raise ClassifierFileError(
+            f"Classifier {str(path)!r} was exported with other weights for {ref['model_name']!r} "
+            f"(sha256 {ref['weights_sha256'][:12]}..., loaded {backbone.weights_sha256()[:12]}...); "
+            "pass the weights file it was trained with as weights_path."
+        )
+    return backbone
+
+
+def top_predictions(
+    probabilities: torch.Tensor, class_names: list[str], k: int, reject_below: float | None = None
+) -> list[Prediction]:
+    """(N, C) probabilities -> one :class:`Prediction` per row with its ``k`` most likely classes;
+    "none of these" where the best probability is below ``reject_below``."""
+    top = probabilities.float().topk(min(k, len(class_names)), dim=-1)
+    return [
+        Prediction.from_top(values.tolist(), indices.tolist(), class_names, reject_below)
+        for values, indices in zip(top.values, top.indices, strict=True)
+    ]

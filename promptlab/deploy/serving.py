@@ -1,0 +1,314 @@
+"""``promptlab serve``: an exported classifier behind an HTTP endpoint, on LitServe.
+
+Endpoints (JSON in and out; every error is ``{"detail": "<one sentence>"}`` with a 4xx status):
+
+    POST /predict   an image as a multipart upload (field ``image``) or JSON ``{"image": "<base64>"}``;
+                    optional ``top_k`` and ``reject_below`` (form fields or JSON keys).
+                    -> {"label", "probability", "none_of_these", "top_k": [{"label", "probability"}...]}
+    GET  /health    "ok" once the model is loaded
+
+Requests pass two layers. :class:`RequestGate`, an ASGI middleware in the HTTP process, checks the
+API key, the body size and the request's shape, and hands LitServe one canonical JSON body; a request
+it refuses never reaches the model. :class:`ClassifierAPI`, in LitServe's inference worker, decodes
+the images (the app's checks: 20 MB, the decompression-bomb guard), batches them dynamically
+(``max_batch_size`` / ``batch_timeout``) and predicts. An image that fails to decode is refused on
+its own: the other requests of its batch are answered normally.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from promptlab.data.images import ImageLoadError, decode_image_bytes
+from promptlab.deploy.prediction import check_reject_below, rank
+from promptlab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # as the app's uploads (.streamlit/config.toml)
+MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024  # the image in base64, plus a little JSON
+API_KEY_HEADER = "X-API-Key"
+API_KEY_ENV = "PROMPTLAB_API_KEY"
+
+
+class ServeError(UserError):
+    """The server cannot start as asked; the message names the option and the fix."""
+
+
+@dataclass
+class Refusal:
+    """A request that cannot be answered: its HTTP status and one sentence."""
+
+    status: int
+    detail: str
+
+
+def _refuse(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+class RequestGate:
+    """ASGI middleware in front of LitServe: API key, body size and request shape, checked before a
+    request reaches the model (LitServe itself would answer a malformed body with a 500).
+
+    Passes ``POST /predict`` on as JSON ``{"image": base64, "name": str, "top_k": int,
+    "reject_below": float | None}``.
+
+    Args:
+        app: the LitServe FastAPI app.
+        api_key: the key every request must send in ``X-API-Key`` (None: no key needed).
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None = None, predict_path: str = "/predict") -> None:
+        self.app, self.api_key, self.predict_path = app, api_key, predict_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.api_key is not None:
+            sent = Request(scope).headers.get(API_KEY_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), self.api_key.encode()):
+                what = "a wrong" if sent else "no"
+                await _refuse(
+                    401, f"The request has {what} API key; send the server's key in the {API_KEY_HEADER} header."
+                )(scope, receive, send)
+                return
+        if scope["path"] != self.predict_path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        result = await self._canonical_body(scope, receive)
+        if isinstance(result, Refusal):
+            await _refuse(result.status, result.detail)(scope, receive, send)
+            return
+        body = json.dumps(result).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        sent_body = False
+
+        async def replay() -> Message:
+            nonlocal sent_body
+            if sent_body:
+                return await receive()  # http.disconnect, when the client goes away
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app({**scope, "headers": headers}, replay, send)
+
+    async def _canonical_body(self, scope: Scope, receive: Receive) -> dict | Refusal:
+        request = Request(scope, receive)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return Refusal(413, f"The request is {int(declared) / 2**20:.1f} MB; images up to 20 MB are accepted.")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return Refusal(413, "The request is larger than 20 MB of image; send a smaller image.")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            fields = await _multipart_fields(scope, raw)
+        elif content_type.startswith("application/json") or not content_type:
+            try:
+                fields = json.loads(raw or b"null")
+            except (ValueError, UnicodeDecodeError):
+                return Refusal(
+                    400, 'The request body is not valid JSON; send {"image": "<base64>"} or a multipart upload.'
+                )
+        else:
+            return Refusal(415, f"Content type {content_type!r} is not accepted; send multipart/form-data or JSON.")
+        if isinstance(fields, Refusal):
+            return fields
+        return _image_request(fields)
+
+
+async def _multipart_fields(scope: Scope, raw: bytes) -> dict | Refusal:
+    """The form's fields, the uploaded file's content (bytes) and name under ``image`` / ``name``."""
+
+    async def body() -> Message:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    try:
+        form = await Request(scope, body).form()
+    except Exception:  # starlette's multipart parser raises several types for a malformed body
+        return Refusal(400, "The multipart body cannot be parsed; send the image as a file field named 'image'.")
+    fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    upload = form.get("image")
+    if upload is not None and not isinstance(upload, str):
+        fields["image"] = await upload.read()
+        fields["name"] = upload.filename or "upload"
+    elif isinstance(upload, str):
+        fields.pop("image")
+        return Refusal(400, "The form field 'image' is text, not a file; upload the image as a file.")
+    return fields
+
+
+def _image_request(fields: Any) -> dict | Refusal:
+    """Validates the request's fields and returns the canonical JSON body."""
+    if not isinstance(fields, dict) or "image" not in fields:
+        return Refusal(400, 'The request has no image; send a file field \'image\' or JSON {"image": "<base64>"}.')
+    image = fields["image"]
+    if isinstance(image, str):
+        try:
+            image = base64.b64decode(image.split(",", 1)[-1] if image.startswith("data:") else image, validate=True)
+        except (binascii.Error, ValueError):
+            return Refusal(400, "The 'image' field is not valid base64; encode the image file's bytes in base64.")
+    if not isinstance(image, bytes) or not image:
+        return Refusal(400, "The 'image' field is empty; send the bytes of an image file.")
+    if len(image) > MAX_IMAGE_BYTES:
+        return Refusal(413, f"The image is {len(image) / 2**20:.1f} MB; images up to 20 MB are accepted.")
+    try:
+        top_k = int(fields.get("top_k", 5))
+        reject_below = fields.get("reject_below")
+        reject_below = check_reject_below(None if reject_below in (None, "") else float(reject_below))
+    except (TypeError, ValueError) as error:
+        detail = str(error) if "reject_below" in str(error) else "top_k must be a whole number such as 3."
+        return Refusal(400, detail)
+    if top_k < 1:
+        return Refusal(400, f"top_k must be at least 1 (got {top_k}).")
+    name = str(fields.get("name") or "upload")
+    return {"image": base64.b64encode(image).decode(), "name": name, "top_k": top_k, "reject_below": reject_below}
+
+
+class ClassifierAPI(ls.LitAPI):
+    """LitServe API of one classifier file (``.safetensors`` with torch, or ``.onnx`` with onnxruntime).
+
+    Args:
+        classifier_path: the exported classifier.
+        reject_below: default "none of these" threshold (None: the file's own).
+        weights_path: backbone weights for a ``.safetensors`` file that does not embed them.
+        max_batch_size: most requests answered by one model call.
+        batch_timeout: seconds to wait for a batch to fill.
+    """
+
+    def __init__(
+        self,
+        classifier_path: str,
+        reject_below: float | None = None,
+        weights_path: str | None = None,
+        max_batch_size: int = 16,
+        batch_timeout: float = 0.002,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        self.classifier_path, self.weights_path = classifier_path, weights_path
+        self.default_reject_below = reject_below
+
+    def setup(self, device: str) -> None:
+        if Path(self.classifier_path).suffix.lower() == ".onnx":
+            from promptlab.deploy.onnx_runtime import OnnxClassifier
+
+            self.classifier = OnnxClassifier(self.classifier_path)
+            self._prepare, self._stack = self.classifier.to_array, np.stack
+        else:
+            import torch
+
+            from promptlab.deploy.classifier import Classifier
+
+            self.classifier = Classifier.load(self.classifier_path, self.weights_path, device=device)
+            self._prepare, self._stack = self.classifier.transform, torch.stack
+        if self.default_reject_below is None:
+            self.default_reject_below = self.classifier.reject_below
+        log.info("Serving %s (%d classes) on %s.", self.classifier_path, len(self.classifier.class_names), device)
+
+    def decode_request(self, request: dict) -> tuple[Any, dict] | Refusal:
+        """The canonical body (see :class:`RequestGate`) -> (preprocessed image, options), or a refusal
+        for this request alone (raising here would fail every request of the batch)."""
+        try:
+            image, _ = decode_image_bytes(base64.b64decode(request["image"]), request["name"])
+            return self._prepare(image), request
+        except ImageLoadError as error:  # every decoding failure, whatever the decoder raised
+            return Refusal(400, str(error))
+
+    def batch(self, inputs: list) -> list:
+        return inputs  # predict stacks the readable images itself
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def predict(self, inputs: list) -> list:
+        """Decoded requests -> one prediction dict (or the request's refusal) each, in order."""
+        readable = [i for i, item in enumerate(inputs) if not isinstance(item, Refusal)]
+        outputs: list = list(inputs)
+        if readable:
+            probabilities = self.classifier.probabilities(self._stack([inputs[i][0] for i in readable])).tolist()
+            names = self.classifier.class_names
+            for i, row in zip(readable, probabilities, strict=True):
+                options = inputs[i][1]
+                threshold = self.default_reject_below if options["reject_below"] is None else options["reject_below"]
+                (prediction,) = rank([row], names, options["top_k"], threshold)
+                outputs[i] = prediction.to_dict()
+        return outputs
+
+    def encode_response(self, output: dict | Refusal):
+        if isinstance(output, Refusal):
+            return _refuse(output.status, output.detail)
+        return output
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl+C) stop the server and every worker process it started, quietly.
+
+    LitServe's own shutdown leaves its worker processes running when the main process is terminated,
+    and prints a traceback per process on Ctrl+C.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        import psutil
+
+        logging.disable(logging.CRITICAL)  # LitServe's monitor thread would report the workers' ends as crashes
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            child.kill()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def build_server(
+    classifier_path: str,
+    api_key: str | None = None,
+    reject_below: float | None = None,
+    weights_path: str | None = None,
+    max_batch_size: int = 16,
+    batch_timeout: float = 0.002,
+    accelerator: str = "auto",
+) -> ls.LitServer:
+    """The LitServer of one classifier file (see the module docstring); ``.run(host=..., port=...)`` starts it.
+
+    Raises:
+        ServeError: the classifier file is missing or an option is out of range.
+    """
+    if not Path(classifier_path).is_file():
+        raise ServeError(f"Classifier file {classifier_path!r} does not exist; export one with `promptlab export`.")
+    if max_batch_size < 1 or batch_timeout < 0:
+        raise ServeError("--max_batch_size must be at least 1 and --batch_timeout at least 0 seconds.")
+    reject_below = check_reject_below(reject_below, "--reject_below")
+    api = ClassifierAPI(classifier_path, reject_below, weights_path, max_batch_size, batch_timeout)
+    return ls.LitServer(
+        api,
+        accelerator=accelerator,
+        workers_per_device=1,
+        timeout=60,
+        middlewares=[(RequestGate, {"api_key": api_key})],
+    )

@@ -1,0 +1,84 @@
+"""A run folder or a checkpoint -> the method it trained -> a classifier file, for its classes or others."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from promptlab.deploy.calibration import Calibration
+from promptlab.export.method import CLASSIFIER_FILE_NAME, ExportError, export_classifier
+from promptlab.methods import CLIPClassifier, method_class
+from promptlab.run_folder import DATA_INFO_FILE_NAME, TEST_METRICS_FILE
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest ``checkpoints/*.ckpt`` of a run (CoOp evaluates the last epoch)."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        raise ExportError(f"Run {str(run_dir)!r} has no checkpoints/*.ckpt; train it with `promptlab fit` first.")
+    return checkpoints[-1]
+
+
+def load_method(checkpoint_path: str | Path) -> CLIPClassifier:
+    """Rebuilds a method from a promptlab checkpoint (trainable tensors + hyper-parameters only)."""
+    checkpoint_path = Path(checkpoint_path)
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        method = method_class(checkpoint["promptlab_method"])
+    except (OSError, RuntimeError, KeyError, EOFError) as error:
+        raise ExportError(
+            f"{str(checkpoint_path)!r} is not a readable promptlab checkpoint ({error}); "
+            "pass a run's checkpoints/*.ckpt."
+        ) from error
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    model = method(**hparams)
+    model.load_state_dict(checkpoint["state_dict"], strict=False)
+    return model
+
+
+def export_run(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    embed_backbone: bool = False,
+    reject_below: float | None = None,
+    classes: list[str] | None = None,
+) -> Path:
+    """Exports a run folder (a ``promptlab fit`` log directory) with its test metrics, the calibration
+    its test fitted on the validation split, and its data version.
+
+    Args:
+        classes: other class names (added, removed, reordered) for the learned prompts; see
+            :meth:`~promptlab.methods._base.CLIPClassifier.with_classes`.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"Run folder {str(run_dir)!r} does not exist; pass a folder under runs/.")
+    model = load_method(latest_checkpoint(run_dir))
+    metrics_file, data_file = run_dir / TEST_METRICS_FILE, run_dir / DATA_INFO_FILE_NAME
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    data_version = json.loads(data_file.read_text()).get("data_version") if data_file.is_file() else None
+    calibration = Calibration.from_dict(metrics["calibration"]) if metrics and "calibration" in metrics else None
+    if classes is not None and list(classes) != model.class_names:
+        model, metrics, calibration = change_classes(model, classes, metrics, calibration)
+    output = output or run_dir / CLASSIFIER_FILE_NAME
+    return export_classifier(model, output, embed_backbone, metrics, data_version, calibration, reject_below)
+
+
+def change_classes(
+    model: CLIPClassifier, classes: list[str], metrics: dict | None, calibration: Calibration | None
+) -> tuple[CLIPClassifier, dict, Calibration | None]:
+    """The model for other classes, with metrics and calibration that say what they were measured on."""
+    trained = model.class_names
+    model = model.with_classes(classes)
+    note = (
+        f"classes were added or removed after training, without retraining; the test metrics below are of "
+        f"the {len(trained)} classes it was trained on ({', '.join(trained[:8])}{', ...' if len(trained) > 8 else ''})"
+    )
+    metrics = {"classes_changed": note, "trained_classes": trained, "trained_metrics": metrics or {}}
+    if calibration is not None and calibration.temperature != 1.0:
+        calibration = Calibration.from_dict(
+            {**calibration.to_dict(), "fitted_on": f"{calibration.fitted_on} (on the {len(trained)} trained classes)"}
+        )
+    return model, metrics, calibration

@@ -1,0 +1,133 @@
+"""``promptlab serve``: the real LitServe server on a free loopback port, talked to over HTTP."""
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from promptlab.deploy.classifier import Classifier
+from promptlab.export import export_classifier
+from tests.builders import BUILDERS
+
+KEY = "test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    torch.manual_seed(0)
+    return export_classifier(BUILDERS["CoOp"][0]().eval(), tmp_path_factory.mktemp("serve") / "c.safetensors")
+
+
+@pytest.fixture(scope="module")
+def server(classifier_file):
+    """A running server (API key required, dynamic batching); yields its base URL."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "promptlab", "serve", "--classifier", str(classifier_file), "--port", str(port),
+        "--max_batch_size", "8", "--batch_timeout", "0.05", "--accelerator", "cpu",
+    ]  # fmt: skip
+    env = os.environ | {"PROMPTLAB_API_KEY": KEY, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", headers={"X-API-Key": KEY}, timeout=2).text == "ok":
+                break
+        except requests.ConnectionError:
+            pass
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the server did not become healthy within 120 s")
+    yield url
+    workers = psutil.Process(process.pid).children(recursive=True)  # LitServe's API and inference processes
+    process.terminate()  # SIGTERM must stop them all: none may outlive the server
+    process.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:
+        worker.kill()
+    assert not alive, f"{len(alive)} server process(es) outlived SIGTERM"
+
+
+def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _post(url, headers=None, **kwargs):
+    return requests.post(f"{url}/predict", headers={"X-API-Key": KEY, **(headers or {})}, timeout=60, **kwargs)
+
+
+def test_predicts_from_multipart_and_base64_like_the_classifier(server, classifier_file):
+    image = _png()
+    expected = Classifier.load(classifier_file, device="cpu").predict(Image.open(io.BytesIO(image)), top_k=2)[0]
+    for response in (
+        _post(server, files={"image": ("red.png", image, "image/png")}, data={"top_k": "2"}),
+        _post(server, json={"image": base64.b64encode(image).decode(), "top_k": 2}),
+    ):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["label"] == expected.label and abs(body["probability"] - expected.probability) < 1e-5
+        assert [t["label"] for t in body["top_k"]] == [name for name, _ in expected.top_k]
+        assert body["none_of_these"] is False
+    rejected = _post(server, json={"image": base64.b64encode(image).decode(), "reject_below": 0.999})
+    assert rejected.status_code == 200 and rejected.json()["none_of_these"] is True
+
+
+BOMB = io.BytesIO()
+Image.new("1", (20000, 10000)).save(BOMB, format="PNG")  # 200 Mpixel in 30 KB
+
+PNG_B64 = base64.b64encode(_png()).decode()
+BAD_REQUESTS = {
+    "no API key": (dict(json={"image": ""}, headers={"X-API-Key": ""}), 401, "no API key"),
+    "wrong API key": (dict(json={"image": ""}, headers={"X-API-Key": "nope"}), 401, "wrong API key"),
+    "not an image": (dict(files={"image": ("notes.png", b"hello")}), 400, "Cannot read image 'notes.png'"),
+    "truncated image": (dict(files={"image": ("cut.png", _png()[:60])}), 400, "Cannot read image 'cut.png'"),
+    "decompression bomb": (dict(files={"image": ("bomb.png", BOMB.getvalue())}), 400, "Cannot read image 'bomb.png'"),
+    "too large": (dict(files={"image": ("big.png", b"0" * (21 * 2**20))}), 413, "20 MB"),
+    "missing field": (dict(json={"picture": "abc"}), 400, "has no image"),
+    "image as a text field": (dict(data={"image": "abc"}, files={"other": ("x", b"x")}), 400, "not a file"),
+    "bad base64": (dict(json={"image": "%%%not base64%%%"}), 400, "not valid base64"),
+    "not JSON": (dict(data=b"{broken", headers={"Content-Type": "application/json"}), 400, "not valid JSON"),
+    "other content type": (dict(data=b"x", headers={"Content-Type": "text/plain"}), 415, "not accepted"),
+    "bad top_k": (dict(json={"image": PNG_B64, "top_k": "many"}), 400, "top_k"),
+    "bad reject_below": (dict(json={"image": PNG_B64, "reject_below": 2}), 400, "reject_below"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_a_one_sentence_4xx_and_the_server_stays_up(server, case):
+    kwargs, status, words = BAD_REQUESTS[case]
+    response = _post(server, **kwargs)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert words in detail and detail.count(". ") == 0, detail  # one sentence
+    assert _post(server, files={"image": ("ok.png", _png())}).status_code == 200
+
+
+def test_a_bad_image_in_a_batch_does_not_fail_the_good_ones(server):
+    good = {"files": {"image": ("ok.png", _png((30, 200, 30)))}}
+    bad = {"files": {"image": ("bad.png", b"garbage")}}
+    with ThreadPoolExecutor(16) as pool:  # 16 at once: batches of up to 8 mix good and bad requests
+        responses = list(pool.map(lambda kwargs: _post(server, **kwargs), [good, bad] * 8))
+    assert [r.status_code for r in responses] == [200, 400] * 8
+    assert len({r.json()["label"] for r in responses[::2]}) == 1
