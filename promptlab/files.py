@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], mode: int = 0o644) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int = 0o644) -> Path:
     """Calls ``write(temporary)`` for a temporary file beside ``path``, then renames it to ``path``.
 
     Args:
+        path: the file to write.
         write: writes the content to the path it is given (e.g. ``safetensors.torch.save_file``).
         mode: permissions of the result (mkstemp's own are 0o600).
     """

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -156,12 +157,14 @@ class FrozenCLIP(nn.Module):
 
     def tuned_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters a method chose to train (MoCoOp's optional LayerNorms, NoLA's prompts and
-        LayerNorms), by name; empty while the backbone is fully frozen."""
+        LayerNorms), by name; empty while the backbone is fully frozen.
+        """
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
     def set_text_checkpointing(self, enabled: bool) -> None:
         """Activation checkpointing in the text tower: each block is recomputed in the backward pass
-        instead of storing its activations (less memory for many classes, about a third more time)."""
+        instead of storing its activations (less memory for many classes, about a third more time).
+        """
         self._text.tower.transformer.grad_checkpointing = enabled
 
     def weights_sha256(self) -> str | None:
@@ -353,8 +356,9 @@ def _without_random_weights_warning() -> Iterator[None]:
         logging.getLogger().removeFilter(drop)
 
 
-def create_trainable_clip(model_name: str) -> tuple[nn.Module, TextTower, Callable[[list[str]], torch.Tensor]]:
+def create_trainable_clip(model_name: str) -> tuple[Any, TextTower, Callable[[list[str]], torch.Tensor]]:
     """A CLIP of a registered architecture with random weights, in training mode, with its text tower
-    and tokenizer: what pretraining promptlab's own toy models starts from."""
+    and tokenizer: what pretraining promptlab's own toy models starts from.
+    """
     model = open_clip.create_model(model_name)
     return model.train(), TextTower(model, model_name), open_clip.get_tokenizer(model_name)

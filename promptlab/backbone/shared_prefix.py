@@ -10,6 +10,8 @@ reference), with the same features up to floating-point rounding.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import LayerScale, ResidualAttentionBlock
@@ -19,7 +21,8 @@ from torch.utils.checkpoint import checkpoint
 
 def supports_shared_prefix(transformer: nn.Module) -> bool:
     """True when every block is open_clip's plain pre-norm block with ``nn.MultiheadAttention``
-    (the blocks this module re-implements); other blocks take the ordinary path."""
+    (the blocks this module re-implements); other blocks take the ordinary path.
+    """
     blocks = getattr(transformer, "resblocks", None)
     if not blocks or not getattr(transformer, "batch_first", True):
         return False
@@ -76,7 +79,7 @@ def encode_with_shared_prefix(
     Returns:
         (N, S, W) output states of the suffix tokens.
     """
-    for block in transformer.resblocks:
+    for block in cast(nn.ModuleList, transformer.resblocks):
         if grad_checkpointing and torch.is_grad_enabled():
             prefix, suffix = checkpoint(_block, block, prefix, suffix, use_reentrant=False)
         else:

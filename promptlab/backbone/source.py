@@ -49,7 +49,9 @@ WEIGHTS_FILES = (
 PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode")
 
 SHIPPED_TAG = "promptlab"
-SHIPPED_WEIGHTS = {("toy-clip", SHIPPED_TAG): Path(__file__).resolve().parents[1] / "weights" / "toy-clip.safetensors"}
+SHIPPED_WEIGHTS: dict[tuple[str, str | None], Path] = {
+    ("toy-clip", SHIPPED_TAG): Path(__file__).resolve().parents[1] / "weights" / "toy-clip.safetensors"
+}
 
 
 class BackboneError(UserError):
@@ -78,6 +80,7 @@ class BackboneSource:
 
 
 def is_custom_architecture(name: str) -> bool:
+    """True for an architecture registered from a ``local-dir:`` or ``hf-hub:`` config."""
     return name.startswith(CUSTOM_PREFIX)
 
 
@@ -273,7 +276,8 @@ _custom_dir: Path | None = None
 
 def _architecture_name(name: str, cfg: dict) -> str:
     """A name open_clip's factory builds ``cfg`` from (given ``force_quick_gelu=cfg.get("quick_gelu")``):
-    the built-in name, or a registered custom one."""
+    the built-in name, or a registered custom one.
+    """
     if not name.startswith((LOCAL_DIR, HF_HUB)):  # open_clip would read or download those configs
         builtin = open_clip.get_model_config(name)
         if builtin is not None and cfg in (builtin, {**builtin, "quick_gelu": True}):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import open_clip
 import torch
 from open_clip.tokenizer import SimpleTokenizer
@@ -20,7 +22,7 @@ class TextTower:
 
     def __init__(self, model: nn.Module, model_name: str) -> None:
         # open_clip's CLIP keeps the text parts on the model; CustomTextCLIP in `model.text`.
-        self.tower = getattr(model, "text", model)
+        self.tower: Any = getattr(model, "text", model)  # open_clip modules, read by attribute
         self.unsupported_reason: str | None = None
         if self.tower is not model and not isinstance(self.tower, open_clip.transformer.TextTransformer):
             self.unsupported_reason = f"its text tower is a {type(self.tower).__name__} (a Hugging Face text model)"
@@ -29,7 +31,7 @@ class TextTower:
         self.context_length = getattr(self.tower, "context_length", 77)
         self.tokenizer = open_clip.get_tokenizer(model_name, context_length=self.context_length)
         self.pool_type = getattr(self.tower, "text_pool_type", None) or getattr(self.tower, "pool_type", "argmax")
-        self.eos_id = getattr(self.tower, "text_eos_id", None) or getattr(self.tower, "eos_id", None)
+        self.eos_id: Any = getattr(self.tower, "text_eos_id", None) or getattr(self.tower, "eos_id", None)
 
     @property
     def width(self) -> int:

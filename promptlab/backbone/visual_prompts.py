@@ -1,10 +1,12 @@
 """Shallow visual prompt tuning (VPT) in open_clip's VisionTransformer: learnable tokens inserted once,
-after the positional embedding and ``ln_pre``, between the CLS token and the patch tokens (NoLA)."""
+after the positional embedding and ``ln_pre``, between the CLS token and the patch tokens (NoLA).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from torch import nn
 from promptlab.backbone.source import BackboneError
 
 
-def install_visual_prompts(visual: nn.Module, prompts: nn.Parameter) -> None:
+def install_visual_prompts(visual: Any, prompts: nn.Parameter) -> None:
     """Makes ``visual`` (an open_clip VisionTransformer) run with ``prompts`` (P, width) inserted.
 
     With zero prompt tokens the tower computes exactly what it did before.
@@ -40,7 +42,7 @@ def install_visual_prompts(visual: nn.Module, prompts: nn.Parameter) -> None:
 
 
 @contextmanager
-def visual_prompts_disabled(visual: nn.Module) -> Iterator[None]:
+def visual_prompts_disabled(visual: Any) -> Iterator[None]:
     """Runs the tower as if no prompts were installed (NoLA's stages 1-2 use plain CLIP)."""
     previous = getattr(visual, "visual_prompts_enabled", True)
     visual.visual_prompts_enabled = False

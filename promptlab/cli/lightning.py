@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
@@ -42,7 +43,8 @@ class PromptLabCLI(LightningCLI):
 
     def before_predict(self) -> None:
         paths = [sample.path for sample in self.datamodule.prediction_samples]
-        self.trainer.callbacks.append(PredictionsFile(paths, self.model.class_names))
+        trainer: Any = self.trainer
+        trainer.callbacks.append(PredictionsFile(paths, self.model.class_names))
 
     def _set_seed(self) -> None:
         # Unless a seed is given, seed everything with the few-shot seed, as the reference does.
@@ -52,7 +54,8 @@ class PromptLabCLI(LightningCLI):
         super()._set_seed()
 
     def after_fit(self) -> None:
-        if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
+        trainer: Any = self.trainer
+        if self.config[self.subcommand].get("test_after_fit", True) and not trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule)
 
 
@@ -77,7 +80,7 @@ class PredictionsFile(BasePredictionWriter):
             )
         ]
         if trainer.world_size > 1:  # under DDP each process predicted its own share: the main one writes all
-            shares = [None] * trainer.world_size
+            shares: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(shares, rows)
             rows = [row for share in shares for row in share]
         out_dir = run_dir(trainer)  # every process asks (a broadcast); only the main one gets a folder
@@ -134,7 +137,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
 
 def resolve_configs(args: list[str]) -> list[str]:
     """``-c``/``--config`` paths that do not exist here but name a shipped config (``configs/toy/coop.yaml``)
-    -> that shipped file, so the README's commands work from an installed wheel in any folder."""
+    -> that shipped file, so the README's commands work from an installed wheel in any folder.
+    """
     resolved = list(args)
     for i, arg in enumerate(resolved[:-1]):
         if arg in ("-c", "--config") and not Path(resolved[i + 1]).exists():

@@ -60,7 +60,7 @@ def _optional(annotation: Any) -> Any:
 
 
 def _argument_options(annotation: Any) -> dict[str, Any]:
-    """argparse keywords for a parameter's type."""
+    """Argparse keywords for a parameter's type."""
     annotation = _optional(annotation)
     if annotation is bool:
         return {"action": "store_true"}

@@ -1,6 +1,7 @@
 """promptlab's shipped configs (``promptlab/configs/<group>/<name>.yaml``), found with
 importlib.resources so that they work from an installed wheel as from a source checkout (where
-``configs/`` at the top of the repository links here)."""
+``configs/`` at the top of the repository links here).
+"""
 
 from __future__ import annotations
 

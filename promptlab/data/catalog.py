@@ -57,7 +57,10 @@ STANDARD_DATASETS: dict[str, DatasetInfo] = {
     ),
     "stanford_cars": DatasetInfo("stanford_cars", "", split_file="split_zhou_StanfordCars.json"),
     "oxford_flowers": DatasetInfo(
-        "oxford_flowers", "jpg", split_file="split_zhou_OxfordFlowers.json", template="a photo of a {}, a type of flower."
+        "oxford_flowers",
+        "jpg",
+        split_file="split_zhou_OxfordFlowers.json",
+        template="a photo of a {}, a type of flower.",
     ),
     "food101": DatasetInfo(
         "food-101", "images", split_file="split_zhou_Food101.json", template="a photo of {}, a type of food."
@@ -68,7 +71,10 @@ STANDARD_DATASETS: dict[str, DatasetInfo] = {
     "sun397": DatasetInfo("sun397", "SUN397", split_file="split_zhou_SUN397.json"),
     "dtd": DatasetInfo("dtd", "images", split_file="split_zhou_DescribableTextures.json", template="{} texture."),
     "eurosat": DatasetInfo(
-        "eurosat", "2750", split_file="split_zhou_EuroSAT.json", template="a centered satellite photo of {}.",
+        "eurosat",
+        "2750",
+        split_file="split_zhou_EuroSAT.json",
+        template="a centered satellite photo of {}.",
         renames=EUROSAT_RENAMES,
     ),
     "ucf101": DatasetInfo(

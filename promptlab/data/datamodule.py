@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import lightning as L
 import torch
@@ -18,24 +18,22 @@ from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
-from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
 from promptlab.data.screening import find_unreadable, log_summary, screen_splits
-from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.sources import (
     DatasetError,
-    prediction_samples,
     SplitSamples,
+    prediction_samples,
     read_image_folder,
     read_split_file,
     read_standard_dataset,
 )
+from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.unlabelled import names_only_splits, strong_transform, unlabelled_pool
 from promptlab.data.versioning import dvc_data_version
 from promptlab.run_folder import DATA_INFO_FILE_NAME, SPLIT_FILE_NAME, run_dir
 
 log = logging.getLogger(__name__)
-
 
 
 class FewShotDataModule(L.LightningDataModule):
@@ -160,7 +158,7 @@ class FewShotDataModule(L.LightningDataModule):
                 self.root, self.train_fraction, self.val_fraction, drop_unreadable if self.skip_bad_images else None
             )
         elif self.dataset == "split":
-            data = read_split_file(self.split_file, self.root)
+            data = read_split_file(cast(str, self.split_file), self.root)  # required for 'split' (checked above)
         else:
             data = read_standard_dataset(self.dataset, self.root)
         shots = 0 if self.label_free else self.shots
@@ -168,12 +166,15 @@ class FewShotDataModule(L.LightningDataModule):
         if not data.val and val:
             log.info(
                 "Dataset %r has no validation split: %d of its training images validate instead (never the "
-                "test images).", self.root, len(val),
+                "test images).",
+                self.root,
+                len(val),
             )
         elif not val:
             log.warning(
                 "Dataset %r has no validation images (and too few training images to spare some): "
-                "val/acc and calibration are skipped.", self.root,
+                "val/acc and calibration are skipped.",
+                self.root,
             )
         test = data.test
         if screened is not None:
@@ -187,15 +188,25 @@ class FewShotDataModule(L.LightningDataModule):
         names = {s.label: s.class_name for split in (test, val, train) for s in split}
         class_names = [names[label] for label in sorted(names)]
         if sorted(names) != list(range(len(names))) or {s.label for s in train} != set(names):
-            skipped = f" ({len(self.unreadable_images)} unreadable images were skipped)" if self.unreadable_images else ""
+            skipped = (
+                f" ({len(self.unreadable_images)} unreadable images were skipped)" if self.unreadable_images else ""
+            )
             raise DatasetError(
                 f"Dataset {self.root!r} has classes without readable training images{skipped}; give every class some."
             )
         if len(class_names) < 2:
-            raise DatasetError(f"Dataset {self.root!r} has {len(class_names)} class(es); a classifier needs at least 2.")
+            raise DatasetError(
+                f"Dataset {self.root!r} has {len(class_names)} class(es); a classifier needs at least 2."
+            )
         log.info(
             "Data: %d classes, %d train / %d val / %d test images (%s shots, seed %d, %s classes).",
-            len(class_names), len(train), len(val), len(test), self.shots, self.seed, self.subsample,
+            len(class_names),
+            len(train),
+            len(val),
+            len(test),
+            self.shots,
+            self.seed,
+            self.subsample,
         )
         return SplitSamples(data.image_root, class_names, train, val, test)
 
@@ -240,16 +251,15 @@ class FewShotDataModule(L.LightningDataModule):
 
     def connect_model(self, preprocess: PreprocessConfig, frozen_encoder: FrozenCLIP | None = None) -> None:
         """What the data takes from the model (see ``CLIPClassifier.connect_data``): its preprocessing,
-        and its backbone when the image encoder is frozen (features are then cached)."""
+        and its backbone when the image encoder is frozen (features are then cached).
+        """
         self.preprocess = preprocess
         self._encoder = frozen_encoder
         self._cache = None
 
     def _preprocess(self) -> PreprocessConfig:
         if self.preprocess is None:
-            raise RuntimeError(
-                "The data module has no preprocessing: call model.connect_data(datamodule) first."
-            )
+            raise RuntimeError("The data module has no preprocessing: call model.connect_data(datamodule) first.")
         return self.preprocess
 
     def _loader(
@@ -276,7 +286,8 @@ class FewShotDataModule(L.LightningDataModule):
     ) -> DataLoader:
         """Training batches shuffled (Lightning shards them under DDP); evaluation batches in order,
         each image on exactly one process (Lightning's default sampler would pad with repeats), or on
-        every process when not ``shard``."""
+        every process when not ``shard``.
+        """
         sampler = None
         if shard and not train and self.trainer is not None and self.trainer.world_size > 1:
             world, rank = self.trainer.world_size, self.trainer.global_rank
@@ -286,7 +297,7 @@ class FewShotDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.test_batch_size,
             shuffle=train,
             sampler=sampler,
-            drop_last=train and len(dataset) > self.batch_size,  # as Dassl, but never drop everything
+            drop_last=train and len(cast(Sized, dataset)) > self.batch_size,  # as Dassl, but never drop everything
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             collate_fn=collate_fn,
@@ -308,11 +319,13 @@ class FewShotDataModule(L.LightningDataModule):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(N', V, D) features from the feature cache (filled first where needed), their (N',) labels
         and (N',) indices into ``samples`` (N' < N when unreadable images were skipped); None when
-        caching does not apply."""
+        caching does not apply.
+        """
         cache = self._feature_cache()
         if cache is None:
             return None
         cfg, trainer = self._preprocess(), self.trainer
+        assert self._encoder is not None  # a feature cache exists only for a frozen encoder
         features, kept = cache.features(
             [self.splits.image_root / s.path for s in samples],
             train_transform(cfg, self.crop_scale) if train else test_transform(cfg),
@@ -368,7 +381,8 @@ class FewShotDataModule(L.LightningDataModule):
 
     def calibration_dataloader(self) -> DataLoader | None:
         """The validation split alone (never the test images), test view, every image on every process,
-        for fitting the temperature of calibrated probabilities; None when there is no validation split."""
+        for fitting the temperature of calibrated probabilities; None when there is no validation split.
+        """
         samples = self.splits.val
         if not samples:
             return None

@@ -24,7 +24,8 @@ _warned: set[str] = set()  # messages of images already skipped in this process:
 
 def read_or_skip(read: Callable[[], T], skip: bool) -> T | None:
     """``read()`` (loading or hashing one image file); an :class:`ImageLoadError` gives None with a
-    warning (once per file) when ``skip``, else is raised again with the hint that skipping is possible."""
+    warning (once per file) when ``skip``, else is raised again with the hint that skipping is possible.
+    """
     try:
         return read()
     except ImageLoadError as error:

@@ -19,13 +19,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -46,7 +45,8 @@ def default_cache_dir() -> Path:
 
 def encoder_key(model_name: str, image_encoder: dict[str, torch.Tensor], architecture: dict | None = None) -> str:
     """``<model name>-<hash of the architecture config and the image encoder's weights>``: random weights,
-    tuned copies and the same weights under another activation (GELU, QuickGELU) all differ."""
+    tuned copies and the same weights under another activation (GELU, QuickGELU) all differ.
+    """
     digest = hashlib.sha256(json.dumps(architecture or {}, sort_keys=True).encode())
     for name, tensor in image_encoder.items():
         tensor = tensor.detach().cpu().contiguous()
@@ -66,7 +66,9 @@ def file_digest(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as error:
-        raise ImageLoadError(f"Cannot read image {str(path)!r}: {error.strerror}; replace or remove the file.") from None
+        raise ImageLoadError(
+            f"Cannot read image {str(path)!r}: {error.strerror}; replace or remove the file."
+        ) from None
 
 
 def _digest_or_skip(path: Path, skip: bool) -> str:
@@ -158,9 +160,13 @@ class FeatureCache:
         encode(missing[rank::world_size])
         barrier()
         # Normally nothing: what another process could not write (a crash, a concurrent job's race).
-        encode([i for i in missing if not files[i].is_file()])
+        encode([i for i in missing if not cast(Path, files[i]).is_file()])
         kept = [i for i, f in enumerate(files) if f is not None and f.is_file()]
-        features = torch.stack([load_file(files[i])["features"] for i in kept]) if kept else torch.empty(0, views, 0)
+        features = (
+            torch.stack([load_file(cast(Path, files[i]))["features"] for i in kept])
+            if kept
+            else torch.empty(0, views, 0)
+        )
         return features, torch.tensor(kept, dtype=torch.long)
 
 

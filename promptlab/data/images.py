@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
 from promptlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def is_image_file(path: Path) -> bool:
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files inside ``folder`` (and its subfolders when ``recursive``), sorted; other files are
-    skipped with a warning."""
+    skipped with a warning.
+    """
     images, skipped = [], []
     for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
         if is_image_file(path):
@@ -49,7 +51,10 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     if skipped:
         log.warning(
             "Skipped %d non-image file(s) in %s (e.g. %s); supported extensions: %s.",
-            len(skipped), folder, skipped[0], ", ".join(sorted(IMAGE_EXTENSIONS)),
+            len(skipped),
+            folder,
+            skipped[0],
+            ", ".join(sorted(IMAGE_EXTENSIONS)),
         )
     return images
 
@@ -75,8 +80,21 @@ def decode_image_bytes(data: bytes, name: str) -> tuple[Image.Image, str]:
 
 # Fragments of Pillow's decoder messages that mean the data ends early or is damaged.
 CORRUPT_MARKERS = (
-    "truncated", "buffer overrun", "decoder error", "negative seek", "data stream", "end of file",
-    "eof", "premature end", "corrupt", "invalid", "bad ", "unexpected", "error -", "crc", "checksum",
+    "truncated",
+    "buffer overrun",
+    "decoder error",
+    "negative seek",
+    "data stream",
+    "end of file",
+    "eof",
+    "premature end",
+    "corrupt",
+    "invalid",
+    "bad ",
+    "unexpected",
+    "error -",
+    "crc",
+    "checksum",
 )
 # ... and fragments that mean a valid file in a variant Pillow cannot decode.
 UNSUPPORTED_MARKERS = ("unsupported", "not supported", "unknown", "unrecognized", "not implemented", "cannot handle")
@@ -121,7 +139,9 @@ def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, st
         except Exception as error:  # any decoder failure is this file's, never the caller's (NotImplementedError...)
             detail = f"{type(error).__name__}: {str(error).rstrip('.')}" if str(error) else type(error).__name__
             reason = plain_reason(error, state["format"])
-            raise ImageLoadError(f"Cannot read image {name!r}: {reason} ({detail}); replace or remove the file.") from error
+            raise ImageLoadError(
+                f"Cannot read image {name!r}: {reason} ({detail}); replace or remove the file."
+            ) from error
         finally:
             for warning in caught:
                 decoder_log.info("%s: %s", name, warning.message)

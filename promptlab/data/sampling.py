@@ -42,7 +42,9 @@ def draw_few_shot(samples: list[Sample], shots: int, rng: random.Random) -> list
         else:
             log.warning(
                 "Class %r has only %d image(s), fewer than shots=%d; using all of them.",
-                items[0].class_name, len(items), shots,
+                items[0].class_name,
+                len(items),
+                shots,
             )
             drawn.extend(items)
     return drawn
@@ -76,9 +78,7 @@ def draw_train_val(
     return kept, held
 
 
-def subsample_classes(
-    splits: list[list[Sample]], subsample: Literal["all", "base", "new"]
-) -> list[list[Sample]]:
+def subsample_classes(splits: list[list[Sample]], subsample: Literal["all", "base", "new"]) -> list[list[Sample]]:
     """Keeps the first half of the sorted labels (base) or the rest (new), relabelled from 0.
 
     The labels are taken from the first split, as in CoOp's ``subsample_classes``.
@@ -89,9 +89,7 @@ def subsample_classes(
     half = math.ceil(len(labels) / 2)
     selected = labels[:half] if subsample == "base" else labels[half:]
     relabel = {old: new for new, old in enumerate(selected)}
-    return [
-        [Sample(s.path, relabel[s.label], s.class_name) for s in split if s.label in relabel] for split in splits
-    ]
+    return [[Sample(s.path, relabel[s.label], s.class_name) for s in split if s.label in relabel] for split in splits]
 
 
 def split_folder_samples(

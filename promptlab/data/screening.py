@@ -66,7 +66,9 @@ def screen_splits(
     Args:
         image_root: folder the sample paths are relative to.
         pool: every training image of the dataset (what the few-shot draw drew from).
-        train, val, test: the drawn splits.
+        train: the drawn training split.
+        val: the validation split.
+        test: the test split.
         shots: the few-shot draw's shots per class (< 1: no draw, nothing to replace).
         seed: seeds the choice of replacements.
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
@@ -60,15 +60,15 @@ def _read_class_folders(folder: Path, class_names: list[str] | None = None) -> t
     if class_names is None:
         class_names = [p.name for p in _class_folders(folder)]
         if not class_names:
-            raise DatasetError(f"Image folder {str(folder)!r} has no class sub-folders; expected <root>/<class>/<image>.")
+            raise DatasetError(
+                f"Image folder {str(folder)!r} has no class sub-folders; expected <root>/<class>/<image>."
+            )
     samples = []
     for label, name in enumerate(class_names):
         class_dir = folder / name
         images = list_images(class_dir) if class_dir.is_dir() else []
         if not images:
-            raise DatasetError(
-                f"Class folder {str(class_dir)!r} has no images; add images to it or remove the folder."
-            )
+            raise DatasetError(f"Class folder {str(class_dir)!r} has no images; add images to it or remove the folder.")
         samples += [Sample(str(p.relative_to(folder)), label, name) for p in images]
     return class_names, samples
 
@@ -82,6 +82,9 @@ def read_image_folder(
     """Reads ``root/<class>/*`` (split per class, seeded) or ``root/{train,val,test}/<class>/*``.
 
     Args:
+        root: the image folder.
+        train_fraction: share of a flat folder's images per class for training.
+        val_fraction: share for validation (the rest is the test split).
         drop_unreadable: for a flat folder, ``(root, samples) -> readable samples``, applied before
             the split (the split of a train/val/test layout is the user's: the caller screens it).
     """
@@ -107,7 +110,9 @@ def read_image_folder(
     return SplitSamples(root, class_names, train, val, test)
 
 
-def read_split_file(split_file: str | Path, image_root: str | Path, renames: dict[str, str] | None = None) -> SplitSamples:
+def read_split_file(
+    split_file: str | Path, image_root: str | Path, renames: dict[str, str] | None = None
+) -> SplitSamples:
     """Reads a CoOp split JSON: ``{"train"|"val"|"test": [[relative_path, label, class_name], ...]}``."""
     split_file, image_root = Path(split_file), Path(image_root)
     if not split_file.is_file():
@@ -121,7 +126,8 @@ def read_split_file(split_file: str | Path, image_root: str | Path, renames: dic
     except (ValueError, TypeError) as error:
         raise DatasetError(
             f"Split file {str(split_file)!r} is not in CoOp format "
-            '{"train": [[relative_path, label, class_name], ...], ...}: ' f"{error}."
+            '{"train": [[relative_path, label, class_name], ...], ...}: '
+            f"{error}."
         ) from error
     renames = renames or {}
     names: dict[int, str] = {}
@@ -188,6 +194,7 @@ def read_standard_dataset(name: str, root: str | Path) -> SplitSamples:
         if isinstance(error, DatasetError):
             raise
         raise DatasetError(f"Dataset {name!r} at {str(folder)!r} is incomplete or malformed: {error}.") from error
+    assert info.split_file is not None  # every layout without one returned above
     return read_split_file(folder / info.split_file, folder / info.image_dir, info.renames)
 
 

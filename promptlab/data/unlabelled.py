@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,23 +20,27 @@ log = logging.getLogger(__name__)
 
 def strong_transform(cfg: PreprocessConfig) -> T.Compose:
     """NoLA's (LaFTer's) strong view, as the reference: crop 0.2-1, flip, colour jitter (p=0.8), perspective
-    (distortion 0.2, p=0.5), a second colour jitter and a Gaussian blur, both always on."""
+    (distortion 0.2, p=0.5), a second colour jitter and a Gaussian blur, both always on.
+    """
     interpolation = _INTERPOLATION[cfg.interpolation]
-    return T.Compose([
-        T.RandomResizedCrop(cfg.size, scale=(0.2, 1.0), interpolation=interpolation),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomPerspective(distortion_scale=0.2, p=0.5, interpolation=interpolation),
-        T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
-        RandomBlur(cfg.size),
-        T.ToTensor(),
-        T.Normalize(cfg.mean, cfg.std),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(cfg.size, scale=(0.2, 1.0), interpolation=interpolation),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomPerspective(distortion_scale=0.2, p=0.5, interpolation=interpolation),
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+            RandomBlur(cfg.size),
+            T.ToTensor(),
+            T.Normalize(cfg.mean, cfg.std),
+        ]
+    )
 
 
 class RandomBlur:
     """PIL's Gaussian blur with a radius drawn from U(0.1, 2) pixels of a 224-pixel view (the reference's
-    SimCLR blur), scaled to the view's size so that small toy images are blurred alike."""
+    SimCLR blur), scaled to the view's size so that small toy images are blurred alike.
+    """
 
     def __init__(self, size: int, low: float = 0.1, high: float = 2.0) -> None:
         self.low, self.high = low * size / 224, high * size / 224
@@ -63,7 +66,8 @@ def names_only_splits(class_names_file: str, unlabelled: str | None) -> SplitSam
 
 def unlabelled_pool(unlabelled: str | None, splits: SplitSamples) -> tuple[Path, list[Sample]]:
     """(image root, samples with label -1): every image under ``unlabelled`` (recursively), or the
-    dataset's training split with its labels dropped (the NoLA protocol)."""
+    dataset's training split with its labels dropped (the NoLA protocol).
+    """
     if unlabelled:
         root = Path(unlabelled)
         if not root.is_dir():

@@ -1,5 +1,6 @@
 """The data version of a dataset folder tracked by DVC: by ``<folder>.dvc`` (``dvc add``) or as a
-pipeline stage's output recorded in ``dvc.lock`` (the toy world)."""
+pipeline stage's output recorded in ``dvc.lock`` (the toy world).
+"""
 
 from __future__ import annotations
 

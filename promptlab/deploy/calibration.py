@@ -1,5 +1,6 @@
 """The calibration record an exported classifier carries: the temperature its probabilities are
-divided by, and where it came from (fitted by :mod:`promptlab.methods._calibration`)."""
+divided by, and where it came from (fitted by :mod:`promptlab.methods._calibration`).
+"""
 
 from __future__ import annotations
 

@@ -102,7 +102,8 @@ class Classifier:
     @torch.no_grad()
     def features_and_probabilities(self, images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (as :meth:`predict_proba` takes them) -> ((N, D) L2-normalised image features,
-        (N, C) calibrated probabilities), on the CPU, from one image-encoder pass."""
+        (N, C) calibrated probabilities), on the CPU, from one image-encoder pass.
+        """
         features, probabilities = [], []
         for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
             encoded = self.head.encode(self.backbone, batch.to(self.device))  # (B, D)
@@ -133,6 +134,9 @@ class Classifier:
         """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes.
 
         Args:
+            images: PIL images, file paths, or preprocessed (3, H, W) tensors or an (N, 3, H, W) batch.
+            top_k: classes per prediction.
+            batch_size: images per image-encoder call.
             reject_below: answer "none of these" when the best calibrated probability is below it
                 (default: the threshold recorded at export, if any; 0 turns it off).
         """
@@ -170,10 +174,11 @@ def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights
             f"Classifier {str(path)!r} was made for a {ref['embed_dim']}-d backbone, but {ref['model_name']!r} "
             f"gives {backbone.embed_dim}-d features; use the backbone it was exported with."
         )
-    if not ref["embedded"] and ref["weights_sha256"] and backbone.weights_sha256() != ref["weights_sha256"]:
+    loaded_sha256 = backbone.weights_sha256() or ""
+    if not ref["embedded"] and ref["weights_sha256"] and loaded_sha256 != ref["weights_sha256"]:
         raise ClassifierFileError(
             f"Classifier {str(path)!r} was exported with other weights for {ref['model_name']!r} "
-            f"(sha256 {ref['weights_sha256'][:12]}..., loaded {backbone.weights_sha256()[:12]}...); "
+            f"(sha256 {ref['weights_sha256'][:12]}..., loaded {loaded_sha256[:12]}...); "
             "pass the weights file it was trained with as weights_path."
         )
     return backbone
@@ -183,7 +188,8 @@ def top_predictions(
     probabilities: torch.Tensor, class_names: list[str], k: int, reject_below: float | None = None
 ) -> list[Prediction]:
     """(N, C) probabilities -> one :class:`Prediction` per row with its ``k`` most likely classes;
-    "none of these" where the best probability is below ``reject_below``."""
+    "none of these" where the best probability is below ``reject_below``.
+    """
     top = probabilities.float().topk(min(k, len(class_names)), dim=-1)
     return [
         Prediction.from_top(values.tolist(), indices.tolist(), class_names, reject_below)

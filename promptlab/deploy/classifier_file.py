@@ -75,6 +75,9 @@ def write_classifier_file(
     """Saves tensors and metadata with an integrity digest, atomically; returns the path.
 
     Args:
+        path: the file to write.
+        meta: the JSON metadata (see the module docstring); ``format`` and ``format_version`` are added.
+        tensors: the head's tensors and, when embedded, the image tower's.
         format_version: only tests write older versions (to check that they still load).
     """
     path = Path(path)

@@ -49,8 +49,9 @@ class Batch:
 
 
 def collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> Batch:
+    """Collates a batch, keeping the unreadable files' reasons apart."""
     readable = [(image, index) for image, index, _ in items if image is not None]
-    failures = [(index, reason) for image, index, reason in items if image is None]
+    failures = [(index, reason or "unreadable") for image, index, reason in items if image is None]
     images = torch.stack([image for image, _ in readable]) if readable else None
     return Batch(images, [index for _, index in readable], failures)
 
@@ -59,7 +60,8 @@ def default_workers(device: torch.device) -> int:
     """Decoding processes worth starting: on a GPU every core can decode while the GPU encodes; on the
     CPU the workers take cores from the encoder, so only about half of the cores beyond the first two
     decode (2 cores: none; there ``benchmarks/deploy.py`` measured 2 workers at 0.86x of none on toy-clip,
-    0.62x on clip-tiny and 0.94x on ViT-B-16)."""
+    0.62x on clip-tiny and 0.94x on ViT-B-16).
+    """
     cores = os.cpu_count() or 1
     return min(8, cores) if device.type == "cuda" else max(0, cores // 2 - 1)
 

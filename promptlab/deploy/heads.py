@@ -43,7 +43,8 @@ def mixture_logits(
     Args:
         image_features: (B, D) normalised image features.
         expert_features: (E, C, D) normalised class features of every expert.
-        weights: (B, k) mixture weights; indices: (B, k) expert of each weight.
+        weights: (B, k) mixture weights.
+        indices: (B, k) expert of each weight.
         logit_scale: CLIP's (exponentiated) logit scale.
 
     Returns:
@@ -60,7 +61,10 @@ def cache_logits(
     """Tip-Adapter's cache model: exp(-beta (1 - f k)) @ one-hot values.
 
     Args:
-        image_features: (B, D) normalised; keys: (N, D) cached training features; values: (N, C).
+        image_features: (B, D) normalised image features.
+        keys: (N, D) cached training features.
+        values: (N, C) their one-hot labels.
+        beta: sharpness of the affinity.
 
     Returns:
         (B, C) cache logits (before the ``alpha`` weight).
@@ -82,9 +86,10 @@ class Head(nn.Module):
         """The numbers (not tensors) stored with the head."""
         return {}
 
-    def encode(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, backbone: Any, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, D) float features as this head takes them (normalised
-        unless ``raw_features``), from ``backbone`` (a :class:`promptlab.backbone.FrozenCLIP`)."""
+        unless ``raw_features``), from ``backbone`` (a :class:`promptlab.backbone.FrozenCLIP`).
+        """
         return backbone.encode_image(images, normalize=not self.raw_features).float()
 
     @property
@@ -103,11 +108,15 @@ class Head(nn.Module):
 
 class LinearHead(Head):
     """``logits = scale * f @ weight.T + bias``: zero-shot and CoOp (scale = CLIP's logit scale, no
-    bias), the linear probe (scale 1, with a bias) and NoLA (scale 1, unnormalised ``f``: ``raw_features``)."""
+    bias), the linear probe (scale 1, with a bias) and NoLA (scale 1, unnormalised ``f``: ``raw_features``).
+    """
 
     kind = "linear"
     tensor_names = ("weight",)
     optional_tensors = ("bias",)
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(
         self, weight: torch.Tensor, scale: float, bias: torch.Tensor | None = None, raw_features: bool = False
@@ -132,6 +141,10 @@ class MixtureHead(Head):
     kind = "mixture"
     tensor_names = ("experts", "router_weight", "router_bias")
     class_tensor = "experts"
+
+    experts: torch.Tensor
+    router_weight: torch.Tensor
+    router_bias: torch.Tensor
 
     def __init__(
         self,
@@ -160,10 +173,15 @@ class MixtureHead(Head):
 
 class CacheHead(Head):
     """Tip-Adapter: CLIP's zero-shot logits plus ``alpha`` times the cache model's
-    (:func:`cache_logits` over the few-shot training features)."""
+    (:func:`cache_logits` over the few-shot training features).
+    """
 
     kind = "cache"
     tensor_names = ("weight", "keys", "values")
+
+    weight: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
 
     def __init__(
         self, weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, alpha: float, beta: float, scale: float
@@ -198,7 +216,7 @@ def head_from_file(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> He
         raise HeadError(f"Unknown head kind {kind!r}; this promptlab reads {', '.join(HEADS)} (upgrade promptlab?).")
     cls = HEADS[kind]
     try:
-        arrays = {n: tensors[f"head.{n}"] for n in cls.tensor_names}
+        arrays: dict[str, torch.Tensor | None] = {n: tensors[f"head.{n}"] for n in cls.tensor_names}
         arrays |= {n: tensors.get(f"head.{n}") for n in cls.optional_tensors}
         return cls(**arrays, **{k: v for k, v in spec.items() if k != "kind"})
     except (KeyError, TypeError) as error:

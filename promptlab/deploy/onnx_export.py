@@ -100,6 +100,8 @@ def export_onnx(classifier: Classifier, path: str | Path) -> Path:
             f"Cannot export backbone {classifier.meta['backbone']['model_name']!r} to ONNX "
             f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); use the .safetensors classifier instead."
         ) from error
+    if program is None:
+        raise OnnxExportError(f"The ONNX exporter returned nothing for {classifier.meta['backbone']['model_name']!r}.")
     model = program.model_proto
     onnx.helper.set_model_props(model, {"promptlab": json.dumps(onnx_metadata(classifier))})
     atomic_write(path, lambda tmp: onnx.save_model(model, str(tmp)))

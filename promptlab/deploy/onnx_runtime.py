@@ -122,6 +122,7 @@ class OnnxClassifier:
         Args:
             images: one or a list of file paths, PIL images or preprocessed (3, H, W) arrays, or an
                 (N, 3, H, W) array.
+            batch_size: images per graph call.
 
         Returns:
             (N, C) probabilities, classes ordered as ``class_names``.
@@ -134,6 +135,7 @@ class OnnxClassifier:
         self, images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
     ) -> list[Prediction]:
         """One :class:`~promptlab.deploy.prediction.Prediction` per image; "none of these" below
-        ``reject_below`` (default: the threshold recorded at export; 0 turns it off)."""
+        ``reject_below`` (default: the threshold recorded at export; 0 turns it off).
+        """
         threshold = self.reject_below if reject_below is None else reject_below
         return rank(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)

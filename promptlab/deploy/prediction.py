@@ -1,11 +1,13 @@
 """What the torch classifier, the ONNX runtime and the server share (imports no torch): one image's
-answer, ranking probabilities into answers, and cutting images into batches."""
+answer, ranking probabilities into answers, and cutting images into batches.
+"""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from promptlab.errors import UserError
 
@@ -61,11 +63,10 @@ def check_reject_below(value: float | None, option: str = "reject_below") -> flo
     return None if value is None else float(value)
 
 
-def rank(
-    probabilities: Sequence[Sequence[float]], class_names: Sequence[str], k: int, reject_below: float | None = None
-) -> list[Prediction]:
+def rank(probabilities: Any, class_names: Sequence[str], k: int, reject_below: float | None = None) -> list[Prediction]:
     """(N, C) probabilities (nested lists, or anything with ``tolist``) -> one :class:`Prediction` per row
-    with its ``k`` most likely classes; "none of these" where the best is below ``reject_below``."""
+    with its ``k`` most likely classes; "none of these" where the best is below ``reject_below``.
+    """
     threshold = check_reject_below(reject_below)
     rows = probabilities.tolist() if hasattr(probabilities, "tolist") else probabilities
     predictions = []
@@ -81,6 +82,8 @@ def image_batches(images, batch_size: int, prepare: Callable, stack: Callable) -
     Args:
         images: an (N, 3, H, W) batch (sliced as it is), or one or a list of items that ``prepare``
             turns into a (3, H, W) image (file paths, PIL images, already prepared images).
+        batch_size: images per batch.
+        prepare: one item -> a (3, H, W) image.
         stack: (3, H, W) images -> (B, 3, H, W) (``torch.stack``, ``numpy.stack``).
     """
     if getattr(images, "ndim", 0) == 4:

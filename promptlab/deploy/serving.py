@@ -26,7 +26,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import litserve as ls
 import numpy as np
@@ -214,22 +214,25 @@ class ClassifierAPI(ls.LitAPI):
         if Path(self.classifier_path).suffix.lower() == ".onnx":
             from promptlab.deploy.onnx_runtime import OnnxClassifier
 
-            self.classifier = OnnxClassifier(self.classifier_path)
-            self._prepare, self._stack = self.classifier.to_array, np.stack
+            runtime = OnnxClassifier(self.classifier_path)
+            self.classifier: Any = runtime
+            self._prepare, self._stack = runtime.to_array, np.stack
         else:
             import torch
 
             from promptlab.deploy.classifier import Classifier
 
-            self.classifier = Classifier.load(self.classifier_path, self.weights_path, device=device)
-            self._prepare, self._stack = self.classifier.transform, torch.stack
+            classifier = Classifier.load(self.classifier_path, self.weights_path, device=device)
+            self.classifier = classifier
+            self._prepare, self._stack = classifier.transform, cast(Any, torch.stack)
         if self.default_reject_below is None:
             self.default_reject_below = self.classifier.reject_below
         log.info("Serving %s (%d classes) on %s.", self.classifier_path, len(self.classifier.class_names), device)
 
     def decode_request(self, request: dict) -> tuple[Any, dict] | Refusal:
         """The canonical body (see :class:`RequestGate`) -> (preprocessed image, options), or a refusal
-        for this request alone (raising here would fail every request of the batch)."""
+        for this request alone (raising here would fail every request of the batch).
+        """
         try:
             image, _ = decode_image_bytes(base64.b64decode(request["image"]), request["name"])
             return self._prepare(image), request

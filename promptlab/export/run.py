@@ -49,6 +49,10 @@ def export_run(
     its test fitted on the validation split, and its data version.
 
     Args:
+        run_dir: the run folder.
+        output: the file to write (default: ``<run>/classifier.safetensors``), ``.onnx`` for ONNX.
+        embed_backbone: store the image tower's weights in the file.
+        reject_below: answer "none of these" below this calibrated top probability.
         classes: other class names (added, removed, reordered) for the learned prompts; see
             :meth:`~promptlab.methods._base.CLIPClassifier.with_classes`.
     """

@@ -36,6 +36,7 @@ def register_method(cls: type[CLIPClassifier]) -> type[CLIPClassifier]:
 
 
 def unregister_method(key: str) -> None:
+    """Removes a method from the registry (tests and notebooks that registered one)."""
     METHODS.pop(key, None)
 
 

@@ -1,15 +1,18 @@
 """The shared LightningModule: frozen backbone, logits, metrics, the training loop, the reference
-optimiser and schedule, checkpoints of the trainable part only, and the method contract's defaults."""
+optimiser and schedule, checkpoints of the trainable part only, and the method contract's defaults.
+"""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.data import AttributeDict
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -58,6 +61,11 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
 
     # True where the logits take the image feature unnormalised (NoLA's head); the exported head says so.
     raw_image_features: ClassVar[bool] = False
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The init args (``save_hyperparameters``), read as attributes: ``self.hparams.lr``."""
+        return cast(AttributeDict, super().hparams)
 
     def __init__(
         self,
@@ -115,7 +123,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         it after instantiating them; tests call it directly): the data takes the backbone's
         preprocessing and, when the image encoder is frozen, the encoder whose features it caches;
         the method keeps the data module for what it reads besides training batches (NoLA's
-        unlabelled pool, the feature-fitted baselines' split features)."""
+        unlabelled pool, the feature-fitted baselines' split features).
+        """
         data.connect_model(self.preprocess, self.backbone if self.caches_image_features else None)
         self.data = data
 
@@ -137,7 +146,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
     @property
     def can_change_classes(self) -> bool:
         """True when nothing the method learned belongs to particular classes, so class names can be
-        added or removed without training again (:meth:`with_classes`)."""
+        added or removed without training again (:meth:`with_classes`).
+        """
         return self.transfers_to_new_classes
 
     def with_classes(self, class_names: list[str]) -> CLIPClassifier:
@@ -164,12 +174,14 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
     @torch.no_grad()
     def export_head(self) -> Head:
         """What an exported classifier needs besides the image encoder (default: fixed (C, D) class
-        features under CLIP's logit scale)."""
+        features under CLIP's logit scale).
+        """
         return LinearHead(self.class_features().detach().float(), float(self.backbone.logit_scale))
 
     def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
         """What the app's Inspect page shows of this method after testing (read from ``log_dir``,
-        where the method wrote its reports); ``metrics`` are the test metrics ({} without a test)."""
+        where the method wrote its reports); ``metrics`` are the test metrics ({} without a test).
+        """
         return []
 
     @property
@@ -248,7 +260,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
     def fit_calibration(self) -> Calibration:
         """The temperature of calibrated probabilities, fitted on the connected data's validation split
         (never on test images); T = 1 with the reason when there is none or the method learns without
-        labels."""
+        labels.
+        """
         if self.learns_from == "unlabelled":
             return Calibration(fitted_on="not calibrated: the method learns without labels, and calibrating needs them")
         loader = self.data.calibration_dataloader() if self.data is not None else None
@@ -336,11 +349,12 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
 
     def lr_factor(self, epoch: int, max_epochs: int, base_lr: float) -> float:
         """Learning-rate multiplier of an epoch for a parameter group whose learning rate is ``base_lr``:
-        Dassl's constant warm-up (every group at ``warmup_lr``, as Dassl sets them all), then cosine."""
+        Dassl's constant warm-up (every group at ``warmup_lr``, as Dassl sets them all), then cosine.
+        """
         hp = self.hparams
         return warmup_cosine_factor(epoch, max_epochs, hp.warmup_epochs, hp.warmup_lr / base_lr)
 
-    def configure_optimizers(self) -> dict[str, Any] | None:
+    def configure_optimizers(self) -> Any:
         params = self.trainable_parameters()
         if not params:
             return None
@@ -348,10 +362,9 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         trainer = self._trainer  # None outside a Trainer (the property would raise)
         max_epochs = max(trainer.max_epochs or 1, 1) if trainer is not None else 1
         factors = [
-            lambda epoch, base_lr=group["lr"]: self.lr_factor(epoch, max_epochs, base_lr)
-            for group in optimizer.param_groups
+            partial(self.lr_factor, max_epochs=max_epochs, base_lr=group["lr"]) for group in optimizer.param_groups
         ]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)  # type: ignore[arg-type]  # partials of one int
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -- checkpoints: trainable part only -----------------------------------------------------------
@@ -374,7 +387,8 @@ class ClassChangeError(UserError):
 class FeatureFitted(CLIPClassifier):
     """Base of the methods fitted on cached image features when ``fit`` starts (the linear probe,
     Tip-Adapter): no epochs to speak of, hyper-parameters chosen on validation, and a head that
-    exists for the training classes only."""
+    exists for the training classes only.
+    """
 
     uses_epochs = False
     transfers_to_new_classes = False

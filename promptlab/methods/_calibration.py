@@ -31,7 +31,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     give a trustworthy temperature, so T is clamped to [0.05, 20].
 
     Args:
-        logits: (N, C) uncalibrated logits; labels: (N,) true classes.
+        logits: (N, C) uncalibrated logits.
+        labels: (N,) true classes.
+        max_iter: L-BFGS iterations.
 
     Returns:
         The fitted temperature (1.0 when ``logits`` is empty).
@@ -60,7 +62,8 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, where: str) -> Calibra
     module docstring).
 
     Args:
-        logits: (N, C) uncalibrated validation logits; labels: (N,).
+        logits: (N, C) uncalibrated validation logits.
+        labels: (N,) true classes.
         where: what the logits are of, e.g. "validation split".
     """
     n = len(labels)
@@ -80,7 +83,7 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, where: str) -> Calibra
 
 
 def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
-    """torchmetrics' multiclass ECE (L1, 15 bins) of (N, C) probabilities against (N,) labels."""
+    """Torchmetrics' multiclass ECE (L1, 15 bins) of (N, C) probabilities against (N,) labels."""
     if len(labels) == 0:
         return float("nan")
     return float(

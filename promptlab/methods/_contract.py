@@ -9,6 +9,7 @@ A method class fills the class attributes of :class:`MethodInfo` (inherited by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -49,7 +50,7 @@ class Bars:
     """A horizontal bar chart of ``values`` (label -> number)."""
 
     title: str
-    values: dict[str, float]
+    values: Mapping[str, float]
     axis: str = ""
     caption: str = ""
     kind: str = "bars"
@@ -88,7 +89,7 @@ def panels_from_json(content: list[dict]) -> list[Panel]:
     """Panels saved by :func:`panels_to_json`; entries of unknown kind (a newer promptlab) are dropped."""
     panels = []
     for entry in content if isinstance(content, list) else []:
-        cls = PANEL_KINDS.get(entry.get("kind")) if isinstance(entry, dict) else None
+        cls = PANEL_KINDS.get(str(entry.get("kind"))) if isinstance(entry, dict) else None
         if cls is not None:
             panels.append(cls(**entry))
     return panels

@@ -59,6 +59,9 @@ def select_pseudo_labels(
     Args:
         probabilities: (N, C) stage-1 class probabilities of the pool.
         valid: (N,) images that could be read.
+        class_names: class names by label (for the warning).
+        min_per_class: the least k.
+        fraction: k as a share of the pool per class.
 
     Returns:
         (M,) pool indices and (M,) labels; no image gets two.
@@ -103,7 +106,8 @@ def train_labeller(
     seed: int = 0,
 ) -> nn.Sequential:
     """The reference's MLP (D -> hidden -> ReLU -> C), Adam, cross-entropy, batches of 32, on
-    pseudo-labelled features."""
+    pseudo-labelled features.
+    """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = nn.Sequential(nn.Linear(features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))

@@ -65,7 +65,7 @@ def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: 
     n_ctx = sum(s for s in segments if isinstance(s, int))
     rows, slots = [], []
     for name in class_names:
-        ids, ctx_positions = [tokenizer.sot_token_id], []
+        ids, ctx_positions = [tokenizer.sot_token_id], list[int]()
         for segment in segments:
             if isinstance(segment, int):
                 ctx_positions += range(len(ids), len(ids) + segment)

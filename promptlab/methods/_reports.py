@@ -22,9 +22,14 @@ def save_test_report(
     """Writes test_metrics.json, confusion_matrix.json and confusion_matrix.png into ``out_dir``.
 
     Args:
+        out_dir: the run folder.
+        class_names: class names by label.
+        accuracy: test accuracy.
+        macro_f1: test macro F1.
+        per_class_accuracy: (C,) accuracy of each class.
         confusion: (C, C) counts, rows = true class, columns = predicted class.
         calibration: the temperature, where it was fitted and the test ECE before and after it
-            (:class:`promptlab.calibration.Calibration` as a dict).
+            (:class:`promptlab.deploy.calibration.Calibration` as a dict).
 
     Returns:
         The metrics dictionary written to test_metrics.json.
@@ -67,7 +72,7 @@ def plot_confusion_matrix(confusion: torch.Tensor, class_names: list[str], path:
                     count = int(confusion[i, j])
                     if count:
                         color = "white" if rates[i, j] > 0.5 else "black"
-                        ax.text(j, i, count, ha="center", va="center", color=color, fontsize=8)
+                        ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion matrix (accuracy {float(confusion.trace() / confusion.sum().clamp(min=1)):.1%})")

@@ -1,5 +1,6 @@
 """Class features from hand-written text: the one template-ensemble head of zero-shot CLIP, NoLA's
-description classifier, MoCoOp's prototypes and Tip-Adapter's CLIP branch."""
+description classifier, MoCoOp's prototypes and Tip-Adapter's CLIP branch.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ TemplateChoice = str | list[str]
 
 def resolve_templates(templates: TemplateChoice, dataset_template: str) -> list[str]:
     """Template names (``dataset``, ``ensemble``, ``openai``) or a list -> template strings, each
-    checked to contain ``{}``."""
+    checked to contain ``{}``.
+    """
     named = {
         "dataset": [dataset_template],
         "ensemble": list(ENSEMBLE_TEMPLATES),
@@ -38,7 +40,8 @@ def ensemble_features(
 ) -> torch.Tensor:
     """(C, D): per class, the renormalised mean of the normalised features of its texts (CLIP's prompt
     ensembling): every template filled with the class name (``{}`` replaced), plus ``extra_texts[c]``
-    (NoLA's descriptions)."""
+    (NoLA's descriptions).
+    """
     texts, owner = [], []
     for c, name in enumerate(class_names):
         filled = [t.replace("{}", name) for t in templates] + (list(extra_texts[c]) if extra_texts else [])

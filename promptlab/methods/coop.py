@@ -42,6 +42,11 @@ class CoOp(CLIPClassifier):
     toy = ToyDefaults("coop.yaml")
     epochs_by_shots = COOP_EPOCHS
 
+    # buffers registered in __init__
+    token_embeddings: torch.Tensor
+    context_slots: torch.Tensor
+    pool_index: torch.Tensor
+
     def __init__(
         self,
         n_ctx: int = 16,

@@ -37,6 +37,11 @@ class LinearProbe(FeatureFitted):
     about = "A baseline: logistic regression on CLIP's image features of your labelled images; no prompts."
     toy = ToyDefaults("linear_probe.yaml")
 
+    # buffers registered in __init__
+    weight: torch.Tensor
+    bias: torch.Tensor
+    c: torch.Tensor
+
     def __init__(self, search_steps: int = 8, default_c: float = 1.0, max_iter: int = 1000, **kwargs) -> None:
         super().__init__(**kwargs)
         n, d = len(self.class_names), self.backbone.embed_dim
@@ -84,7 +89,7 @@ class LinearProbe(FeatureFitted):
             best_c = float(self.hparams.default_c)
             log.info("Linear probe: no validation images and too few per class to cross-validate; C = %g.", best_c)
         else:
-            if has_val:
+            if val_features is not None and val_labels is not None and len(val_features):
                 xv, yv = val_features.float().cpu().numpy(), val_labels.cpu().numpy()
                 accuracy = lambda c: float((self._fit(x, y, c).predict(xv) == yv).mean())  # noqa: E731
             else:  # no validation split (the app's runs): stratified k-fold on the training features

@@ -76,6 +76,9 @@ class MoCoOp(CLIPClassifier):
     epochs_by_shots = COOP_EPOCHS
     trainer_args = {"gradient_clip_val": 1.0}
 
+    # buffers registered in __init__
+    prototypes: torch.Tensor
+
     def __init__(
         self,
         template_groups: list[list[str]] | None = None,
@@ -198,7 +201,7 @@ class MoCoOp(CLIPClassifier):
 
     def test_step(self, batch, batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
-        if batch is None or self._routing_counts is None:
+        if batch is None or self._routing_counts is None or self._last_route is None:
             return
         labels = batch[1].cpu()
         chosen = self._last_route.cpu()  # (B, k)

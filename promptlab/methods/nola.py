@@ -104,6 +104,10 @@ class NoLA(CLIPClassifier):
     min_images_per_class = 0
     raw_image_features = True  # stage-3 logits are f @ W.T of the unnormalised feature
 
+    # buffers registered in __init__
+    stage1_weights: torch.Tensor
+    pool_labels: torch.Tensor
+
     def __init__(
         self,
         descriptions_file: str | None = None,
@@ -185,7 +189,8 @@ class NoLA(CLIPClassifier):
     @torch.no_grad()
     def on_fit_end(self) -> None:
         """How far the trained classifier agrees, on the pool, with the DINO labeller that taught it and
-        with the description classifier (stage 1): weak labels show as disagreement."""
+        with the description classifier (stage 1): weak labels show as disagreement.
+        """
         data = self.data
         if data is None or not len(self.pool_labels) or not getattr(data, "label_free", False):
             return
@@ -350,7 +355,8 @@ class NoLA(CLIPClassifier):
 
 def agreement_panel(stages: dict) -> Text:
     """How far NoLA's three labellers agree on the unlabelled pool; a warning when the final classifier
-    disagrees with its own teacher (the DINO labeller) on more than ``WEAK_LABELS_DISAGREEMENT``."""
+    disagrees with its own teacher (the DINO labeller) on more than ``WEAK_LABELS_DISAGREEMENT``.
+    """
     final_vs_dino, teachers = stages["pool_agreement_final_vs_dino"], stages["pool_label_agreement_stage1_vs_dino"]
     parts = [
         f"the description classifier and the DINO labeller agree on {teachers:.0%}",

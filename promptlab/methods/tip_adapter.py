@@ -1,5 +1,6 @@
 """Tip-Adapter and Tip-Adapter-F (Zhang et al., ECCV 2022): a cache model of the few-shot training
-features added to zero-shot CLIP's logits; -F also fine-tunes the cache keys."""
+features added to zero-shot CLIP's logits; -F also fine-tunes the cache keys.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ class TipAdapter(FeatureFitted):
     label = "Tip-Adapter"
     about = "A baseline: zero-shot CLIP plus a cache of your labelled images' features; nothing trained."
     toy = ToyDefaults("tip_adapter.yaml")
+
+    # buffers registered in __init__
+    text_features: torch.Tensor
+    cache_values: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
 
     def __init__(
         self,

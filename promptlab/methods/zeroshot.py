@@ -29,6 +29,9 @@ class ZeroShotCLIP(CLIPClassifier):
     app_init_args = {"templates": "ensemble"}  # on a real CLIP, CoOp's ensemble beats a single template
     min_images_per_class = 1
 
+    # buffers registered in __init__
+    text_features: torch.Tensor
+
     def __init__(self, templates: Literal["dataset", "ensemble", "openai"] | list[str] = "dataset", **kwargs) -> None:
         super().__init__(**kwargs)
         self.templates = resolve_templates(templates, self.hparams.dataset_template)

@@ -1,0 +1,1 @@
+"""The offline toy world: rendered shapes in four styles, and the tiny CLIP and DINO pretrained on it."""

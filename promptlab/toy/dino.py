@@ -1,9 +1,11 @@
 """The tiny DINO backbone: a ViT shaped like toy-clip's image tower (open_clip VisionTransformer,
-32 px, patch 4, width 128, 4 layers, 128-d output), trained by self-distillation."""
+32 px, patch 4, width 128, 4 layers, 128-d output), trained by self-distillation.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,9 @@ from promptlab.backbone import FrozenCLIP
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 TOY_DINO_WEIGHTS = WEIGHTS_DIR / "toy-dino.safetensors"
-def build_toy_dino(warm_start: bool = False) -> torch.nn.Module:
+
+
+def build_toy_dino(warm_start: bool = False) -> Any:
     """The tiny DINO's ViT; ``warm_start`` copies the shipped toy-clip image tower's weights.
 
     Takes any input size that the patch grid divides (DINO's local crops are 16 px); returns (B, 128).
@@ -24,9 +28,10 @@ def build_toy_dino(warm_start: bool = False) -> torch.nn.Module:
     return visual.train()
 
 
-def _allow_any_input_size(visual: torch.nn.Module) -> None:
+def _allow_any_input_size(visual: Any) -> None:
     """open_clip's ``_embeds`` with the positional embedding interpolated (differentiably) to the patch grid
-    of smaller inputs, such as DINO's 16 px local crops."""
+    of smaller inputs, such as DINO's 16 px local crops.
+    """
 
     def embeds(x: torch.Tensor) -> torch.Tensor:
         x = visual.conv1(x)  # (B, width, side, side)

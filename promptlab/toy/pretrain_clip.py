@@ -16,6 +16,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ def soft_targets(attributes: list[Attributes], named: list[dict]) -> torch.Tenso
     return torch.tensor([[float(all(getattr(a, k) == v for k, v in n.items())) for n in named] for a in attributes])
 
 
-def encode_text(model, tower: TextTower, token_ids: torch.Tensor) -> torch.Tensor:
+def encode_text(model: Any, tower: TextTower, token_ids: torch.Tensor) -> torch.Tensor:
     """Trainable text encoding, truncated at the batch's last EOT (exact, and ~5x cheaper)."""
     token_ids = token_ids[:, : int(token_ids.argmax(-1).max()) + 1]
     return tower.encode(model.token_embedding(token_ids), token_ids.argmax(-1))
@@ -71,6 +72,7 @@ def zero_shot_accuracy(
 
 
 def pretrain(data: Path, out: Path, steps: int, batch_size: int, lr: float, warmup: int, seed: int) -> dict:
+    """Pretrains toy-clip contrastively on the toy world's captioned images; returns its report."""
     torch.manual_seed(seed)
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
     model, tower, tokenizer = create_trainable_clip("toy-clip")
@@ -124,7 +126,8 @@ TEMPLATES = ("a photo of a {}.", "an image of a {}", "a drawing of a {}.")
 
 def evaluate(backbone: FrozenCLIP, data: Path) -> dict:
     """Zero-shot accuracy per task and template on the validation and test splits, and k-NN accuracy of
-    the image features (train split as memory, test split as queries)."""
+    the image features (train split as memory, test split as queries).
+    """
     return {
         f"zero_shot_{split}": {
             f"{task} / {template}": zero_shot_accuracy(backbone, data, task, template, split=split)
@@ -136,6 +139,7 @@ def evaluate(backbone: FrozenCLIP, data: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m promptlab.toy.pretrain_clip``: pretrains toy-clip and writes its weights and report."""
     parser = argparse.ArgumentParser(description="Pretrain the tiny CLIP on the toy world.")
     parser.add_argument("--data", default="toy")
     parser.add_argument("--out", default="promptlab/weights/toy-clip.safetensors")

@@ -105,6 +105,7 @@ def pretrain(
     local_scale: tuple[float, float] = (0.1, 0.4),
     warm_start: bool = True,
 ) -> dict:
+    """Pretrains toy-dino by self-distillation (DINO) on the toy world's images; returns its report."""
     torch.manual_seed(seed)
     images, _ = load_pairs(data)  # labels are never used
     student, teacher = build_toy_dino(warm_start), build_toy_dino()
@@ -131,7 +132,7 @@ def pretrain(
             teacher_out = [teacher_head(teacher(x)) for x in globals_]
             targets = [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher_out]
         student_out = [student_head(student(x)) for x in globals_ + locals_]
-        loss, terms = 0.0, 0
+        loss, terms = torch.zeros(()), 0
         for ti, target in enumerate(targets):
             for si, output in enumerate(student_out):
                 if si == ti:
@@ -178,6 +179,7 @@ def compare_features(data: Path, dino_weights: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m promptlab.toy.pretrain_dino``: pretrains toy-dino and writes its weights and report."""
     parser = argparse.ArgumentParser(description="Pretrain the tiny DINO on the toy world (no labels).")
     parser.add_argument("--data", default="toy")
     parser.add_argument("--out", default="promptlab/weights/toy-dino.safetensors")

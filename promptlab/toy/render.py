@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -115,7 +116,8 @@ def _polygon(shape: str) -> list[tuple[float, float]]:
 
 
 def _jitter(colour: tuple[int, int, int], rng: random.Random, amount: int) -> tuple[int, int, int]:
-    return tuple(int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in colour)
+    r, g, b = (int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in colour)
+    return r, g, b
 
 
 def _background(kind: str, side: int, rng: random.Random) -> Image.Image:
@@ -168,7 +170,8 @@ def render(attributes: Attributes, rng: random.Random, size: int = 32) -> Image.
         )
     elif style == "photo":
         shadow = [(x + 0.04 * side, y + 0.05 * side) for x, y in points]
-        draw.polygon(shadow, fill=tuple(int(c * 0.35) for c in image.getpixel((int(cx), int(cy)))))
+        background = cast(tuple[int, int, int], image.getpixel((int(cx), int(cy))))  # an RGB image
+        draw.polygon(shadow, fill=tuple(int(c * 0.35) for c in background))
         draw.polygon(points, fill=colour)
     else:
         draw.polygon(points, fill=colour)

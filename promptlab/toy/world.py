@@ -126,12 +126,12 @@ def generate(
     (out / "image_attributes.json").write_text(json.dumps(image_attributes, indent=0))
     (out / "splits").mkdir(parents=True, exist_ok=True)
     for task, (train_styles, test_styles) in TASKS.items():
-        split = {
+        task_split = {
             "train": [item for style in train_styles for item in by_split[(style, "train")]],
             "val": [item for style in train_styles for item in by_split[(style, "val")]],
             "test": [item for style in test_styles for item in by_split[(style, "test")]],
         }
-        (out / "splits" / f"{task}.json").write_text(json.dumps(split))
+        (out / "splits" / f"{task}.json").write_text(json.dumps(task_split))
 
     # Unlabelled pools, one per style; their labels are kept apart for evaluation only.
     labels = {}
@@ -163,6 +163,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m promptlab.toy.world``: generates the toy world."""
     parser = argparse.ArgumentParser(description="Generate the offline toy world.")
     parser.add_argument("--out", default="toy")
     parser.add_argument("--seed", type=int, default=0)

@@ -32,7 +32,8 @@ SetAside = Literal["none_of_these", "skipped"]
 @dataclass(frozen=True)
 class Suggestion:
     """One pool image to label: the classifier's guess, its calibrated probability and the margin
-    to the runner-up (small: the classifier hesitates)."""
+    to the runner-up (small: the classifier hesitates).
+    """
 
     path: Path
     guess: str
@@ -43,7 +44,8 @@ class Suggestion:
 def ranking_classifier(project: Project, device: str = "cpu") -> tuple[Classifier, str]:
     """(classifier, a sentence saying which) that ranks the pool: the newest finished run with the
     project's classes, else zero-shot CLIP on the class names with the newest run's (or the default)
-    backbone."""
+    backbone.
+    """
     classes = project.classes()
     if len(classes) < 2:
         raise ProjectError(f"Project {project.name!r} needs at least 2 classes before images can be suggested.")
@@ -75,6 +77,9 @@ def suggest_labels(
     """The ``count`` pool images to label next, best first (set-aside images excluded).
 
     Args:
+        project: the project whose unlabelled pool is ranked.
+        classifier: the classifier that ranks it.
+        count: how many images to suggest.
         memo: file name -> (features, probabilities) of images encoded earlier with this classifier;
             filled here, so that after labelling one image only new uploads are encoded again.
     """

@@ -66,7 +66,8 @@ class ProjectError(ValueError):
 
 def check_name(name: str, what: str) -> str:
     """A project or class name, stripped and in Unicode NFC (so "café" typed two ways is one name), that
-    is safe as a folder name on any file system; raises :class:`ProjectError`."""
+    is safe as a folder name on any file system; raises :class:`ProjectError`.
+    """
     name = unicodedata.normalize("NFC", name.strip())
     if not name:
         raise ProjectError(f"The {what} name is empty; type a name.")
@@ -227,6 +228,7 @@ class Project:
         image cannot have two labels.
 
         Args:
+            class_name: the class the images belong to, or None for the unlabelled pool.
             uploads: (uploaded file name, content) pairs; the name is used only in messages.
         """
         folder = self.unlabelled_dir if class_name is None else self._class_dir(class_name)

@@ -110,6 +110,7 @@ class RunResults:
 
 
 def run_results(run_dir: Path) -> RunResults:
+    """Everything the Inspect page shows of a run, read from its folder."""
     lightning = run_dir / LIGHTNING_DIR
     return RunResults(
         run_dir=run_dir,

@@ -1,5 +1,6 @@
 """An app run's folder: the names of its files, its settings (``settings.json``) and its record
-(``run.json``), shared by the app's pages, the run launcher and the background worker."""
+(``run.json``), shared by the app's pages, the run launcher and the background worker.
+"""
 
 from __future__ import annotations
 
@@ -61,10 +62,12 @@ class RunSettings:
 
 
 def now_utc() -> str:
+    """The time now, as run records write it."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_json(path: Path, content: dict) -> None:
+    """Writes ``content`` as indented JSON, atomically."""
     atomic_write_bytes(path, json.dumps(content, indent=2).encode())
 
 

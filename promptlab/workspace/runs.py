@@ -147,6 +147,8 @@ def start_run(project: Project, settings: RunSettings, in_process: bool = False)
     The worker runs in its own session, so it outlives a browser refresh or an app restart.
 
     Args:
+        project: the project to train on.
+        settings: what the user chose on the Train page.
         in_process: run the worker here and return when it is done (for methods registered at run
             time, which a new process would not know: tests, notebooks).
 
@@ -234,7 +236,7 @@ def cancel_run(project: Project, run_id: str, wait_s: float = 10.0) -> None:
     """
     run_dir = project.runs_dir / run_id
     pid = read_json(run_dir / RUN_FILE).get("pid")
-    if process_alive(pid):
+    if pid and process_alive(pid):
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait_s
         while process_alive(pid) and time.monotonic() < deadline:

@@ -47,6 +47,9 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
     Everything method-specific comes from the method's contract (:mod:`promptlab.methods._contract`).
 
     Args:
+        project_path: the project folder.
+        run_dir: the run's folder.
+        settings: the run's settings.
         log_name: the Lightning log folder inside ``run_dir`` (reports and checkpoints go there).
     """
     method = settings.method_class
@@ -176,7 +179,8 @@ def train(run_dir: Path) -> None:
 
 def validation_accuracy(cli) -> float | None:
     """The model's accuracy on the run's validation images (a share of the training images), or None
-    when there are none."""
+    when there are none.
+    """
     if not cli.datamodule.splits.val:
         return None
     (result,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
@@ -210,7 +214,8 @@ def compare_on_validation(
 
 def one_line_error(error: BaseException) -> str:
     """The message a user needs: a promptlab error's own text, even when wrapped (jsonargparse wraps
-    errors raised while instantiating a model as ``Does not validate...`` followed by ``- <reason>`` lines)."""
+    errors raised while instantiating a model as ``Does not validate...`` followed by ``- <reason>`` lines).
+    """
     from promptlab.errors import USER_ERRORS
 
     cause: BaseException | None = error
@@ -230,6 +235,7 @@ def _release_lock(run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m promptlab.workspace.worker <run dir>``: runs it and records the outcome."""
     run_dir = Path((argv or sys.argv[1:])[0]).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -12,7 +12,19 @@ from promptlab.toy.world import generate
 def test_quick_accuracy_benchmark(tmp_path):
     generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=1, pretrain_images=0)
     out = tmp_path / "results"
-    main(["--quick", "--epochs", "1", "--data_root", str(tmp_path / "data"), "--out", str(out), "--runs", str(tmp_path / "runs")])
+    main(
+        [
+            "--quick",
+            "--epochs",
+            "1",
+            "--data_root",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+            "--runs",
+            str(tmp_path / "runs"),
+        ]
+    )
     report = json.loads((out / "accuracy.json").read_text())
     assert {r["method"] for r in report["runs"]} == set(METHODS)
     assert {(r["shots"]) for r in report["runs"] if r["method"] == "CoOp"} == {1, 16}
