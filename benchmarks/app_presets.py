@@ -89,11 +89,13 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append({"train_per_class": train, "seed": seed, "config": name} | result)
                     print(json.dumps(rows[-1]), flush=True)
                     (OUT / "app_presets.json").write_text(json.dumps(rows, indent=1))
-    write_table(rows)
+    table = render(rows)
+    print(table)
+    (OUT / "app_presets.md").write_text(table + "\n")
 
 
-def write_table(rows: list[dict]) -> None:
-    """app_presets.md: mean held-out accuracy per size and configuration, the default choice marked."""
+def render(rows: list[dict]) -> str:
+    """Mean held-out accuracy per size and configuration, the default choice marked."""
     lines = [
         f"Mean held-out accuracy over seeds (`python benchmarks/app_presets.py`): three toy shapes, {HELD_OUT} "
         "held-out images per class; zero-shot CLIP measured on the same images in every run.",
@@ -116,9 +118,7 @@ def write_table(rows: list[dict]) -> None:
         if default.benchmark_config is None:
             zero = statistics.mean(r["zero_shot"] for r in rows if r["train_per_class"] == train)
             lines.append(f"| {train} | zero-shot **(app default)** | {zero:.1%} | {zero:.1%} | {zero:.1%} |")
-    table = "\n".join(lines)
-    print(table)
-    (OUT / "app_presets.md").write_text(table + "\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ OUT = Path(__file__).parent / "speed.json"
 TOY_COOP_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "coop.yaml"
 N_CTX = 16
 SECTIONS = ["training", "memory", "inference"]
+TRAINING_ROWS = ["synthetic", "toy", "vit_b16"]
 
 
 def class_names(n: int) -> list[str]:
@@ -322,6 +323,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model only, a few steps (CI)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS, help="what to (re)run")
+    parser.add_argument(
+        "--training_rows", nargs="+", choices=TRAINING_ROWS, default=TRAINING_ROWS, help="training rows to (re)run"
+    )
     parser.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._memory:
@@ -342,22 +346,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "training" in args.sections:
-            results["training"] = []
+            rerun = {"synthetic": ("synthetic", "clip-tiny"), "toy": ("toy style_shift", "toy-clip"),
+                     "vit_b16": ("synthetic", "ViT-B-16")}  # fmt: skip
+            redone = {rerun[row] for row in args.training_rows}
+            results["training"] = [r for r in results["training"] if (r["task"], r["backbone"]) not in redone]
             n, shots = (10, 4) if args.quick else (100, 16)
             split = synthetic_dataset(tmp / "synthetic", n, shots, size=64 if args.quick else 256)
             synthetic = {"root": str(split.parent), "dataset": "split", "split_file": str(split), "shots": shots}
             cache = str(tmp / "cache")
             epochs = 2 if args.quick else 3
-            record(
-                "training", compare_training("synthetic", "clip-tiny", None, synthetic, epochs, epochs, None, 1, cache)
-            )
-            if not args.quick:
+            if "synthetic" in args.training_rows:
+                record(
+                    "training",
+                    compare_training("synthetic", "clip-tiny", None, synthetic, epochs, epochs, None, 1, cache),
+                )
+            if not args.quick and "toy" in args.training_rows:
                 # The toy config's crops; both loops share one context (the reference loop has no CSC).
                 crop_scale = tuple(OmegaConf.load(TOY_COOP_CONFIG).data.crop_scale)
                 toy = {"root": ".", "dataset": "toy_style_shift", "shots": 16, "crop_scale": crop_scale}
                 for seed in (1, 2, 3):
                     record("training", compare_training("toy style_shift", "toy-clip", "promptlab", toy, 200, 200,
                                                         None, seed, cache))  # fmt: skip
+            if not args.quick and "vit_b16" in args.training_rows:
                 vit = synthetic | {"cache_views": 1}  # per-epoch time does not depend on the views cached
                 record("training", compare_training("synthetic", "ViT-B-16", None, vit, 2, None, 4, 1, cache))
         if "memory" in args.sections:

@@ -13,7 +13,7 @@ from promptlab.data.transforms import test_transform
 from promptlab.deploy.calibration import Calibration
 from promptlab.deploy.classifier_file import ClassifierFileError, read_classifier_file
 from promptlab.deploy.heads import Head, HeadError, head_from_file
-from promptlab.deploy.prediction import Prediction, image_batches
+from promptlab.deploy.prediction import Images, Prediction, image_batches
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -100,7 +100,7 @@ class Classifier:
         return (logits / self.temperature).softmax(dim=-1).cpu()
 
     @torch.no_grad()
-    def features_and_probabilities(self, images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_probabilities(self, images: Images, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (as :meth:`predict_proba` takes them) -> ((N, D) L2-normalised image features,
         (N, C) calibrated probabilities), on the CPU, from one image-encoder pass.
         """
@@ -113,7 +113,7 @@ class Classifier:
             return torch.empty(0, self.head.feature_dim), torch.empty(0, len(self.class_names))
         return torch.cat(features), torch.cat(probabilities)
 
-    def predict_proba(self, images, batch_size: int = 64) -> torch.Tensor:
+    def predict_proba(self, images: Images, batch_size: int = 64) -> torch.Tensor:
         """Calibrated class probabilities of images.
 
         Args:
@@ -129,7 +129,7 @@ class Classifier:
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 
     def predict(
-        self, images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
+        self, images: Images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
     ) -> list[Prediction]:
         """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes.
 

@@ -27,7 +27,7 @@ import onnxruntime
 from PIL import Image
 
 from promptlab.data.images import load_image
-from promptlab.deploy.prediction import Prediction, image_batches, rank
+from promptlab.deploy.prediction import Images, Prediction, image_batches, rank
 from promptlab.errors import UserError
 
 ONNX_FORMAT = "promptlab-onnx-classifier"  # as written by promptlab.deploy.onnx_export
@@ -116,7 +116,7 @@ class OnnxClassifier:
         """(B, 3, H, W) float32 preprocessed images -> (B, C) calibrated probabilities."""
         return self.session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
-    def predict_proba(self, images, batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, images: Images, batch_size: int = 64) -> np.ndarray:
         """Calibrated class probabilities.
 
         Args:
@@ -132,7 +132,7 @@ class OnnxClassifier:
         return np.concatenate(parts) if parts else np.empty((0, len(self.class_names)), np.float32)
 
     def predict(
-        self, images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
+        self, images: Images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
     ) -> list[Prediction]:
         """One :class:`~promptlab.deploy.prediction.Prediction` per image; "none of these" below
         ``reject_below`` (default: the threshold recorded at export; 0 turns it off).

@@ -13,6 +13,10 @@ from promptlab.errors import UserError
 
 NONE_OF_THESE = "none of these"
 
+Images = Any
+"""One image or a list of them: file paths, PIL images or preprocessed (3, H, W) arrays or tensors, or an
+(N, 3, H, W) batch."""
+
 
 @dataclass
 class Prediction:

@@ -1,0 +1,174 @@
+"""Renders every benchmark table in the docs from the committed JSON, the benchmarks' plots and the layer graph.
+
+    python tools/render_docs.py           # rewrite the generated blocks of README.md and docs/*.md
+    python tools/render_docs.py --check   # exit 1 when a page differs from what it is rendered from
+
+A page marks each generated block with ``<!-- generated: NAME -->`` ... ``<!-- end generated -->``;
+NAME is a key of :data:`TABLES`, whose function turns the benchmark's JSON (or, for ``layers``, the
+package's imports) into Markdown. Nothing in between is edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the benchmark scripts' own table functions
+
+from benchmarks import (  # noqa: E402
+    accuracy,
+    active_learning,
+    app_presets,
+    deploy,
+    new_classes,
+    open_set,
+    serving,
+    speed,
+)
+from tools.import_graph import mermaid  # noqa: E402
+
+BENCHMARKS, DOCS = ROOT / "benchmarks", ROOT / "docs"
+PLOTS = {  # benchmark output -> its copy under docs/ (mkdocs serves only files under docs/)
+    BENCHMARKS / "results" / "accuracy.png": DOCS / "img" / "accuracy.png",
+    BENCHMARKS / "active_learning.png": DOCS / "img" / "active_learning.png",
+}
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL)
+
+
+def _read(name: str) -> object:
+    return json.loads((BENCHMARKS / name).read_text())
+
+
+def _accuracy() -> str:
+    report = _read("results/accuracy.json")
+    summary = report["summary"]
+    by_shots = [r for r in summary if "base" not in r]
+    return (
+        accuracy.markdown(by_shots, report["args"]["shots"])
+        + accuracy.label_free_markdown(summary)
+        + (accuracy.base_to_new_markdown(summary))
+    )
+
+
+def _active_learning() -> str:
+    report = _read("active_learning.json")
+    rows, zero = report["runs"], report["zero_shot"]
+    seeds = sorted({r["seed"] for r in rows})
+    rounds = int(max(r["labels_per_class"] for r in rows))
+    return active_learning.markdown(active_learning.summarise(rows, zero), zero, rounds, seeds)
+
+
+def _pretraining() -> str:
+    clip, dino = _read("pretraining_clip.json"), _read("pretraining_dino.json")
+    tasks = ("shapes", "style_shift", "mixed")
+
+    def triple(values: dict, key: str) -> str:
+        return " / ".join(f"{100 * values[key.format(task)]:.1f}" for task in tasks) + " %"
+
+    return "\n".join(
+        [
+            "| | toy-clip | toy-dino |",
+            "|---|---|---|",
+            f"| training | {clip['steps']:,} steps, batch {clip['batch_size']}, {clip['minutes']:.1f} min | "
+            f"{dino['steps']:,} steps, batch {dino['batch_size']}, {dino['minutes']:.1f} min |",
+            '| zero-shot shape accuracy, "a photo of a {}.", test (shapes / style_shift / mixed) | '
+            f"{triple(clip['zero_shot_test'], '{} / a photo of a {{}}.')} | (no text tower) |",
+            f'| the same, "an image of a {{}}", test | {triple(clip["zero_shot_test"], "{} / an image of a {{}}")} | |',
+            '| the same, "a photo of a {}.", validation | '
+            f"{triple(clip['zero_shot_val'], '{} / a photo of a {{}}.')} | |",
+            "| k-NN shape accuracy, k = 10, train split as memory | "
+            f"{triple(clip['knn'], '{}')} | {triple(dino['knn_shape_accuracy'], 'toy-dino / {}')} |",
+        ]
+    )
+
+
+def _text_encoder() -> str:
+    report = _read("text_encoder.json")
+    prompts = {"coop_ctx16": "CoOp, 16 context vectors + name", "template": '"a photo of a {}."'}
+    lines = [
+        "| prompts | classes | tokens (mean / longest / full) | full 77 tokens | truncated | speed-up | "
+        "max abs difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {prompts.get(r['prompt'], r['prompt'])} | {r['classes']} | "
+            f"{r['tokens_mean']:.1f} / {r['tokens_max']} / "
+            f"{r['tokens_full']} | {r['seconds_full']:.3g} s | {r['seconds_truncated']:.3g} s | {r['speedup']:.1f}x | "
+            f"{r['max_abs_difference']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def _new_classes(method: str) -> Callable[[], str]:
+    return lambda: new_classes.render(_read(f"new_classes_{method}.json"), method)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "accuracy": _accuracy,
+    "active-learning": _active_learning,
+    "app-presets": lambda: app_presets.render(_read("app_presets.json")),
+    "deploy": lambda: deploy.table(_read("deploy.json")),
+    "new-classes-coop": _new_classes("coop"),
+    "new-classes-mocoop": _new_classes("mocoop"),
+    "open-set": lambda: open_set.table(_read("open_set.json")["rows"]),
+    "pretraining": _pretraining,
+    "serving": lambda: serving.table(_read("serving.json")["results"]),
+    "speed": lambda: speed.table(_read("speed.json")),
+    "text-encoder": _text_encoder,
+    "layers": mermaid,
+}
+
+
+def _without_title(markdown: str) -> str:
+    """A script's Markdown without its own top-level title (the page has its headings)."""
+    lines = markdown.strip("\n").splitlines()
+    while lines and (lines[0].startswith("# ") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines) + "\n"
+
+
+def render(page: str) -> str:
+    """The page with every generated block rendered from its JSON."""
+
+    def block(match: re.Match) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            raise SystemExit(f"{page}: unknown generated block {name!r}; known: {', '.join(TABLES)}")
+        return f"{match[1]}{_without_title(TABLES[name]())}{match[4]}"
+
+    return BLOCK.sub(block, page)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Renders (or with ``--check`` compares) every generated block; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a page is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        text = path.read_text()
+        rendered = render(text)
+        if rendered != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(rendered)
+    for source, copy in PLOTS.items():
+        if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+            stale.append(copy)
+            if not args.check:
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, copy)
+    verb = "stale" if args.check else "rendered"
+    print("\n".join(f"{verb}: {path.relative_to(ROOT)}" for path in stale) or "every generated block is current")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
