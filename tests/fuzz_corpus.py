@@ -1,4 +1,4 @@
-"""A corpus of bad image files the tests generate (issue 17): every format Pillow writes, stored
+"""A corpus of bad image files the tests generate: every format Pillow writes, stored
 under image extensions; truncated at several offsets; bit-flipped headers; huge declared sizes;
 animations whose later frames are broken. Deterministic for a seed."""
 

@@ -137,7 +137,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
 
 def resolve_configs(args: list[str]) -> list[str]:
     """``-c``/``--config`` paths that do not exist here but name a shipped config (``configs/toy/coop.yaml``)
-    -> that shipped file, so the README's commands work from an installed wheel in any folder.
+    -> that shipped file, so the documented commands work from an installed wheel in any folder.
     """
     resolved = list(args)
     for i, arg in enumerate(resolved[:-1]):

@@ -20,7 +20,7 @@ JSON metadata::
                     (P prompt tokens inserted in the ViT, NoLA; 0 for none)
     calibration     temperature (probabilities are softmax(logits / T)), fitted_on (a sentence),
                     num_images, ece_before, ece_after (test ECE with T = 1 and with T; null if unmeasured);
-                    absent in files of earlier releases: T = 1
+                    absent in version 1 files: T = 1
     reject_below    answer "none of these" below this calibrated top probability (null: never)
     method, hparams, metrics, data_version, created
 

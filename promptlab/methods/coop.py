@@ -16,7 +16,7 @@ from promptlab.methods._prompts import ClassPosition, build_prompt_layout, coop_
 class CoOp(CLIPClassifier):
     """Context Optimization (Zhou et al., 2022).
 
-    Three differences from the reference code, each a decision pinned by ``tests/test_coop_reference.py``:
+    Three differences from the reference code, each a decision pinned by ``tests/methods/test_coop_reference.py``:
     every *token* of ``ctx_init`` is learned (the reference counts words, so "itap of a" learns "it",
     "ap", "of" and keeps "a" fixed); ``ctx_init`` with ``class_specific`` gives every class its own copy
     (the reference then ignores class-specific contexts); and at the middle and front positions the

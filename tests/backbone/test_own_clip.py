@@ -1,4 +1,4 @@
-"""Bring your own CLIP (issue 17, items 1-4): local-dir: and hf-hub: backbones, preprocessing
+"""Bring your own CLIP: local-dir: and hf-hub: backbones, preprocessing
 overrides, refusing weights of another architecture, QuickGELU for OpenAI's tags, and exported
 classifiers of such models loading in a process that never saw their config."""
 

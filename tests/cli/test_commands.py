@@ -85,7 +85,7 @@ def test_bad_root_is_one_line_error(tmp_path, capsys):
     ],
 )
 def test_errors_while_building_model_or_data_are_one_line(image_folder, capsys, option, words):
-    """Issue 17, item 5: not jsonargparse's 80-line traceback with exit 1."""
+    """One line, not jsonargparse's 80-line traceback with exit 1."""
     assert main(["fit", "-c", CONFIG, f"--data.root={image_folder}", option]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and "Traceback" not in err and len(err.splitlines()) == 1
@@ -131,7 +131,7 @@ DATASETS = sorted(p.stem for p in Path("configs/datasets").glob("*.yaml"))
 @pytest.mark.parametrize("method", ["coop/rn50", "coop/vit_b16", "zeroshot/vit_b16"])
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_shipped_configs_compose(method, dataset, capsys):
-    """Shipped configs stack as the README says (parsed only: real weights and datasets are not here)."""
+    """Shipped configs stack as the docs say (parsed only: real weights and datasets are not here)."""
     args = [
         "fit",
         "-c",

@@ -44,7 +44,7 @@ def test_train_test_subfolders(tmp_path):
 
 
 def test_without_val_folder_validation_never_uses_test_images(tmp_path, caplog):
-    """Issue 17, item 6: validation comes from the training images the few-shot draw left."""
+    """Validation comes from the training images the few-shot draw left."""
     make_image_folder(tmp_path / "ds" / "train", 6)
     make_image_folder(tmp_path / "ds" / "test", 3, seed=1)
     with caplog.at_level(logging.INFO):
@@ -102,7 +102,7 @@ def test_corrupt_image_is_named_and_can_be_skipped(image_folder):
 
 
 def test_skipped_images_are_warned_once_replaced_in_the_draw_and_recorded(tmp_path, caplog):
-    """Issue 17, item 9: one warning per file, one summary, full shots, and data.json says what happened."""
+    """One warning per file, one summary, full shots, and data.json says what happened."""
     root = tmp_path / "ds"
     make_image_folder(root / "train", 8)
     make_image_folder(root / "test", 3, seed=1)

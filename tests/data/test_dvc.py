@@ -1,4 +1,4 @@
-"""Dataset versioning with real DVC, offline: the README's recipe in a temporary repository, and the
+"""Dataset versioning with real DVC, offline: the documented recipe (docs/datasets.md) in a temporary repository, and the
 project's own pipeline definition."""
 
 import filecmp

@@ -83,7 +83,7 @@ def test_fewer_images_than_shots_warns_and_uses_all(caplog):
 
 @pytest.mark.parametrize("shots", [1, 4, 16])
 def test_without_val_split_validation_comes_from_unused_training_images(shots):
-    """Issue 17, item 6: never the test images; the training draw stays the reference's."""
+    """Never the test images; the training draw stays the reference's."""
     train = make_samples(5)
     drawn, val = draw_train_val(train, [], shots, seed=2)
     assert drawn == draw_train_val(train, make_samples(6, prefix="val"), shots, seed=2)[0]

@@ -1,4 +1,4 @@
-"""The generated corpus of bad image files through all four entry points (issue 17): the app's
+"""The generated corpus of bad image files through all four entry points: the app's
 upload, the Python API, `promptlab classify` and the folder loader. Each file is accepted or
 refused with one sentence naming it; no raw exception, no hang, the same verdict everywhere, and
 no decoder chatter on the terminal."""

@@ -20,7 +20,7 @@ def test_visual_prompts_are_recorded_in_the_file(tmp_path):
 
 
 def _write_version_1(model, path):
-    """What promptlab 0.1 wrote: class_features (and router.*) + logit_scale, no head record."""
+    """A format version 1 file: class_features (and router.*) + logit_scale, no head record."""
     current = export_classifier(model, path.with_suffix(".v2.safetensors"))
     meta, tensors = read_classifier_file(current)
     head = meta.pop("head")

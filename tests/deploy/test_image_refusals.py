@@ -1,4 +1,4 @@
-"""Every decoding failure is one file's refusal, at every entry point (issue 17, items 7 and 8): a
+"""Every decoding failure is one file's refusal, at every entry point: a
 decoder that raises something other than an OSError, and a tiny JPEG that declares 81 Mpx."""
 
 import io
@@ -113,7 +113,7 @@ def test_the_folder_loader_skips_them_when_asked(bad_folder):
 
 
 def test_a_classifier_of_a_local_weights_file_asks_for_it(tmp_path):
-    """Issue 17, item 4: exported from ``pretrained: null`` plus a weights file, loaded without
+    """Exported from ``pretrained: null`` plus a weights file, loaded without
     ``weights_path``: one sentence instead of ``TypeError: 'NoneType' object is not subscriptable``."""
     from safetensors.torch import save_file
 

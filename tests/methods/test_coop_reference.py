@@ -1,7 +1,7 @@
 """CoOp against a transcription (in our own code) of the reference's prompt construction
 (KaiyangZhou/CoOp, ``trainers/coop.py``, ``PromptLearner``): exact where promptlab agrees, and the
-three places where it differs by decision, each pinned (README, "CoOp: three differences from the
-reference code").
+three places where it differs by decision, each pinned (docs/methods/coop.md,
+"Three differences from the reference code").
 """
 
 import pytest

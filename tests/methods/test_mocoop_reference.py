@@ -1,6 +1,6 @@
 """MoCoOp against a transcription (in our own code) of the reference's expert prompts, gating target
 and optimiser schedule (dyabel/mocoop, ``prompting/moe.py``; Dassl's ConstantWarmupScheduler), on
-random weights. Each test fails on the version before issue 19's fix it pins.
+random weights. Each test pins one way the prompts, the gate or the schedule could drift from the reference.
 """
 
 import pytest
@@ -50,7 +50,7 @@ def exact_rows(after: str) -> list[int]:
     """The names whose expert can be exact. Where a name ending in punctuation meets learned context that
     starts with punctuation ("C++" + ","), the filled text merges the two into one BPE token, which a
     context shared by all classes cannot hold; the reference's count of the name's tokens then also
-    misplaces its context (README: a deliberate difference)."""
+    misplaces its context (docs/methods/mocoop.md: a deliberate difference)."""
     return [i for i, n in enumerate(NAMES) if not (after[:1] in ",;:!?" and after and not n[-1].isalnum())]
 
 

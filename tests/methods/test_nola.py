@@ -120,7 +120,7 @@ def test_cli_label_free_fit_reports_stages_and_exports(image_folder, tmp_path, c
     assert {"stage1_accuracy", "stage2_accuracy", "stage3_accuracy"} <= set(stages)
     labels_file = run / "nola_pseudo_labels.safetensors"
     assert labels_file.is_file()
-    # Issue 18, item 5: the final classifier's agreement with its teacher, measured on the pool.
+    # The final classifier's agreement with its teacher, measured on the pool.
     assert 0 <= stages["pool_agreement_final_vs_dino"] <= 1 and 0 <= stages["pool_agreement_final_vs_stage1"] <= 1
     saved = load_file(str(labels_file))
     assert saved["stage1_labels"].shape == saved["pool_labels"].shape == (31,)

@@ -1,6 +1,6 @@
 """NoLA against a transcription (in our own code) of the reference's stage 3 and stage 2 (fazliimam/NoLA,
-``trainers/NoLA.py`` and ``utils/``), on random weights. Each test fails on the version before issue 19's
-fix it pins; the one deliberate difference left (the pseudo-label fallback) is in the README.
+``trainers/NoLA.py`` and ``utils/``), on random weights. Each test pins one
+step; the one deliberate difference (the pseudo-label fallback) is in docs/methods/nola.md.
 """
 
 import math

@@ -243,8 +243,8 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             page.get_by_test_id("stHeading").filter(has_text="%").last.wait_for()
             screenshot("6-try-it")
             # "None of these": the threshold at its top (0.95), and a picture the trained classifier is less
-            # sure of than that. A grey picture of no class used to be one, but how sure a classifier is of
-            # a picture of nothing is the toy CLIP's property, not the app's (issue 19's toy-clip: 0.99).
+            # sure of than that. Not a grey picture of no class: how sure a classifier is of a picture of
+            # nothing is the toy CLIP's property, not the app's (the shipped toy-clip: 0.99).
             page.get_by_role("slider").focus()
             page.keyboard.press("End")
             settle()

@@ -117,7 +117,7 @@ def test_data_page_manages_classes_and_reports_uploads(workspace):
 
 
 def test_data_page_suggests_pool_images_and_labels_them_in_one_click(tmp_path, monkeypatch):
-    """Issue 18, item 1: from zero-shot before any run; one click labels, "none of these" sets aside."""
+    """From zero-shot before any run; one click labels, "none of these" sets aside."""
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     project = toy_project(tmp_path, per_class=2, pool=8)
     at = open_page("data")
@@ -162,7 +162,7 @@ def test_train_page_explains_what_is_missing(workspace):
     [(4, "zeroshot", None, "fewer than 4 training images"), (8, "coop", 50, "shared by every class")],
 )
 def test_train_page_preselects_by_the_images_each_class_has(tmp_path, monkeypatch, per_class, method, epochs, words):
-    """Issue 18, item 4: 4 images per class leave 3 to train on (zero-shot), 8 leave 6 (shared context)."""
+    """4 images per class leave 3 to train on (zero-shot), 8 leave 6 (shared context)."""
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     toy_project(tmp_path, per_class=per_class)
     at = open_page("train")

@@ -1,4 +1,4 @@
-"""Label these next (issue 18, item 1): uncertain and diverse pool images first, one call to label
+"""Label these next: uncertain and diverse pool images first, one call to label
 one, set-aside images never suggested again; works from zero-shot before any run."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Project and class names (issue 17, item 13): any text is either a usable folder name or one
+"""Project and class names: any text is either a usable folder name or one
 ProjectError, never an OSError; NFC and NFD spellings are one name; invisible characters are refused."""
 
 import unicodedata

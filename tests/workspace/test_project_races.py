@@ -1,4 +1,4 @@
-"""Concurrent changes to one project (issue 17, item 12): the same image uploaded to two classes at
+"""Concurrent changes to one project: the same image uploaded to two classes at
 the same moment is stored once, never in both; one file uploaded twice at once is added once; with
 threads and with separate processes."""
 

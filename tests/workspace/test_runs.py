@@ -143,7 +143,7 @@ def test_coop_run_end_to_end_with_snapshot_lock_and_results(tmp_path):
     labels = [p.label for p in classifier.predict([str(project.data_dir / r["path"]) for r in rows])]
     assert labels == [r["predicted"] for r in rows]
 
-    # Issue 18, item 4: learned against zero-shot on validation images drawn from the training images.
+    # Learned against zero-shot on validation images drawn from the training images.
     validation = record["validation"]
     val = json.loads((results.run_dir / "lightning" / "fewshot_split.json").read_text())["val"]
     held_out = {r["path"] for r in rows}
@@ -187,7 +187,7 @@ def test_other_methods_run_and_leave_what_the_inspect_page_shows(tmp_path, metho
         assert sum(counts.values.values()) == 12 and "the DINO labeller trained on its picks" in stages.text
         assert "the final classifier agrees with the DINO labeller (its teacher) on" in agreement.text
     assert (record["zero_shot_accuracy"] is None) == (method == "zeroshot")
-    # Issue 18, item 3: a class added by name, without retraining, where the method's prompts allow it.
+    # A class added by name, without retraining, where the method's prompts allow it.
     more = [*SHAPES, "star"]
     if method == "nola":
         with pytest.raises(ClassChangeError, match="cannot be added or removed without training again"):
@@ -219,7 +219,7 @@ def test_cancel_and_a_dead_worker_release_the_lock(tmp_path):
     assert active_run(project) is None
 
     # The app restarted mid-training and the machine killed the worker: the run reads as interrupted,
-    # and the lock no longer blocks a new run.
+    # and the lock does not block a new run.
     run_id = start_run(project, RunSettings(method="coop", epochs=1000))
     while run_status(project.runs_dir / run_id).get("status") != "running" and time.monotonic() < deadline + 60:
         time.sleep(0.2)
