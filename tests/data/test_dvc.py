@@ -1,5 +1,5 @@
-"""Dataset versioning with real DVC, offline: the documented recipe (docs/datasets.md) in a temporary repository, and the
-project's own pipeline definition."""
+"""Dataset versioning with real DVC, offline: the documented recipe (docs/datasets.md) in a temporary
+repository, and the project's own pipeline definition."""
 
 import filecmp
 import os
