@@ -45,7 +45,7 @@ from promptlab.data import FewShotDataModule
 from promptlab.deploy.classifier import Classifier
 from promptlab.export import export_classifier
 from promptlab.methods import CoOp
-from promptlab.methods._base import warmup_cosine_factor
+from promptlab.methods._schedule import warmup_cosine_factor
 
 OUT = Path(__file__).parent / "speed.json"
 TOY_COOP_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "coop.yaml"

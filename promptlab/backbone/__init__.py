@@ -9,10 +9,10 @@ from promptlab.backbone.frozen_clip import (
     IMAGENET_CLASSNAMES,
     OPENAI_IMAGENET_TEMPLATES,
     FrozenCLIP,
-    PreprocessConfig,
     file_sha256,
     list_backbones,
 )
+from promptlab.backbone.preprocess import PreprocessConfig
 from promptlab.backbone.source import BackboneError
 
 __all__ = [

@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
+from promptlab.backbone.preprocess import PreprocessConfig
 from promptlab.backbone.source import BackboneError, is_custom_architecture, resolve_backbone
 from promptlab.backbone.text_tower import TextTower
 from promptlab.backbone.visual_prompts import install_visual_prompts, visual_prompts_disabled
@@ -43,28 +43,6 @@ __all__ = [
     "file_sha256",
     "list_backbones",
 ]
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How images must be prepared for a backbone (from open_clip's own preprocessing config)."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-
-    @classmethod
-    def from_open_clip(cls, cfg: dict) -> PreprocessConfig:
-        size = cfg["size"]
-        if isinstance(size, (tuple, list)):
-            if size[0] != size[1]:
-                raise BackboneError(f"Non-square input size {size} is not supported.")
-            size = size[0]
-        return cls(int(size), tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"))
-
-    def to_dict(self) -> dict:
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation}
 
 
 def list_backbones() -> list[str]:

@@ -19,14 +19,13 @@ from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
-from promptlab.data.screening import find_unreadable, log_summary, screen_splits
+from promptlab.data.screening import log_summary, screen_splits
 from promptlab.data.sources import (
     DatasetError,
     SplitSamples,
+    check_class_names_of_splits,
     prediction_samples,
-    read_image_folder,
-    read_split_file,
-    read_standard_dataset,
+    read_dataset,
 )
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.unlabelled import names_only_splits, strong_transform, unlabelled_pool
@@ -145,22 +144,9 @@ class FewShotDataModule(L.LightningDataModule):
         """The dataset read from disk, few-shot drawn and class-subsampled (deterministic for the seed)."""
         if self.class_names_file:
             return names_only_splits(self.class_names_file, self.unlabelled)
-        screened: dict[Sample, str] | None = None
-        if self.dataset == "folder":
-
-            def drop_unreadable(root: Path, samples: list[Sample]) -> list[Sample]:
-                nonlocal screened
-                screened = find_unreadable(root, samples)
-                return [sample for sample in samples if sample not in screened]
-
-            # A flat folder is split after screening, so that bad images cannot empty a class's share.
-            data = read_image_folder(
-                self.root, self.train_fraction, self.val_fraction, drop_unreadable if self.skip_bad_images else None
-            )
-        elif self.dataset == "split":
-            data = read_split_file(cast(str, self.split_file), self.root)  # required for 'split' (checked above)
-        else:
-            data = read_standard_dataset(self.dataset, self.root)
+        data, screened = read_dataset(
+            self.dataset, self.root, self.split_file, self.train_fraction, self.val_fraction, self.skip_bad_images
+        )
         shots = 0 if self.label_free else self.shots
         train, val = draw_train_val(data.train, data.val, shots, self.seed, self.val_fraction)
         if not data.val and val:
@@ -185,19 +171,7 @@ class FewShotDataModule(L.LightningDataModule):
                 data.image_root, data.train, train, val, test, shots, self.seed
             )
         train, val, test = subsample_classes([train, val, test], self.subsample)
-        names = {s.label: s.class_name for split in (test, val, train) for s in split}
-        class_names = [names[label] for label in sorted(names)]
-        if sorted(names) != list(range(len(names))) or {s.label for s in train} != set(names):
-            skipped = (
-                f" ({len(self.unreadable_images)} unreadable images were skipped)" if self.unreadable_images else ""
-            )
-            raise DatasetError(
-                f"Dataset {self.root!r} has classes without readable training images{skipped}; give every class some."
-            )
-        if len(class_names) < 2:
-            raise DatasetError(
-                f"Dataset {self.root!r} has {len(class_names)} class(es); a classifier needs at least 2."
-            )
+        class_names = check_class_names_of_splits(self.root, train, val, test, len(self.unreadable_images or {}))
         log.info(
             "Data: %d classes, %d train / %d val / %d test images (%s shots, seed %d, %s classes).",
             len(class_names),

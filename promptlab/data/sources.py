@@ -7,10 +7,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
 from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
 from promptlab.data.sampling import Sample, split_folder_samples
+from promptlab.data.screening import find_unreadable
 from promptlab.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -216,3 +218,68 @@ def prediction_samples(paths: list[str]) -> list[Sample]:
     if not samples:
         raise DatasetError("No images to predict; pass image files or folders with --data.predict_files.")
     return samples
+
+
+def read_dataset(
+    dataset: str,
+    root: str,
+    split_file: str | None,
+    train_fraction: float,
+    val_fraction: float,
+    skip_bad_images: bool,
+) -> tuple[SplitSamples, dict[Sample, str] | None]:
+    """A dataset's splits as its layout gives them (an image folder, a CoOp split file or a standard dataset).
+
+    Args:
+        dataset: ``folder``, ``split`` or a standard dataset's name.
+        root: the dataset's folder (the image root for ``split``).
+        split_file: the CoOp split JSON of ``split``.
+        train_fraction: share of a flat folder's images per class for training.
+        val_fraction: share for validation.
+        skip_bad_images: screen a flat folder for unreadable images before splitting it, so that bad
+            images cannot empty a class's share.
+
+    Returns:
+        The splits, and the unreadable images of a screened folder with their reasons (None when the
+        folder was not screened here).
+    """
+    screened: dict[Sample, str] | None = None
+
+    def drop_unreadable(folder: Path, samples: list[Sample]) -> list[Sample]:
+        nonlocal screened
+        screened = find_unreadable(folder, samples)
+        return [sample for sample in samples if sample not in screened]
+
+    if dataset == "folder":
+        data = read_image_folder(root, train_fraction, val_fraction, drop_unreadable if skip_bad_images else None)
+    elif dataset == "split":
+        data = read_split_file(cast(str, split_file), root)  # the data module requires it for 'split'
+    else:
+        data = read_standard_dataset(dataset, root)
+    return data, screened
+
+
+def check_class_names_of_splits(
+    root: str, train: list[Sample], val: list[Sample], test: list[Sample], unreadable: int
+) -> list[str]:
+    """Class names by label, after checking that every class has training images and there are two.
+
+    Args:
+        root: the dataset, for the message.
+        train: the training split.
+        val: the validation split.
+        test: the test split.
+        unreadable: how many unreadable images were skipped, for the message.
+
+    Raises:
+        DatasetError: a class without readable training images, or fewer than two classes.
+    """
+    names = {s.label: s.class_name for split in (test, val, train) for s in split}
+    if sorted(names) != list(range(len(names))) or {s.label for s in train} != set(names):
+        skipped = f" ({unreadable} unreadable images were skipped)" if unreadable else ""
+        raise DatasetError(
+            f"Dataset {root!r} has classes without readable training images{skipped}; give every class some."
+        )
+    if len(names) < 2:
+        raise DatasetError(f"Dataset {root!r} has {len(names)} class(es); a classifier needs at least 2.")
+    return [names[label] for label in sorted(names)]

@@ -4,7 +4,6 @@ optimiser and schedule, checkpoints of the trainable part only, and the method c
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -22,13 +21,14 @@ from torchmetrics.classification import (
 )
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
-from promptlab.data.sources import DatasetError, check_class_names, normalise_class_name
+from promptlab.data.sources import check_class_names, normalise_class_name
 from promptlab.deploy.calibration import Calibration
 from promptlab.deploy.heads import Head, LinearHead
 from promptlab.errors import UserError
 from promptlab.methods._calibration import ECE_BINS, calibrate
 from promptlab.methods._contract import MethodInfo, Panel
 from promptlab.methods._reports import save_test_report
+from promptlab.methods._schedule import warmup_cosine_factor
 from promptlab.run_folder import run_dir
 
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # the CoOp protocol's epochs by shots
@@ -382,34 +382,3 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
 
 class ClassChangeError(UserError):
     """A method's classes cannot be changed without training again; the message says which can."""
-
-
-class FeatureFitted(CLIPClassifier):
-    """Base of the methods fitted on cached image features when ``fit`` starts (the linear probe,
-    Tip-Adapter): no epochs to speak of, hyper-parameters chosen on validation, and a head that
-    exists for the training classes only.
-    """
-
-    uses_epochs = False
-    transfers_to_new_classes = False
-
-    def split_features(self, split: str, augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, V, D) features and (N,) labels of a split, from the connected data module."""
-        if self.data is None:
-            raise DatasetError(f"{self.label} reads its features from the data module: call connect_data first.")
-        return self.data.split_features(split, augmented)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        return None  # fitted in on_fit_start
-
-
-def warmup_cosine_factor(epoch: int, max_epochs: int, warmup_epochs: int, warmup_factor: float) -> float:
-    """Learning-rate multiplier of Dassl's ConstantWarmupScheduler around CosineAnnealingLR.
-
-    Epochs before ``warmup_epochs`` run at ``warmup_factor``; epoch ``e`` after them at
-    0.5 * (1 + cos(pi * (e - warmup_epochs) / max_epochs)), the successor stepping from 0. With
-    ``warmup_epochs=0`` it is a plain cosine from 1 to 0.
-    """
-    if epoch < warmup_epochs:
-        return warmup_factor
-    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / max_epochs))

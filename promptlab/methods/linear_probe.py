@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from promptlab.deploy.heads import Head, LinearHead
-from promptlab.methods._base import FeatureFitted
 from promptlab.methods._contract import Bars, Panel, ToyDefaults
+from promptlab.methods._feature_fitted import FeatureFitted
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from promptlab.data.sources import DatasetError, normalise_class_name
+from promptlab.data.sources import DatasetError
 from promptlab.data.transforms import test_transform
 from promptlab.deploy.heads import Head, LinearHead
-from promptlab.errors import UserError
 from promptlab.methods._base import CLIPClassifier
 from promptlab.methods._contract import Bars, Panel, Setting, Text, ToyDefaults
+from promptlab.methods._descriptions import load_descriptions
 from promptlab.methods._labeller import load_dino, select_pseudo_labels, train_labeller
 from promptlab.methods._templates import ensemble_features, resolve_templates
 from promptlab.run_folder import TEST_METRICS_FILE, run_dir
@@ -36,38 +36,6 @@ log = logging.getLogger(__name__)
 STAGES_FILE = "nola_stages.json"
 LABELS_FILE = "nola_pseudo_labels.safetensors"
 WEAK_LABELS_DISAGREEMENT = 0.3  # the Inspect page warns above this share of pool images
-
-
-class DescriptionsError(UserError):
-    """A descriptions file that is unreadable or does not describe the dataset's classes."""
-
-
-def load_descriptions(path: str | Path, class_names: list[str]) -> list[list[str]]:
-    """Sentences per class, in class order, from a JSON object {class name: [sentence, ...]}.
-
-    Raises:
-        DescriptionsError: unreadable file, or classes missing from it or unknown to the dataset.
-    """
-    try:
-        content = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DescriptionsError(
-            f"Cannot read descriptions file {str(path)!r} ({error}); give a JSON object."
-        ) from error
-    if not isinstance(content, dict) or not all(isinstance(v, list) for v in content.values()):
-        raise DescriptionsError(f"Descriptions file {str(path)!r} must map each class name to a list of sentences.")
-    key = lambda name: normalise_class_name(name).lower()  # noqa: E731
-    by_key = {key(name): sentences for name, sentences in content.items()}
-    missing = [n for n in class_names if key(n) not in by_key]
-    unknown = sorted(set(by_key) - {key(n) for n in class_names})
-    if missing or unknown:
-        raise DescriptionsError(
-            f"Descriptions file {str(path)!r} does not match the dataset's classes"
-            + (f"; missing: {', '.join(missing[:5])}" if missing else "")
-            + (f"; unknown: {', '.join(unknown[:5])}" if unknown else "")
-            + ". Describe exactly the dataset's classes."
-        )
-    return [[str(s) for s in by_key[key(n)]] for n in class_names]
 
 
 class NoLA(CLIPClassifier):

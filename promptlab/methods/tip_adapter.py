@@ -13,8 +13,10 @@ from torch import nn
 
 from promptlab.data.sources import DatasetError
 from promptlab.deploy.heads import CacheHead, Head, cache_logits
-from promptlab.methods._base import CLIPClassifier, FeatureFitted, warmup_cosine_factor
+from promptlab.methods._base import CLIPClassifier
 from promptlab.methods._contract import Bars, Panel, Setting, ToyDefaults
+from promptlab.methods._feature_fitted import FeatureFitted
+from promptlab.methods._schedule import warmup_cosine_factor
 from promptlab.methods._templates import ensemble_features, resolve_templates
 
 log = logging.getLogger(__name__)

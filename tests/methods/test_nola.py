@@ -11,8 +11,9 @@ from promptlab.cli import main
 from promptlab.data import FewShotDataModule
 from promptlab.deploy.classifier import Classifier
 from promptlab.methods import NoLA
+from promptlab.methods._descriptions import DescriptionsError, load_descriptions
 from promptlab.methods._labeller import LabellerError, load_dino, select_pseudo_labels
-from promptlab.methods.nola import DescriptionsError, agreement_panel, load_descriptions
+from promptlab.methods.nola import agreement_panel
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 

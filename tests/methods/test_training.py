@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from promptlab.backbone import FrozenCLIP
 from promptlab.data import FewShotDataModule
 from promptlab.methods import CoOp, ZeroShotCLIP
-from promptlab.methods._base import warmup_cosine_factor
+from promptlab.methods._schedule import warmup_cosine_factor
 
 
 def fit(model, image_folder, epochs: int = 8) -> L.Trainer:
