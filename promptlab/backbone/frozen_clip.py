@@ -163,10 +163,12 @@ class FrozenCLIP(nn.Module):
 
     @property
     def context_length(self) -> int:
+        """Token positions the text tower takes (77 for CLIP)."""
         return self._text.context_length
 
     @property
     def text_width(self) -> int:
+        """Width of the text tower's token embeddings (the width of a context vector)."""
         return self._text.width
 
     # -- images -----------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class FrozenCLIP(nn.Module):
 
     @property
     def tokenizer(self) -> SimpleTokenizer:
+        """The BPE tokenizer prompt learning needs (refused, with the reason, for other text towers)."""
         return self._text.require_prompt_learning()
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:

@@ -35,17 +35,21 @@ class TextTower:
 
     @property
     def width(self) -> int:
+        """Width of the token embeddings."""
         return self.tower.token_embedding.embedding_dim
 
     def token_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(N, L) token ids -> (N, L, width) embeddings."""
         self.require_prompt_learning()
         return self.tower.token_embedding(token_ids)
 
     @property
     def supports_embeddings(self) -> bool:
+        """True when prompts can be driven by embeddings (open_clip's own text tower and BPE)."""
         return self.unsupported_reason is None and isinstance(self.tokenizer, SimpleTokenizer)
 
     def require_prompt_learning(self) -> SimpleTokenizer:
+        """The tokenizer, or one sentence on why this text tower cannot learn prompts."""
         if self.unsupported_reason:
             raise BackboneError(
                 f"Prompt learning is not supported for this backbone: {self.unsupported_reason}. "
@@ -65,6 +69,7 @@ class TextTower:
 
     @property
     def supports_shared_prefix(self) -> bool:
+        """True when the shared first tokens of many prompts can be encoded once, exactly."""
         return self.pool_type in ("argmax", "eos") and supports_shared_prefix(self.tower.transformer)
 
     @property
@@ -77,6 +82,7 @@ class TextTower:
         return bool(torch.equal(mask, expected))
 
     def pool_index(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(N, L) token ids -> (N,) position of the token whose state is the text feature."""
         if self.pool_type == "argmax":  # EOT has the highest id in OpenAI's BPE
             return token_ids.argmax(dim=-1)
         if self.pool_type == "eos":

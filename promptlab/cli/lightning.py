@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from typing_extensions import override
 
 from promptlab.configs import shipped_config
 from promptlab.data import FewShotDataModule
@@ -25,16 +26,19 @@ log = logging.getLogger("promptlab")
 class PromptLabCLI(LightningCLI):
     """LightningCLI with class names and the dataset template linked from the data to the model."""
 
+    @override
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.prompt_template", "model.init_args.dataset_template", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the last epoch after `fit`.")
 
+    @override
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         self.model.connect_data(self.datamodule)  # preprocessing and the frozen encoder: model -> data
 
     def before_fit(self) -> None:
+        """LightningCLI's hook before ``fit``: a method that learns nothing is refused in one sentence."""
         if not self.model.trains():
             raise UserError(
                 f"{type(self.model).__name__} learns nothing, so there is nothing to fit; "
@@ -42,6 +46,7 @@ class PromptLabCLI(LightningCLI):
             )
 
     def before_predict(self) -> None:
+        """LightningCLI's hook before ``predict``: ``predictions.csv`` is written into the run folder."""
         paths = [sample.path for sample in self.datamodule.prediction_samples]
         trainer: Any = self.trainer
         trainer.callbacks.append(PredictionsFile(paths, self.model.class_names))
@@ -54,6 +59,7 @@ class PromptLabCLI(LightningCLI):
         super()._set_seed()
 
     def after_fit(self) -> None:
+        """LightningCLI's hook after ``fit``: the last epoch is tested, unless ``--test_after_fit false``."""
         trainer: Any = self.trainer
         if self.config[self.subcommand].get("test_after_fit", True) and not trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule)
@@ -71,6 +77,7 @@ class PredictionsFile(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.paths, self.class_names, self.top_k = paths, class_names, top_k
 
+    @override
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         rows = [  # (image index, prediction) from predict_step's (B, C) probabilities and (B,) indices
             (index, prediction)

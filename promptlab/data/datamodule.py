@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
@@ -343,12 +344,14 @@ class FewShotDataModule(L.LightningDataModule):
         features, labels, _ = cached
         return features, labels
 
+    @override
     def train_dataloader(self) -> DataLoader:
         if not self.label_free:
             return self._cached_loader(self.splits.train, True) or self._loader(self.splits.train, train=True)
         root, samples = self.unlabelled_pool
         return self._loader(samples, True, strong_transform(self._preprocess()), root, skip_bad_images=True)
 
+    @override
     def val_dataloader(self) -> DataLoader | list:
         samples = self.splits.val  # never the test images, whose accuracy must stay unseen until the end
         return (self._cached_loader(samples, False) or self._loader(samples, train=False)) if samples else []
@@ -362,6 +365,7 @@ class FewShotDataModule(L.LightningDataModule):
             return None
         return self._cached_loader(samples, False, shard=False) or self._loader(samples, train=False, shard=False)
 
+    @override
     def test_dataloader(self) -> DataLoader | list:
         samples = self.splits.test
         return (self._cached_loader(samples, False) or self._loader(samples, train=False)) if samples else []
@@ -388,5 +392,6 @@ class FewShotDataModule(L.LightningDataModule):
         """The images of ``predict_files``; predict batches carry indices into this list."""
         return prediction_samples(self.predict_files)
 
+    @override
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.prediction_samples, train=False)

@@ -46,6 +46,7 @@ class RandomBlur:
         self.low, self.high = low * size / 224, high * size / 224
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        """One strong view of an image."""
         radius = float(torch.empty(()).uniform_(self.low, self.high))  # torch's RNG: seeded per worker
         return image.filter(ImageFilter.GaussianBlur(radius=radius))
 

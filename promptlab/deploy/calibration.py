@@ -32,8 +32,10 @@ class Calibration:
     nll_after: float | None = None
 
     def to_dict(self) -> dict:
+        """JSON-ready, as test metrics and classifier files record it."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> Calibration:
+        """From :meth:`to_dict`'s output; keys of a newer promptlab are ignored."""
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})

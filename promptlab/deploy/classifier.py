@@ -74,10 +74,12 @@ class Classifier:
 
     @property
     def device(self) -> torch.device:
+        """Where the image encoder runs."""
         return next(self.backbone.parameters()).device
 
     @property
     def temperature(self) -> float:
+        """Logits are divided by it before the softmax (1.0: not calibrated)."""
         return self.calibration.temperature
 
     def _to_tensor(self, image) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from promptlab.errors import UserError
 
@@ -94,10 +95,12 @@ class Head(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """C, the classes the head scores."""
         return getattr(self, self.class_tensor).shape[-2]
 
     @property
     def feature_dim(self) -> int:
+        """D, the width of the image features it takes."""
         return getattr(self, self.class_tensor).shape[-1]
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -127,9 +130,11 @@ class LinearHead(Head):
         self.scale = float(scale)
         self.raw_features = bool(raw_features)
 
+    @override
     def params(self) -> dict[str, Any]:
         return {"scale": self.scale} | ({"raw_features": True} if self.raw_features else {})
 
+    @override
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         logits = self.scale * image_features @ self.weight.to(image_features.dtype).T
         return logits if self.bias is None else logits + self.bias.to(logits.dtype)
@@ -162,9 +167,11 @@ class MixtureHead(Head):
         if router_weight.shape[0] != experts.shape[0]:
             raise HeadError(f"The router chooses among {router_weight.shape[0]} experts, the head has {len(experts)}.")
 
+    @override
     def params(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "scale": self.scale}
 
+    @override
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         router_logits = image_features @ self.router_weight.to(image_features.dtype).T + self.router_bias
         weights, indices = route(router_logits, self.top_k)
@@ -194,9 +201,11 @@ class CacheHead(Head):
         if keys.shape[0] != values.shape[0] or values.shape[1] != weight.shape[0]:
             raise HeadError(f"Cache keys {tuple(keys.shape)} and values {tuple(values.shape)} do not fit together.")
 
+    @override
     def params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "scale": self.scale}
 
+    @override
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         clip = self.scale * image_features @ self.weight.to(image_features.dtype).T
         return clip + self.alpha * cache_logits(image_features, self.keys, self.values, self.beta)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from promptlab.deploy.classifier import Classifier
 from promptlab.errors import UserError
@@ -49,6 +50,7 @@ class ProbabilityGraph(nn.Module):
         self.backbone, self.head = classifier.backbone, classifier.head
         self.temperature = classifier.temperature
 
+    @override
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (self.head(self.head.encode(self.backbone, images)) / self.temperature).softmax(dim=-1)
 

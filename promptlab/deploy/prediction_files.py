@@ -29,6 +29,7 @@ class PredictionWriter:
             self._csv.writerow(["path", "label", "probability", "top_k", "none_of_these"])
 
     def write(self, path: str, prediction: Prediction) -> None:
+        """Appends one row."""
         if self.json:
             row = {"path": path, **prediction.to_dict()}
             self._file.write(("," if self.count else "") + "\n  " + json.dumps(row))

@@ -33,6 +33,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from typing_extensions import override
 
 from promptlab.data.images import ImageLoadError, decode_image_bytes
 from promptlab.deploy.prediction import check_reject_below, rank
@@ -78,6 +79,7 @@ class RequestGate:
         self.app, self.api_key, self.predict_path = app, api_key, predict_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point: a request is checked here before the application sees it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -210,6 +212,7 @@ class ClassifierAPI(ls.LitAPI):
         self.classifier_path, self.weights_path = classifier_path, weights_path
         self.default_reject_below = reject_below
 
+    @override
     def setup(self, device: str) -> None:
         if Path(self.classifier_path).suffix.lower() == ".onnx":
             from promptlab.deploy.onnx_runtime import OnnxClassifier
@@ -239,9 +242,11 @@ class ClassifierAPI(ls.LitAPI):
         except ImageLoadError as error:  # every decoding failure, whatever the decoder raised
             return Refusal(400, str(error))
 
+    @override
     def batch(self, inputs: list) -> list:
         return inputs  # predict stacks the readable images itself
 
+    @override
     def unbatch(self, output: list) -> list:
         return output
 
@@ -259,6 +264,7 @@ class ClassifierAPI(ls.LitAPI):
                 outputs[i] = prediction.to_dict()
         return outputs
 
+    @override
     def encode_response(self, output: dict | Refusal):
         if isinstance(output, Refusal):
             return _refuse(output.status, output.detail)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from promptlab.methods._base import COOP_EPOCHS, CLIPClassifier
 from promptlab.methods._contract import Panel, Setting, Table, ToyDefaults
@@ -82,6 +83,7 @@ class CoOp(CLIPClassifier):
         """(C, L, width) prompt embeddings with the context vectors in their slots."""
         return splice_context(self.token_embeddings, self.context_slots, self.ctx)
 
+    @override
     def class_features(self) -> torch.Tensor:
         return self.backbone.encode_prompts(self.prompt_embeddings(), self.pool_index, shared_prefix=self.shared_prefix)
 
@@ -106,8 +108,10 @@ class CoOp(CLIPClassifier):
 
     @property
     def can_change_classes(self) -> bool:
+        """True for a shared context: added names take the same learned words."""
         return self.ctx.dim() == 2  # a class-specific context belongs to its class
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Class-specific contexts belong to their classes: loading them for other classes (base-to-new,
         # another dataset) would silently give each class another class's context.

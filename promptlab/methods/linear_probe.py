@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import torch
+from typing_extensions import override
 
 from promptlab.deploy.heads import Head, LinearHead
 from promptlab.methods._contract import Bars, Panel, ToyDefaults
@@ -49,12 +50,15 @@ class LinearProbe(FeatureFitted):
         self.register_buffer("bias", torch.zeros(n))  # (C,)
         self.register_buffer("c", torch.tensor(float(default_c)))  # the chosen C, kept in the checkpoint
 
+    @override
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         return image_features @ class_features.to(image_features.dtype).T + self.bias.to(image_features.dtype)
 
+    @override
     def class_features(self) -> torch.Tensor:
         return self.weight
 
+    @override
     def export_head(self) -> Head:
         return LinearHead(self.weight.float(), 1.0, self.bias.float())
 
@@ -64,6 +68,7 @@ class LinearProbe(FeatureFitted):
         caption = f"Regularisation C = {float(self.c):.3g} (larger C: weaker regularisation, larger weights)."
         return [Bars("What the linear probe learned: weight norm per class", norms, "weight norm", caption)]
 
+    @override
     def on_fit_start(self) -> None:
         train, train_labels = self.split_features("train", augmented=False)
         val, val_labels = self.split_features("val", augmented=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from promptlab.deploy.heads import Head, MixtureHead, mixture_logits, route
 from promptlab.methods._base import COOP_EPOCHS, CLIPClassifier
@@ -129,6 +130,7 @@ class MoCoOp(CLIPClassifier):
 
     @property
     def n_experts(self) -> int:
+        """E, the experts (one per template group)."""
         return len(self.template_groups)
 
     # -- features ---------------------------------------------------------------------------------
@@ -145,12 +147,14 @@ class MoCoOp(CLIPClassifier):
         """(E, C, D) normalised class features of every expert."""
         return torch.stack([self.expert_features(e) for e in range(self.n_experts)])
 
+    @override
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         weights, indices = route(self.router(image_features), self.hparams.top_k)
         self._last_route = indices.detach()
         return mixture_logits(image_features, class_features, weights, indices, self.backbone.logit_scale)
 
     @torch.no_grad()
+    @override
     def export_head(self) -> Head:
         return MixtureHead(
             self.class_features().float(),  # (E, C, D)
@@ -185,6 +189,7 @@ class MoCoOp(CLIPClassifier):
         loss = cls + self.hparams.text_loss_weight * text + self.hparams.gate_loss_weight * gate
         return {"loss": loss, "logits": logits, "cls": cls, "gate": gate, "text": text}
 
+    @override
     def trainable_parameters(self) -> list[dict]:
         backbone = list(self.backbone.tuned_parameters().values())
         own = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
@@ -195,10 +200,12 @@ class MoCoOp(CLIPClassifier):
 
     # -- inspection: which experts the router picks -----------------------------------------------
 
+    @override
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
         self._routing_counts = torch.zeros(len(self.class_names), self.n_experts, dtype=torch.long)
 
+    @override
     def test_step(self, batch, batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
         if batch is None or self._routing_counts is None or self._last_route is None:
@@ -211,6 +218,7 @@ class MoCoOp(CLIPClassifier):
             accumulate=True,
         )
 
+    @override
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         if self._routing_counts is None:

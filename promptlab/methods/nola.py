@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from typing_extensions import override
 
 from promptlab.data.sources import DatasetError
 from promptlab.data.transforms import test_transform
@@ -118,6 +119,7 @@ class NoLA(CLIPClassifier):
         templates = resolve_templates(templates, self.hparams.dataset_template)
         return ensemble_features(self.backbone, self.prompt_class_names, templates, descriptions)
 
+    @override
     def class_features(self) -> torch.Tensor:
         return self.head.weight  # (C, D); trained, so not renormalised
 
@@ -127,6 +129,7 @@ class NoLA(CLIPClassifier):
 
     # -- stages 1 and 2 ---------------------------------------------------------------------------
 
+    @override
     def on_fit_start(self) -> None:
         if len(self.pool_labels):  # resumed from a checkpoint: stage 2 is done
             return
@@ -255,9 +258,11 @@ class NoLA(CLIPClassifier):
 
     # -- stage 3 ----------------------------------------------------------------------------------
 
+    @override
     def training_targets(self, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.pool_labels[indices]  # strong views of pool images; -1: unreadable in stage 2, ignored
 
+    @override
     def training_losses(self, image_features: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.logits(image_features, self.class_features())
         loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing, ignore_index=-1)
@@ -271,12 +276,15 @@ class NoLA(CLIPClassifier):
             {"params": [p for n, p in named if "bias" in n], "weight_decay": 0.0},
         ]
 
+    @override
     def build_optimizer(self, params: list) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
+    @override
     def lr_factor(self, epoch: int, max_epochs: int, base_lr: float) -> float:
         return 1.0  # the reference's MultiStepLR without milestones: constant
 
+    @override
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         out_dir = run_dir(self.trainer)
@@ -286,9 +294,11 @@ class NoLA(CLIPClassifier):
 
     @property
     def can_change_classes(self) -> bool:
+        """False: the head learned one vector per class."""
         return False  # its head was trained on pseudo-labels of these classes
 
     @torch.no_grad()
+    @override
     def export_head(self) -> Head:
         return LinearHead(self.head.weight.detach().float(), 1.0, raw_features=True)
 

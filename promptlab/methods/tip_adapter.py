@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from promptlab.data.sources import DatasetError
 from promptlab.deploy.heads import CacheHead, Head, cache_logits
@@ -80,6 +81,7 @@ class TipAdapter(FeatureFitted):
         self.register_buffer("alpha", torch.tensor(float(init_alpha)))
         self.register_buffer("beta", torch.tensor(float(init_beta)))
 
+    @override
     def class_features(self) -> torch.Tensor:
         return self.text_features
 
@@ -88,10 +90,12 @@ class TipAdapter(FeatureFitted):
         clip = self.backbone.logit_scale * image_features @ self.text_features.to(image_features.dtype).T
         return clip + alpha * cache_logits(image_features, self.cache_keys, self.cache_values, beta)
 
+    @override
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         return self.tip_logits(image_features, self.alpha, self.beta)
 
     @torch.no_grad()
+    @override
     def export_head(self) -> Head:
         return CacheHead(
             self.text_features.float(),
@@ -113,6 +117,7 @@ class TipAdapter(FeatureFitted):
 
     # -- fitting ------------------------------------------------------------------------------------
 
+    @override
     def on_fit_start(self) -> None:
         if self.hparams.fine_tune and self._trainer is not None and self._trainer.world_size > 1:
             raise DatasetError("Tip-Adapter-F sizes its keys when fit starts and cannot train under DDP; use 1 device.")
@@ -128,6 +133,7 @@ class TipAdapter(FeatureFitted):
         self.cache_keys.data = keys  # the same Parameter object: the optimiser keeps its reference
         self.cache_values = F.one_hot(labels, len(self.class_names)).float().to(keys.device)
 
+    @override
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         # After the last epoch of -F; before the checkpoint callback, so the checkpoint holds the result.
@@ -157,18 +163,22 @@ class TipAdapter(FeatureFitted):
 
     # -- Tip-Adapter-F: the keys learn, with the initial alpha and beta ---------------------------
 
+    @override
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         if not self.hparams.fine_tune:
             return None
         return CLIPClassifier.training_step(self, batch, batch_idx)  # the shared loop, over training_losses
 
+    @override
     def training_losses(self, image_features: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.tip_logits(image_features, self.hparams.init_alpha, self.hparams.init_beta)
         return {"loss": F.cross_entropy(logits, targets), "logits": logits}
 
+    @override
     def build_optimizer(self, params: list) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.hparams.lr, eps=self.hparams.epsilon)
 
+    @override
     def configure_optimizers(self):
         if not self.hparams.fine_tune:
             return None
@@ -178,6 +188,7 @@ class TipAdapter(FeatureFitted):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, steps, 0, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    @override
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # The cache's size is the number of training images: take it from the checkpoint.
         for name in ("cache_keys", "cache_values"):

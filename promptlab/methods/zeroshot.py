@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from typing_extensions import override
 
 from promptlab.methods._base import CLIPClassifier
 from promptlab.methods._contract import ToyDefaults
@@ -38,5 +39,6 @@ class ZeroShotCLIP(CLIPClassifier):
         features = ensemble_features(self.backbone, self.prompt_class_names, self.templates)
         self.register_buffer("text_features", features, persistent=False)  # (C, D)
 
+    @override
     def class_features(self) -> torch.Tensor:
         return self.text_features

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 from tqdm import tqdm
+from typing_extensions import override
 
 from promptlab.toy.dino import build_toy_dino, load_toy_dino
 from promptlab.toy.knn import knn_accuracy, normalise
@@ -45,6 +46,7 @@ class DINOHead(nn.Module):
         self.last.parametrizations.weight.original0.data.fill_(1)
         self.last.parametrizations.weight.original0.requires_grad = False
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last(F.normalize(self.mlp(x), dim=-1))
 

@@ -46,6 +46,7 @@ class Attributes:
     rotation: float  # degrees
 
     def to_dict(self) -> dict:
+        """JSON-ready, as the world's image_attributes.json records it."""
         return asdict(self)
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from typing_extensions import override
 
 from promptlab.files import atomic_write_bytes
 
@@ -44,14 +45,18 @@ class ProgressFile(L.Callback):
             loss=float(loss) if loss is not None else None,
         )
 
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "training", force=True)
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self._write(trainer, "training")
 
+    @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "training", force=True)
 
+    @override
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "testing", force=True)

@@ -135,26 +135,32 @@ class Project:
 
     @property
     def name(self) -> str:
+        """The project's name (its folder's)."""
         return self.path.name
 
     @property
     def data_dir(self) -> Path:
+        """The project's images and descriptions."""
         return self.path / "data"
 
     @property
     def labelled_dir(self) -> Path:
+        """One folder per class."""
         return self.data_dir / "labelled"
 
     @property
     def unlabelled_dir(self) -> Path:
+        """The unlabelled pool."""
         return self.data_dir / "unlabelled"
 
     @property
     def descriptions_file(self) -> Path:
+        """Class descriptions for NoLA (JSON: class -> sentences)."""
         return self.data_dir / "descriptions.json"
 
     @property
     def runs_dir(self) -> Path:
+        """One folder per training run."""
         return self.path / "runs"
 
     # -- classes ------------------------------------------------------------------------------------
@@ -216,6 +222,7 @@ class Project:
         return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
 
     def image_counts(self) -> dict[str, int]:
+        """Images per class."""
         return {name: len(self.images(name)) for name in self.classes()}
 
     @_changes_project
@@ -323,11 +330,13 @@ class Workspace:
         self.root = Path(root).expanduser()
 
     def projects(self) -> list[str]:
+        """The names of every project in the workspace."""
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / PROJECT_FILE).is_file())
 
     def open(self, name: str) -> Project:
+        """The project ``name``; raises ProjectError when there is none."""
         return Project(self.root / name)
 
     def create(self, name: str) -> Project:

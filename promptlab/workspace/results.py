@@ -86,23 +86,28 @@ class RunResults:
 
     @property
     def classifier_file(self) -> Path | None:
+        """The run's exported classifier, once it finished."""
         path = self.run_dir / CLASSIFIER_FILE
         return path if path.is_file() else None
 
     @property
     def confusion_png(self) -> Path | None:
+        """The test's confusion matrix picture."""
         path = self.run_dir / LIGHTNING_DIR / CONFUSION_PNG_FILE
         return path if path.is_file() else None
 
     @property
     def misclassified(self) -> list[dict]:
+        """The held-out images the classifier got wrong."""
         return [row for row in self.predictions if row["true"] != row["predicted"]]
 
     @property
     def train_images(self) -> int:
+        """Training images the run used."""
         return train_image_count(self.run_dir, self.record.get("method"))
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` of the worker's log."""
         try:
             return "\n".join((self.run_dir / LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
         except OSError:

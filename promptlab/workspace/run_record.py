@@ -58,6 +58,7 @@ class RunSettings:
 
     @property
     def method_class(self) -> type[CLIPClassifier]:
+        """The registered method of ``method``."""
         return registered_methods()[self.method]
 
 
