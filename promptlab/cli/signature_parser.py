@@ -77,7 +77,7 @@ def _argument_options(annotation: Any) -> dict[str, Any]:
 def build_parser(function: Callable[..., Any], prog: str) -> argparse.ArgumentParser:
     """The parser of ``function``'s command line (see the module docstring)."""
     description, helps, epilog = docstring_sections(function)
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog or None)
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog or None, allow_abbrev=False)
     hints = get_type_hints(function)
     for name, parameter in inspect.signature(function).parameters.items():
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
