@@ -43,7 +43,8 @@ MOVED = {
 class _MovedModuleLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; import it from there.", DeprecationWarning, stacklevel=2)
+        public = "promptlab.methods" if "._" in new else new  # private helpers: their names are exported there
+        warnings.warn(f"{spec.name} moved to {new}; import from {public}.", DeprecationWarning, stacklevel=2)
         return importlib.import_module(new)
 
     def exec_module(self, module: ModuleType) -> None:

@@ -3,14 +3,17 @@
 The registry is the only table of methods: the app, the worker, export and the benchmarks loop over
 it. A method is one file under this package plus its configs; it joins the registry by being listed
 below, or, from another package, through :func:`register_method` (or the ``promptlab.methods``
-entry-point group, loaded on first use).
+entry-point group, loaded on first use). A method's file imports its base and the contract's types
+from here (``CLIPClassifier``, ``Setting``, ``Panel``...); the files starting with ``_`` are private.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from promptlab.methods._base import CLIPClassifier
+from promptlab.methods._base import ClassChangeError, CLIPClassifier
+from promptlab.methods._contract import Bars, MethodInfo, Panel, Setting, Table, Text, ToyDefaults
+from promptlab.methods._feature_fitted import FeatureFitted
 from promptlab.methods.coop import CoOp
 from promptlab.methods.linear_probe import LinearProbe
 from promptlab.methods.mocoop import MoCoOp
@@ -72,13 +75,22 @@ __all__ = [
     "BASELINE_KEY",
     "DEFAULT_METHOD",
     "METHODS",
+    "Bars",
     "CLIPClassifier",
+    "ClassChangeError",
     "CoOp",
+    "FeatureFitted",
     "LinearProbe",
+    "MethodInfo",
     "MoCoOp",
     "NoLA",
+    "Panel",
+    "Setting",
+    "Table",
+    "Text",
     "TipAdapter",
     "TipAdapterF",
+    "ToyDefaults",
     "ZeroShotCLIP",
     "method_class",
     "register_method",
