@@ -3,7 +3,7 @@
 The registry is the only table of methods: the app, the worker, export and the benchmarks loop over
 it. A method is one file under this package plus its configs; it joins the registry by being listed
 below, or, from another package, through :func:`register_method` (or the ``promptlab.methods``
-entry-point group, loaded on first use). A method's file imports its base and the contract's types
+entry-point group, loaded on first use). A plugin imports its base and the contract's types
 from here (``CLIPClassifier``, ``Setting``, ``Panel``...); the files starting with ``_`` are private.
 """
 
