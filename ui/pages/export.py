@@ -78,7 +78,7 @@ if st.button("Export with these classes"):
     )
 st.subheader("Use it in Python")
 st.code(
-    f"""from promptlab.deploy.classifier import Classifier
+    f"""from promptlab import Classifier
 
 classifier = Classifier.load("{file_name}")
 for prediction in classifier.predict(["photo1.jpg", "photo2.jpg"], top_k=3):
@@ -87,16 +87,15 @@ for prediction in classifier.predict(["photo1.jpg", "photo2.jpg"], top_k=3):
 )
 st.subheader("Or from the command line, or as an HTTP endpoint")
 st.code(
-    f"""pip install promptlab
-promptlab classify --classifier {file_name} photo1.jpg photos/ -o predictions.csv
+    f"""promptlab classify --classifier {file_name} photo1.jpg photos/ -o predictions.csv
 promptlab serve --classifier {file_name} --port 8000     # POST /predict on 127.0.0.1
 curl -F image=@photo1.jpg http://127.0.0.1:8000/predict""",
     language="bash",
 )
 st.subheader("Without PyTorch (the ONNX file)")
 st.code(
-    f"""# pip install onnxruntime numpy pillow && pip install --no-deps promptlab
-from promptlab.deploy.onnx_runtime import OnnxClassifier
+    f"""# needs only onnxruntime, numpy, pillow and promptlab installed without its dependencies
+from promptlab import OnnxClassifier
 
 classifier = OnnxClassifier("{file_name.replace(".safetensors", ".onnx")}")
 print(classifier.predict(["photo1.jpg"], top_k=3)[0])""",
