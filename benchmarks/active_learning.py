@@ -19,6 +19,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from promptlab.configs import toy_config_path
 from promptlab.deploy.classifier import Classifier
 from promptlab.methods import registered_methods
 from promptlab.workspace.active_selection import rank_for_labelling
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from benchmarks.provenance import current_commit
 
 STRATEGIES = ("active", "random")
 TARGET_GAIN = 0.10  # "zero-shot + 10 points"
@@ -219,7 +223,7 @@ def main() -> None:
                             continue
                         rows += run_curve(method, task, strategy, seed, args, work)
                         (out / "active_learning.json").write_text(
-                            json.dumps({"zero_shot": zero, "runs": rows}, indent=1)
+                            json.dumps({"zero_shot": zero, "runs": rows, "commit": current_commit()}, indent=1)
                         )
     summary = summarise(rows, zero)
     text = markdown(summary, zero, args.rounds, args.seeds)

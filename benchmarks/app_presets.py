@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.ui_support draws the images
 
+from benchmarks.provenance import current_commit
 from promptlab.toy.render import STYLES
 from promptlab.workspace.defaults import default_run
 from promptlab.workspace.project import Workspace
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args(argv)
     rows: list[dict] = []
+    commit = current_commit()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # seed by seed: a partial run already covers every size
             for train in args.sizes:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name in args.configs:
                     method, epochs, extra = CONFIGS[name]
                     result = run(project, settings_for(method, epochs, extra, train, seed))
-                    rows.append({"train_per_class": train, "seed": seed, "config": name} | result)
+                    rows.append({"train_per_class": train, "seed": seed, "config": name, "commit": commit} | result)
                     print(json.dumps(rows[-1]), flush=True)
                     (OUT / "app_presets.json").write_text(json.dumps(rows, indent=1))
     table = render(rows)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.test_heads builds each head kind
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.builders builds each head kind
 from promptlab.deploy.classifier import Classifier
 from promptlab.deploy.classify import classify_files
 from promptlab.deploy.onnx_runtime import OnnxClassifier
@@ -134,7 +134,7 @@ def throughput(name: str, data_root: Path, workdir: Path, repeats: int, n_images
 
 def head_fidelity(data_root: Path, workdir: Path) -> list[dict]:
     """ONNX against torch probabilities for each method's export (every head kind)."""
-    from tests.test_heads import BUILDERS
+    from tests.builders import BUILDERS
 
     rows = []
     for method, (build, head_type) in BUILDERS.items():

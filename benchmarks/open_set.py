@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.accuracy import _run_cli
+from benchmarks.provenance import current_commit
 from promptlab.configs import toy_config_path
 from promptlab.methods import CoOp, ZeroShotCLIP
 
@@ -152,7 +153,7 @@ def main() -> None:
     ]
     text = table(rows)
     print(text)
-    Path(args.out).write_text(json.dumps({"rows": rows, "table": text}, indent=2))
+    Path(args.out).write_text(json.dumps({"rows": rows, "table": text, "commit": current_commit()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ from promptlab.export import export_classifier
 from promptlab.methods import CoOp
 from promptlab.methods._schedule import warmup_cosine_factor
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from benchmarks.provenance import current_commit
+
 OUT = Path(__file__).parent / "speed.json"
 TOY_COOP_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "coop.yaml"
 N_CTX = 16
@@ -336,6 +339,7 @@ def main() -> None:
     results = {"training": [], "memory": [], "inference": []}
     if args.sections != SECTIONS and args.out.is_file():  # keep the sections not rerun
         results |= json.loads(args.out.read_text())
+    results["commit"] = current_commit()
     results["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
 

@@ -31,6 +31,7 @@ from benchmarks import (  # noqa: E402
     serving,
     speed,
 )
+from benchmarks.provenance import measured_at  # noqa: E402
 from tools.import_graph import mermaid  # noqa: E402
 
 BENCHMARKS, DOCS = ROOT / "benchmarks", ROOT / "docs"
@@ -61,7 +62,8 @@ def _active_learning() -> str:
     rows, zero = report["runs"], report["zero_shot"]
     seeds = sorted({r["seed"] for r in rows})
     rounds = int(max(r["labels_per_class"] for r in rows))
-    return active_learning.markdown(active_learning.summarise(rows, zero), zero, rounds, seeds)
+    summary = active_learning.summarise(rows, zero)
+    return active_learning.markdown(summary, zero, rounds, seeds) + measured_at(report.get("commit"))
 
 
 def _pretraining() -> str:
@@ -106,6 +108,16 @@ def _text_encoder() -> str:
     return "\n".join(lines)
 
 
+def _with_commit(report: dict, table: Callable[[dict], str]) -> str:
+    return table(report) + "\n" + measured_at(report.get("commit"))
+
+
+def _app_presets() -> str:
+    rows = _read("app_presets.json")
+    commits = sorted({str(r.get("commit")) for r in rows if r.get("commit")})
+    return app_presets.render(rows) + "\n" + measured_at(", ".join(commits) or None)
+
+
 def _new_classes(method: str) -> Callable[[], str]:
     return lambda: new_classes.render(_read(f"new_classes_{method}.json"), method)
 
@@ -113,14 +125,14 @@ def _new_classes(method: str) -> Callable[[], str]:
 TABLES: dict[str, Callable[[], str]] = {
     "accuracy": _accuracy,
     "active-learning": _active_learning,
-    "app-presets": lambda: app_presets.render(_read("app_presets.json")),
+    "app-presets": lambda: _app_presets(),
     "deploy": lambda: deploy.table(_read("deploy.json")),
     "new-classes-coop": _new_classes("coop"),
     "new-classes-mocoop": _new_classes("mocoop"),
-    "open-set": lambda: open_set.table(_read("open_set.json")["rows"]),
+    "open-set": lambda: _with_commit(_read("open_set.json"), lambda r: open_set.table(r["rows"])),
     "pretraining": _pretraining,
     "serving": lambda: serving.table(_read("serving.json")["results"]),
-    "speed": lambda: speed.table(_read("speed.json")),
+    "speed": lambda: _with_commit(_read("speed.json"), speed.table),
     "text-encoder": _text_encoder,
     "layers": mermaid,
 }
