@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import difflib
 import hashlib
 import json
 import logging
@@ -143,8 +144,6 @@ def resolve_backbone(
 def _builtin_config(name: str) -> dict:
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        import difflib
-
         known = [m for m in open_clip.list_models() if not is_custom_architecture(m)]
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

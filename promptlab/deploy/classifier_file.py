@@ -45,7 +45,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from promptlab.errors import UserError
@@ -118,8 +118,6 @@ def read_classifier_file(path: str | Path) -> tuple[dict, dict[str, torch.Tensor
     if not path.is_file():
         raise ClassifierFileError(f"Classifier file {str(path)!r} does not exist; check the path.")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         tensors = load_file(str(path))

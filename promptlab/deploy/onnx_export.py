@@ -27,6 +27,7 @@ from torch import nn
 from typing_extensions import override
 
 from promptlab.deploy.classifier import Classifier
+from promptlab.deploy.prediction import check_reject_below
 from promptlab.errors import UserError
 from promptlab.files import atomic_write
 
@@ -77,7 +78,7 @@ def export_onnx(classifier: Classifier, path: str | Path) -> Path:
     Raises:
         OnnxExportError: the exporter cannot translate the backbone (the message names it).
     """
-    import onnx
+    import onnx  # only writing an ONNX file needs it, not importing this module
 
     path = Path(path)
     graph = ProbabilityGraph(classifier).to("cpu").eval()
@@ -112,8 +113,6 @@ def export_onnx(classifier: Classifier, path: str | Path) -> Path:
 
 def classifier_file_to_onnx(classifier_file: str | Path, path: str | Path, reject_below: float | None = None) -> Path:
     """The ONNX file of a ``.safetensors`` classifier file (its rejection threshold replaced when given)."""
-    from promptlab.deploy.prediction import check_reject_below
-
     classifier = Classifier.load(classifier_file, device="cpu")
     if reject_below is not None:
         classifier.reject_below = check_reject_below(reject_below, "--reject_below")

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import litserve as ls
 import numpy as np
+import psutil
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -214,6 +215,7 @@ class ClassifierAPI(ls.LitAPI):
 
     @override
     def setup(self, device: str) -> None:
+        # Imported for the file's kind only: an ONNX server never imports torch.
         if Path(self.classifier_path).suffix.lower() == ".onnx":
             from promptlab.deploy.onnx_runtime import OnnxClassifier
 
@@ -279,8 +281,6 @@ def stop_on_signals() -> None:
     """
 
     def stop(signum: int, frame: object) -> None:
-        import psutil
-
         logging.disable(logging.CRITICAL)  # LitServe's monitor thread would report the workers' ends as crashes
         children = psutil.Process().children(recursive=True)
         for child in children:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptlab.errors import UserError
+from promptlab.toy.dino import load_toy_dino
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ def load_dino(name: str) -> nn.Module:
         LabellerError: unknown name, or the weights cannot be downloaded.
     """
     if name == "toy-dino":
-        from promptlab.toy.dino import load_toy_dino
-
         return load_toy_dino()
     if name not in HUB_MODELS:
         raise LabellerError(f"Unknown DINO backbone {name!r}; use toy-dino or one of {', '.join(HUB_MODELS)}.")

@@ -52,7 +52,7 @@ def save_test_report(
 
 def plot_confusion_matrix(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
     """Row-normalised confusion matrix heatmap; class labels shown up to 40 classes."""
-    import matplotlib
+    import matplotlib  # imported when a report is drawn: importing it costs a second
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -83,7 +83,7 @@ def plot_confusion_matrix(confusion: torch.Tensor, class_names: list[str], path:
 
 def plot_routing(report: dict, path: Path) -> None:
     """MoCoOp's router picks: share per expert overall (bars) and per class (heatmap, up to 60 classes)."""
-    import matplotlib
+    import matplotlib  # imported when a report is drawn: importing it costs a second
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -130,13 +130,13 @@ class LinearProbe(FeatureFitted):
         return best_c, scores[best_c]
 
     def _cross_validated(self, x, y, c: float, folds: int) -> float:
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold  # scikit-learn only when the probe is fitted
 
         splits = StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y)
         return sum(float((self._fit(x[a], y[a], c).predict(x[b]) == y[b]).mean()) for a, b in splits) / folds
 
     def _fit(self, x, y, c: float):
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # scikit-learn only when the probe is fitted
 
         return LogisticRegression(C=c, max_iter=self.hparams.max_iter, random_state=0).fit(x, y)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from promptlab.deploy.classifier_file import read_classifier_file
 from promptlab.export import change_classes, export_classifier, export_run
 from promptlab.methods import CLIPClassifier
 from promptlab.workspace.run_record import CHANGED_CLASSIFIER_FILE, CLASSIFIER_FILE, LIGHTNING_DIR, read_json
@@ -36,8 +37,6 @@ def export_with_classes(run_dir: Path, class_names: list[str]) -> Path:
 
 def _untrained_model(run_dir: Path) -> CLIPClassifier:
     """The run's method, built from its config.yaml with the class names of its classifier file."""
-    from promptlab.deploy.classifier_file import read_classifier_file
-
     config = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     module, _, name = config["class_path"].rpartition(".")
     method = getattr(importlib.import_module(module), name)

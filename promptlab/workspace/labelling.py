@@ -19,7 +19,9 @@ from typing import Literal
 import torch
 
 from promptlab.deploy.classifier import Classifier
+from promptlab.export import export_classifier
 from promptlab.files import atomic_write_bytes
+from promptlab.methods import ZeroShotCLIP
 from promptlab.workspace.active_selection import margins, rank_for_labelling
 from promptlab.workspace.project import Project, ProjectError
 from promptlab.workspace.run_record import CLASSIFIER_FILE, SETTINGS_FILE, RunSettings, read_json
@@ -63,9 +65,6 @@ def ranking_classifier(project: Project, device: str = "cpu") -> tuple[Classifie
 
 
 def _zero_shot(classes: list[str], backbone: str, pretrained: str | None, device: str) -> Classifier:
-    from promptlab.export import export_classifier
-    from promptlab.methods import ZeroShotCLIP
-
     model = ZeroShotCLIP(class_names=classes, backbone=backbone, pretrained=pretrained)
     with tempfile.TemporaryDirectory() as folder:
         return Classifier.load(export_classifier(model, Path(folder) / "zero-shot.safetensors"), device=device)

@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 from promptlab.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image_bytes, is_image_file
 from promptlab.data.sources import DatasetError, check_class_names
 from promptlab.files import atomic_write_bytes
+from promptlab.workspace.snapshots import init_snapshots
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 LOCK_FILE = ".promptlab.lock"
@@ -341,8 +342,6 @@ class Workspace:
 
     def create(self, name: str) -> Project:
         """Creates an empty project folder (with a DVC repository for its data snapshots)."""
-        from promptlab.workspace.snapshots import init_snapshots
-
         name = check_name(name, "project")
         path = self.root / name
         if path.exists():

@@ -19,10 +19,15 @@ from pathlib import Path
 
 import yaml
 
+from promptlab.cli.lightning import lightning_cli
 from promptlab.configs import load_toy_config
+from promptlab.deploy.classifier import Classifier
+from promptlab.errors import USER_ERRORS
+from promptlab.export import export_classifier
 from promptlab.methods import BASELINE_KEY
 from promptlab.methods._contract import panels_to_json
 from promptlab.run_folder import TEST_METRICS_FILE
+from promptlab.workspace.progress import write_progress
 from promptlab.workspace.project import Project
 from promptlab.workspace.run_record import (
     BASELINE_DIR,
@@ -107,8 +112,6 @@ def build_config(project_path: Path, run_dir: Path, settings: RunSettings, log_n
 
 def _write_predictions(run_dir: Path, project_path: Path, classifier_path: Path) -> None:
     """Classifies the held-out images with the exported file (the Inspect page shows the mistakes)."""
-    from promptlab.deploy.classifier import Classifier
-
     test = read_json(run_dir / SPLIT_FILE).get("test", [])
     classifier = Classifier.load(classifier_path)
     paths = [str(project_path / "data" / path) for path, _, _ in test]
@@ -134,10 +137,6 @@ def _write_config(run_dir: Path, config: dict, name: str = "config.yaml") -> Pat
 
 def train(run_dir: Path) -> None:
     """Runs one app run to the end (see the module docstring)."""
-    from promptlab.cli.lightning import lightning_cli
-    from promptlab.export import export_classifier
-    from promptlab.workspace.progress import write_progress
-
     project_path = run_dir.parent.parent
     settings = RunSettings(**read_json(run_dir / SETTINGS_FILE))
     config_file = _write_config(run_dir, build_config(project_path, run_dir, settings))
@@ -196,8 +195,6 @@ def compare_on_validation(
     Returns:
         {"images", "learned", "zero_shot", "zero_shot_better"}, or None without validation images.
     """
-    from promptlab.export import export_classifier
-
     if learned is None:
         return None
     zero_shot = validation_accuracy(baseline_cli)
@@ -216,8 +213,6 @@ def one_line_error(error: BaseException) -> str:
     """The message a user needs: a promptlab error's own text, even when wrapped (jsonargparse wraps
     errors raised while instantiating a model as ``Does not validate...`` followed by ``- <reason>`` lines).
     """
-    from promptlab.errors import USER_ERRORS
-
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, USER_ERRORS):
