@@ -105,12 +105,25 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def mermaid() -> str:
-    """The layer graph as a Mermaid flowchart, the lower layers at the bottom."""
+    """The layer graph as a Mermaid flowchart, lower layers at the bottom: an arrow where a layer imports
+    another directly and no path through other layers already shows it; every layer may use the base."""
+    graph = {source: targets - {BASE} for source, targets in layer_graph().items() if source != BASE}
+
+    def reaches(source: str, target: str, skip: str) -> bool:
+        pending, seen = [n for n in graph[source] if n != skip], set()
+        while pending:
+            node = pending.pop()
+            if node == target:
+                return True
+            if node not in seen:
+                seen.add(node)
+                pending += graph.get(node, set())
+        return False
+
     lines = ["```mermaid", "flowchart BT"]
-    names = {BASE: "errors, files, run_folder, configs"}
-    for name in LAYERS:
-        lines.append(f'    {name}["{names.get(name, name + "/")}"]')
-    for source, targets in layer_graph().items():
+    lines += [f'    {name}["{name}/"]' for name in graph]
+    for source, targets in graph.items():
         for target in sorted(targets, key=LAYERS.index):
-            lines.append(f"    {source} --> {target}")
+            if not reaches(source, target, skip=target):
+                lines.append(f"    {source} --> {target}")
     return "\n".join([*lines, "```"])

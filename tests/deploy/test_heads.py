@@ -38,6 +38,7 @@ def _write_version_1(model, path):
     return write_classifier_file(path, meta, old, format_version=1)
 
 
+# The head kinds format version 1 could hold: linear (CoOp; NoLA with its prompted tower) and mixture.
 @pytest.mark.parametrize("name", ["CoOp", "MoCoOp", "NoLA"])
 def test_version_1_files_still_load_and_predict_the_same(name, tmp_path):
     torch.manual_seed(0)
