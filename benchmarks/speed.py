@@ -339,12 +339,12 @@ def main() -> None:
     results = {"training": [], "memory": [], "inference": []}
     if args.sections != SECTIONS and args.out.is_file():  # keep the sections not rerun
         results |= json.loads(args.out.read_text())
-    results["commit"] = current_commit()
+    commit = current_commit()
     results["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
 
     def record(section: str, result: dict) -> None:  # saved as it comes: a late failure keeps the rest
-        results[section].append(result)
+        results[section].append(result | {"commit": commit})
         args.out.write_text(json.dumps(results, indent=2))
 
     with tempfile.TemporaryDirectory() as tmp:

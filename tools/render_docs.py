@@ -112,6 +112,26 @@ def _with_commit(report: dict, table: Callable[[dict], str]) -> str:
     return table(report) + "\n" + measured_at(report.get("commit"))
 
 
+def _speed() -> str:
+    report = _read("speed.json")
+    named = {  # section -> how a row is named in the note
+        "training": lambda r: f"{r['task'].split(' (')[0]} ({r['backbone']})",
+        "memory": lambda r: f"{r['variant']} ({r['backbone']})",
+        "inference": lambda r: r["backbone"],
+    }
+    parts, commits, older = [], set(), False
+    for section, name in named.items():
+        dated = [r for r in report[section] if r.get("commit")]
+        older |= len(dated) < len(report[section])
+        commits |= {r["commit"] for r in dated}
+        if dated:
+            parts.append(f"{section} on " + ", ".join(dict.fromkeys(name(r) for r in dated)))
+    if not commits:
+        return speed.table(report) + "\n"
+    rest = " The other rows were measured earlier, with the same loops." if older else ""
+    return f"{speed.table(report)}\n\nMeasured at commit `{', '.join(sorted(commits))}`: {'; '.join(parts)}.{rest}\n"
+
+
 def _app_presets() -> str:
     rows = _read("app_presets.json")
     commits = sorted({str(r.get("commit")) for r in rows if r.get("commit")})
@@ -125,14 +145,14 @@ def _new_classes(method: str) -> Callable[[], str]:
 TABLES: dict[str, Callable[[], str]] = {
     "accuracy": _accuracy,
     "active-learning": _active_learning,
-    "app-presets": lambda: _app_presets(),
+    "app-presets": _app_presets,
     "deploy": lambda: deploy.table(_read("deploy.json")),
     "new-classes-coop": _new_classes("coop"),
     "new-classes-mocoop": _new_classes("mocoop"),
     "open-set": lambda: _with_commit(_read("open_set.json"), lambda r: open_set.table(r["rows"])),
     "pretraining": _pretraining,
     "serving": lambda: serving.table(_read("serving.json")["results"]),
-    "speed": lambda: _with_commit(_read("speed.json"), speed.table),
+    "speed": _speed,
     "text-encoder": _text_encoder,
     "layers": mermaid,
 }
