@@ -5,13 +5,9 @@ weights, prompt-aware text encoding with a shared prefix, and the changes method
 encoder (visual prompts).
 """
 
-from promptlab.backbone.frozen_clip import (
-    IMAGENET_CLASSNAMES,
-    OPENAI_IMAGENET_TEMPLATES,
-    FrozenCLIP,
-    file_sha256,
-    list_backbones,
-)
+from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+from promptlab.backbone.frozen_clip import FrozenCLIP, file_sha256, list_backbones
 from promptlab.backbone.preprocess import PreprocessConfig
 from promptlab.backbone.source import BackboneError
 

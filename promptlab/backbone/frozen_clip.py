@@ -20,7 +20,6 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
-from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
 from promptlab.backbone.preprocess import PreprocessConfig
@@ -33,16 +32,6 @@ log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
-
-__all__ = [
-    "IMAGENET_CLASSNAMES",
-    "OPENAI_IMAGENET_TEMPLATES",
-    "BackboneError",
-    "FrozenCLIP",
-    "PreprocessConfig",
-    "file_sha256",
-    "list_backbones",
-]
 
 
 def list_backbones() -> list[str]:
