@@ -1,6 +1,7 @@
 """Renders every benchmark table in the docs from the committed JSON, the benchmarks' plots and the layer graph.
 
-    python tools/render_docs.py           # rewrite the generated blocks of README.md and docs/*.md
+    python tools/render_docs.py           # rewrite the generated blocks of README.md and docs/*.md, and
+                                          # docs/index.md from the README
     python tools/render_docs.py --check   # exit 1 when a page differs from what it is rendered from
 
 A page marks each generated block with ``<!-- generated: NAME -->`` ... ``<!-- end generated -->``;
@@ -39,6 +40,7 @@ PLOTS = {  # benchmark output -> its copy under docs/ (mkdocs serves only files 
     BENCHMARKS / "results" / "accuracy.png": DOCS / "img" / "accuracy.png",
     BENCHMARKS / "active_learning.png": DOCS / "img" / "active_learning.png",
 }
+INDEX_NOTE = "<!-- The README with its links made relative to docs/: written by tools/render_docs.py. -->\n"
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL)
 
 
@@ -108,8 +110,9 @@ def _text_encoder() -> str:
     return "\n".join(lines)
 
 
-def _with_commit(report: dict, table: Callable[[dict], str]) -> str:
-    return table(report) + "\n" + measured_at(report.get("commit"))
+def _open_set() -> str:
+    report = _read("open_set.json")
+    return open_set.table(report["rows"]) + "\n" + measured_at(report.get("commit"))
 
 
 def _speed() -> str:
@@ -149,7 +152,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "deploy": lambda: deploy.table(_read("deploy.json")),
     "new-classes-coop": _new_classes("coop"),
     "new-classes-mocoop": _new_classes("mocoop"),
-    "open-set": lambda: _with_commit(_read("open_set.json"), lambda r: open_set.table(r["rows"])),
+    "open-set": _open_set,
     "pretraining": _pretraining,
     "serving": lambda: serving.table(_read("serving.json")["results"]),
     "speed": _speed,
@@ -191,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(path)
             if not args.check:
                 path.write_text(rendered)
+    index = INDEX_NOTE + (ROOT / "README.md").read_text().replace("](docs/", "](")  # the manual's home page
+    if not (DOCS / "index.md").is_file() or (DOCS / "index.md").read_text() != index:
+        stale.append(DOCS / "index.md")
+        if not args.check:
+            (DOCS / "index.md").write_text(index)
     for source, copy in PLOTS.items():
         if not copy.is_file() or copy.read_bytes() != source.read_bytes():
             stale.append(copy)

@@ -101,15 +101,11 @@ def build_parser(function: Callable[..., Any], prog: str) -> argparse.ArgumentPa
 def run_command(function: Callable[..., Any], argv: list[str], prog: str) -> Any:
     """Parses ``argv`` for ``function`` and calls it."""
     parser = build_parser(function, prog)
-    passes_on = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(function).parameters.values())
-    if passes_on:
+    kinds = {name: p.kind for name, p in inspect.signature(function).parameters.items()}
+    if inspect.Parameter.VAR_POSITIONAL in kinds.values():
         arguments, rest = parser.parse_known_args(argv)
     else:
         arguments, rest = parser.parse_args(argv), []
     values = vars(arguments)
-    positional = [
-        values.pop(name)
-        for name, p in inspect.signature(function).parameters.items()
-        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    ]
+    positional = [values.pop(name) for name, kind in kinds.items() if kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     return function(*positional, *rest, **values)
