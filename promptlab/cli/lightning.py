@@ -20,8 +20,6 @@ from promptlab.errors import UserError
 from promptlab.methods import CLIPClassifier
 from promptlab.run_folder import run_dir
 
-log = logging.getLogger("promptlab")
-
 
 class PromptLabCLI(LightningCLI):
     """LightningCLI with class names and the dataset template linked from the data to the model."""
