@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from collections.abc import Callable
@@ -31,8 +30,6 @@ from tqdm.auto import tqdm
 from promptlab.data.datasets import collate_skipping_none, read_or_skip
 from promptlab.data.images import ImageLoadError, load_image
 from promptlab.files import atomic_write
-
-log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "PROMPTLAB_CACHE_DIR"
 FORMAT_VERSION = "1"  # bump when the stored content changes meaning

@@ -18,7 +18,6 @@ std, interpolation), ``calibration`` (temperature, where it was fitted, ECE befo
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from promptlab.deploy.classifier import Classifier
 from promptlab.deploy.prediction import check_reject_below
 from promptlab.errors import UserError
 from promptlab.files import atomic_write
-
-log = logging.getLogger(__name__)
 
 OPSET = 20  # native Gelu; onnxruntime 1.17 or newer reads it
 ONNX_FORMAT = "promptlab-onnx-classifier"
