@@ -30,7 +30,8 @@ def classify(
 
     Args:
         images: image files or folders of images (sub-folders included).
-        classifier: file written by `promptlab export`.
+        classifier: a .safetensors or .onnx file written by `promptlab export` (.onnx runs with
+            onnxruntime, also in the ONNX-only install).
         weights_path: local backbone weights, if the file does not embed them.
         top_k: classes shown per image.
         batch_size: images per image-encoder call.
@@ -48,21 +49,32 @@ def classify(
     """
     if batch_size < 1 or (num_workers or 0) < 0 or top_k < 1:
         raise UserError("--batch_size and --top_k must be at least 1, --num_workers at least 0.")
-    # Imported here, not at the top, so that `promptlab --help` does not import torch and open_clip.
-    from promptlab.data.sources import prediction_samples
-    from promptlab.deploy.classifier import Classifier
-    from promptlab.deploy.classify import classify_to_output
+    # Imported here, not at the top, so that `promptlab --help` imports no image library; none of
+    # these import torch, so an ONNX file is classified in the ONNX-only install.
+    from promptlab.data.prediction_inputs import prediction_samples
+    from promptlab.deploy.file_format import classifier_format
     from promptlab.deploy.native_stderr import decoder_messages_to
     from promptlab.deploy.prediction import check_reject_below
+    from promptlab.deploy.prediction_files import results_to_output
 
     threshold = check_reject_below(reject_below, "--reject_below")
-    loaded = Classifier.load(classifier, weights_path, device)
+    file_format = classifier_format(classifier)
     paths = [sample.path for sample in prediction_samples(images)]
+    if file_format == "onnx":
+        from promptlab.deploy.onnx_runtime import OnnxClassifier
+
+        if weights_path:
+            raise UserError("--weights_path is for .safetensors classifiers; an ONNX file holds its image encoder.")
+        results = OnnxClassifier(classifier).classify_files(paths, batch_size, top_k, threshold, not no_progress)
+    else:
+        from promptlab.deploy.classifier import Classifier
+        from promptlab.deploy.classify import classify_files
+
+        loaded = Classifier.load(classifier, weights_path, device)
+        results = classify_files(loaded, paths, batch_size, num_workers, top_k, threshold, not no_progress)
     log_path = Path(decoder_log or Path(tempfile.gettempdir()) / f"promptlab-classify-{os.getpid()}.log")
     with decoder_messages_to(log_path):
-        unreadable = classify_to_output(
-            loaded, paths, output, batch_size, num_workers, top_k, threshold, not no_progress
-        )
+        unreadable = results_to_output(results, output)
     if log_path.is_file() and log_path.stat().st_size:
         lines = len(log_path.read_bytes().splitlines())
         print(f"The image decoders' own messages ({lines} lines) are in {log_path}", file=sys.stderr)

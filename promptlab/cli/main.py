@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from promptlab.cli.signature_parser import run_command, summary
+from promptlab.distribution import FULL_INSTALL, has_full_install, missing_dependency_message
 from promptlab.errors import USER_ERRORS
 
 LIGHTNING_COMMANDS = {
@@ -32,6 +34,7 @@ COMMANDS = {  # name -> "module:function"
     "methods": "promptlab.cli.listing:methods",
     "quickstart": "promptlab.cli.quickstart:quickstart",
 }
+ONNX_ONLY_COMMANDS = ("classify",)  # run in the ONNX-only install (onnxruntime, numpy, pillow), on .onnx files
 
 
 def command(name: str) -> Callable[..., int]:
@@ -44,11 +47,20 @@ def print_help() -> None:
     """``promptlab --help``: every command with one line each."""
     lines = ["usage: promptlab COMMAND [options]   (promptlab COMMAND --help for a command's options)", "", "commands:"]
     summaries = {**LIGHTNING_COMMANDS, **{name: summary(command(name)) for name in COMMANDS}}
-    lines += [f"  {name:<12} {text}" for name, text in summaries.items()]
+    full = has_full_install()
+    for name, text in summaries.items():
+        needs = "" if full or name in ONNX_ONLY_COMMANDS else "   [needs the full install]"
+        lines.append(f"  {name:<12} {text}{needs}")
     lines += [
         "",
         "Configs shipped with promptlab are found by their name, e.g. -c configs/toy/coop.yaml, from any folder.",
     ]
+    if not full:
+        lines += [
+            "",
+            "This is the ONNX-only install (no torch): `promptlab classify --classifier FILE.onnx ...` runs here;",
+            f"the other commands need the full install: {FULL_INSTALL}.",
+        ]
     print("\n".join(lines))
 
 
@@ -78,6 +90,15 @@ def main(args: list[str] | None = None) -> int:
         from promptlab.cli.lightning import run_lightning  # Lightning only for its own commands
 
         run_lightning(args)
+    except BrokenPipeError:  # `promptlab classify ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except ModuleNotFoundError as error:
+        message = missing_dependency_message(error, f"promptlab {name}")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except Exception as error:
         # jsonargparse wraps an error raised while it builds the model or data into its own ValueError
         # (with an 80-line traceback); the user's error is in the chain of causes.

@@ -12,7 +12,6 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from promptlab.configs import toy_config_path
 from promptlab.run_folder import TEST_METRICS_FILE
 
 
@@ -42,6 +41,7 @@ def quickstart(
     # Imported here, not at the top, so that `promptlab --help` does not import torch and Lightning.
     from promptlab.cli.classify import classify
     from promptlab.cli.lightning import lightning_cli
+    from promptlab.configs import toy_config_path
     from promptlab.export import export_run
     from promptlab.methods import CoOp, ZeroShotCLIP
     from promptlab.toy.world import generate

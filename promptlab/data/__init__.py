@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from promptlab.data.datamodule import FewShotDataModule
+    from promptlab.data.dataset_error import DatasetError
     from promptlab.data.images import ImageLoadError
-    from promptlab.data.sources import DatasetError
 
 __all__ = ["DatasetError", "FewShotDataModule", "ImageLoadError"]
 _HOMES = {
     "FewShotDataModule": "promptlab.data.datamodule",
     "ImageLoadError": "promptlab.data.images",
-    "DatasetError": "promptlab.data.sources",
+    "DatasetError": "promptlab.data.dataset_error",
 }
 
 

@@ -17,17 +17,13 @@ from typing_extensions import override
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
+from promptlab.data.dataset_error import DatasetError
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
 from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
+from promptlab.data.prediction_inputs import prediction_samples
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
 from promptlab.data.screening import log_summary, screen_splits
-from promptlab.data.sources import (
-    DatasetError,
-    SplitSamples,
-    check_class_names_of_splits,
-    prediction_samples,
-    read_dataset,
-)
+from promptlab.data.sources import SplitSamples, check_class_names_of_splits, read_dataset
 from promptlab.data.transforms import test_transform, train_transform
 from promptlab.data.unlabelled import names_only_splits, strong_transform, unlabelled_pool
 from promptlab.data.versioning import dvc_data_version

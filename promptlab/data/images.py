@@ -17,6 +17,20 @@ log = logging.getLogger(__name__)
 # writes them to its decoder log, and Python API users may attach a handler.
 decoder_log = logging.getLogger("promptlab.decoder")
 decoder_log.propagate = False
+decoder_log.addHandler(logging.NullHandler())  # without a handler, Python would print its errors to stderr
+
+
+class _ToDecoderLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        decoder_log.handle(record)
+
+
+# Pillow also logs decoder trouble itself (PIL.TiffImagePlugin at ERROR for a damaged TIFF): those
+# records join its warnings in the decoder log instead of the terminal.
+_pil_log = logging.getLogger("PIL")
+_pil_log.propagate = False
+if not any(isinstance(handler, _ToDecoderLog) for handler in _pil_log.handlers):
+    _pil_log.addHandler(_ToDecoderLog())
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # PIL's openers for those formats (JPEG's also opens the multi-picture MPO files many cameras write).
@@ -66,6 +80,9 @@ def load_image(path: str | Path) -> Image.Image:
         ImageLoadError: the file is missing, not one of the formats promptlab reads, truncated or
             corrupt, larger than :data:`MAX_IMAGE_PIXELS`, or its decoder failed in any other way.
     """
+    if not Path(path).is_file():
+        what = "is a folder, not an image file" if Path(path).is_dir() else "not found"
+        raise ImageLoadError(f"Image {str(path)!r} {what}; check the path.")
     return _decode(path, str(path))[0]
 
 

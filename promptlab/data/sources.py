@@ -10,16 +10,12 @@ from pathlib import Path
 from typing import cast
 
 from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
-from promptlab.data.images import IMAGE_EXTENSIONS, is_image_file, list_images
+from promptlab.data.dataset_error import DatasetError
+from promptlab.data.images import list_images
 from promptlab.data.sampling import Sample, split_folder_samples
 from promptlab.data.screening import find_unreadable
-from promptlab.errors import UserError
 
 SPLITS = ("train", "val", "test")
-
-
-class DatasetError(UserError):
-    """The dataset on disk cannot be used as asked; the message names the path and the fix."""
 
 
 @dataclass
@@ -198,26 +194,6 @@ def read_standard_dataset(name: str, root: str | Path) -> SplitSamples:
         raise DatasetError(f"Dataset {name!r} at {str(folder)!r} is incomplete or malformed: {error}.") from error
     assert info.split_file is not None  # every layout without one returned above
     return read_split_file(folder / info.split_file, folder / info.image_dir, info.renames)
-
-
-def prediction_samples(paths: list[str]) -> list[Sample]:
-    """Files and folders of images -> unlabelled samples (label -1) with absolute paths."""
-    samples = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            samples += [Sample(str(p.resolve()), -1, "") for p in list_images(entry, recursive=True)]
-        elif entry.is_file() and is_image_file(entry):
-            samples.append(Sample(str(entry.resolve()), -1, ""))
-        elif entry.is_file():
-            raise DatasetError(
-                f"Prediction input {str(entry)!r} has an extension promptlab does not read; "
-                f"use one of {', '.join(sorted(IMAGE_EXTENSIONS))}."
-            )
-        else:
-            raise DatasetError(f"Prediction input {str(entry)!r} is not an image file or folder; check the path.")
-    if not samples:
-        raise DatasetError("No images to predict; pass image files or folders with --data.predict_files.")
-    return samples
 
 
 def read_dataset(

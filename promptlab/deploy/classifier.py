@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
-from promptlab.data.images import load_image
 from promptlab.data.transforms import test_transform
 from promptlab.deploy.calibration import Calibration
 from promptlab.deploy.classifier_file import ClassifierFileError, read_classifier_file
 from promptlab.deploy.heads import Head, HeadError, head_from_file
-from promptlab.deploy.prediction import Images, Prediction, image_batches
+from promptlab.deploy.image_inputs import check_count, image_batches
+from promptlab.deploy.prediction import Images, Prediction, check_reject_below
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -82,12 +82,9 @@ class Classifier:
         """Logits are divided by it before the softmax (1.0: not calibrated)."""
         return self.calibration.temperature
 
-    def _to_tensor(self, image) -> torch.Tensor:
-        if isinstance(image, torch.Tensor):
-            return image
-        if isinstance(image, (str, Path)):
-            image = load_image(image)
-        return self.transform(image.convert("RGB"))
+    def _batches(self, images: Images, batch_size: int) -> list[torch.Tensor]:
+        """Any images :meth:`predict_proba` takes -> checked (B, 3, H, W) batches."""
+        return image_batches(images, batch_size, self.preprocess.size, self.transform, torch.as_tensor, torch.stack)
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -107,7 +104,7 @@ class Classifier:
         (N, C) calibrated probabilities), on the CPU, from one image-encoder pass.
         """
         features, probabilities = [], []
-        for batch in image_batches(images, batch_size, self._to_tensor, torch.stack):
+        for batch in self._batches(images, batch_size):
             encoded = self.head.encode(self.backbone, batch.to(self.device))  # (B, D)
             features.append(F.normalize(encoded, dim=-1).cpu())
             probabilities.append(self._calibrated(self.head(encoded)))
@@ -119,15 +116,19 @@ class Classifier:
         """Calibrated class probabilities of images.
 
         Args:
-            images: one or a list of PIL images, file paths or preprocessed (3, H, W) tensors, or an
+            images: one image or a list (any iterable) of them: file paths, PIL images, image file
+                bytes, HWC uint8 arrays, preprocessed (3, H, W) float tensors or arrays; or an
                 (N, 3, H, W) batch.
             batch_size: images per image-encoder call.
 
         Returns:
             (N, C) probabilities, classes ordered as ``class_names``.
+
+        Raises:
+            ImageInputError: an argument that is not an image, has the wrong shape or non-finite values.
+            ImageLoadError: a file that is missing or cannot be decoded.
         """
-        batches = image_batches(images, batch_size, self._to_tensor, torch.stack)
-        probabilities = [self.probabilities(batch) for batch in batches]
+        probabilities = [self.probabilities(batch) for batch in self._batches(images, batch_size)]
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 
     def predict(
@@ -136,13 +137,14 @@ class Classifier:
         """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes.
 
         Args:
-            images: PIL images, file paths, or preprocessed (3, H, W) tensors or an (N, 3, H, W) batch.
+            images: as :meth:`predict_proba` takes them.
             top_k: classes per prediction.
             batch_size: images per image-encoder call.
             reject_below: answer "none of these" when the best calibrated probability is below it
                 (default: the threshold recorded at export, if any; 0 turns it off).
         """
-        threshold = self.reject_below if reject_below is None else reject_below
+        top_k = check_count(top_k, "top_k")
+        threshold = self.reject_below if reject_below is None else check_reject_below(reject_below)
         return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
 
 

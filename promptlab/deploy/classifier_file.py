@@ -48,6 +48,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from promptlab.deploy.file_format import sniff, what_it_is
 from promptlab.errors import UserError
 from promptlab.files import atomic_write
 
@@ -116,12 +117,22 @@ def read_classifier_file(path: str | Path) -> tuple[dict, dict[str, torch.Tensor
     """
     path = Path(path)
     if not path.is_file():
-        raise ClassifierFileError(f"Classifier file {str(path)!r} does not exist; check the path.")
+        raise ClassifierFileError(f"Classifier file {str(path)!r} not found; check the path.")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        kind = sniff(path)
+        if kind == "onnx":
+            raise ClassifierFileError(
+                f"{str(path)!r} is an ONNX model; load it with OnnxClassifier (promptlab classify and serve take it "
+                "as it is)."
+            ) from error
+        if kind != "safetensors":
+            raise ClassifierFileError(
+                f"{str(path)!r} is {what_it_is(kind)}, not a classifier file; pass one written by `promptlab export`."
+            ) from error
         raise ClassifierFileError(
             f"Classifier file {str(path)!r} is truncated or not a safetensors file ({error}); export it again."
         ) from error

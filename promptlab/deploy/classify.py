@@ -1,4 +1,4 @@
-"""Batched classification of image files with an exported classifier (``promptlab classify``).
+"""Batched classification of image files with an exported torch classifier (``promptlab classify``).
 
 Images are decoded and preprocessed by DataLoader worker processes while the main process runs the
 image encoder on whole batches; predictions stream to the output as they come, so memory stays flat
@@ -9,18 +9,16 @@ that file's refusal, recorded and named at the end, never the run's end.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from promptlab.data.images import ImageLoadError, load_image
 from promptlab.deploy.classifier import Classifier, top_predictions
-from promptlab.deploy.prediction import NONE_OF_THESE, Prediction
-from promptlab.deploy.prediction_files import PredictionWriter
+from promptlab.deploy.prediction import Prediction
+from promptlab.deploy.progress import progress_bar
 
 
 class ImageFiles(Dataset):
@@ -99,7 +97,7 @@ def classify_files(
         pin_memory=classifier.device.type == "cuda",
         prefetch_factor=4 if workers else None,
     )
-    with tqdm(total=len(paths), unit="img", desc="classify", disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(len(paths), "classify", progress) as bar:
         for batch in loader:
             for _, reason in batch.failures:
                 yield reason
@@ -108,42 +106,3 @@ def classify_files(
                 predictions = top_predictions(probabilities, classifier.class_names, top_k, threshold)
                 yield from ((paths[i], p) for i, p in zip(batch.indices, predictions, strict=True))
             bar.update(len(batch.indices) + len(batch.failures))
-
-
-def classify_to_output(
-    classifier: Classifier,
-    paths: list[str],
-    output: str | None,
-    batch_size: int,
-    num_workers: int | None,
-    top_k: int,
-    reject_below: float | None,
-    progress: bool,
-) -> list[str]:
-    """Streams predictions to ``output`` (or stdout); returns the reasons of the unreadable files."""
-    writer = PredictionWriter(output) if output else None
-    unreadable: list[str] = []
-    results = classify_files(classifier, paths, batch_size, num_workers, top_k, reject_below, progress)
-    try:
-        for result in results:
-            if isinstance(result, str):
-                unreadable.append(result)
-            elif writer is not None:
-                writer.write(*result)
-            else:
-                print(prediction_line(*result))
-    except BaseException:
-        if writer is not None:
-            writer.close(keep=False)
-        raise
-    if writer is not None:
-        writer.close()
-        print(f"Wrote {writer.count} predictions to {output}")
-    return unreadable
-
-
-def prediction_line(path: str, prediction: Prediction) -> str:
-    """One tab-separated line: path, label (or "none of these"), probability, the other top classes."""
-    others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
-    label = f"{NONE_OF_THESE} (best: {prediction.label})" if prediction.none_of_these else prediction.label
-    return f"{path}\t{label}\t{prediction.probability:.1%}" + (f"\t({others})" if others else "")

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from promptlab.data.images import decoder_log
@@ -69,3 +69,19 @@ def decoder_messages_to(path: Path) -> Iterator[None]:
     finally:
         decoder_log.removeHandler(handler)
         handler.close()
+
+
+_kept = ExitStack()
+_kept_path: Path | None = None
+
+
+def keep_decoder_messages_in(path: Path) -> Path:
+    """:func:`decoder_messages_to` for the rest of a long-running process (the server's inference
+    worker, the app), entered once per process; returns the log file in use.
+    """
+    global _kept_path
+    if _kept_path is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _kept.enter_context(decoder_messages_to(path))
+        _kept_path = path
+    return _kept_path

@@ -2,9 +2,9 @@
 
 Install on the deployment machine::
 
-    pip install onnxruntime numpy pillow && pip install --no-deps promptlab
+    pip install onnxruntime numpy pillow && pip install --no-deps promptlab_clip-*.whl
 
-then::
+(the wheel of promptlab's distribution, ``promptlab-clip``), then::
 
     from promptlab.deploy.onnx_runtime import OnnxClassifier
 
@@ -19,15 +19,18 @@ and preprocessed exactly as promptlab's test transform (torchvision's ``Resize``
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 from PIL import Image
 
-from promptlab.data.images import load_image
-from promptlab.deploy.prediction import Images, Prediction, image_batches, rank
+from promptlab.data.images import ImageLoadError, load_image
+from promptlab.deploy.image_inputs import check_count, image_batches
+from promptlab.deploy.prediction import Images, Prediction, check_reject_below, rank
+from promptlab.deploy.prediction_files import FileResult
+from promptlab.deploy.progress import progress_bar
 from promptlab.errors import UserError
 
 ONNX_FORMAT = "promptlab-onnx-classifier"  # as written by promptlab.deploy.onnx_export
@@ -103,12 +106,8 @@ class OnnxClassifier:
         self.reject_below: float | None = self.meta.get("reject_below")
         self._input = self.session.get_inputs()[0].name
 
-    def to_array(self, image) -> np.ndarray:
-        """A file path or PIL image -> (3, H, W) float32 preprocessed; arrays pass through."""
-        if isinstance(image, np.ndarray):
-            return image
-        if isinstance(image, (str, Path)):
-            image = load_image(image)
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """A PIL image -> (3, H, W) float32, preprocessed as the classifier was trained."""
         p = self.preprocess
         return preprocess_image(image, p["size"], p["mean"], p["std"], p["interpolation"])
 
@@ -120,14 +119,18 @@ class OnnxClassifier:
         """Calibrated class probabilities.
 
         Args:
-            images: one or a list of file paths, PIL images or preprocessed (3, H, W) arrays, or an
-                (N, 3, H, W) array.
+            images: one image or a list (any iterable) of them: file paths, PIL images, image file
+                bytes, HWC uint8 arrays or preprocessed (3, H, W) float arrays; or an (N, 3, H, W) array.
             batch_size: images per graph call.
 
         Returns:
             (N, C) probabilities, classes ordered as ``class_names``.
+
+        Raises:
+            ImageInputError: an argument that is not an image, has the wrong shape or non-finite values.
+            ImageLoadError: a file that is missing or cannot be decoded.
         """
-        batches = image_batches(images, batch_size, self.to_array, np.stack)
+        batches = image_batches(images, batch_size, self.preprocess["size"], self.to_array, np.asarray, np.stack)
         parts = [self.probabilities(batch) for batch in batches]
         return np.concatenate(parts) if parts else np.empty((0, len(self.class_names)), np.float32)
 
@@ -137,5 +140,32 @@ class OnnxClassifier:
         """One :class:`~promptlab.deploy.prediction.Prediction` per image; "none of these" below
         ``reject_below`` (default: the threshold recorded at export; 0 turns it off).
         """
-        threshold = self.reject_below if reject_below is None else reject_below
+        top_k = check_count(top_k, "top_k")
+        threshold = self.reject_below if reject_below is None else check_reject_below(reject_below)
         return rank(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
+
+    def classify_files(
+        self,
+        paths: list[str],
+        batch_size: int = 64,
+        top_k: int = 3,
+        reject_below: float | None = None,
+        progress: bool = True,
+    ) -> Iterator[FileResult]:
+        """``promptlab classify`` on an ONNX file: yields ``(path, prediction)`` per image in input order,
+        and the reason (one sentence naming the file) for each unreadable file.
+        """
+        threshold = self.reject_below if reject_below is None else reject_below
+        with progress_bar(len(paths), "classify", progress) as bar:
+            for start in range(0, len(paths), batch_size):
+                readable, arrays = [], []
+                for path in paths[start : start + batch_size]:
+                    try:
+                        arrays.append(self.to_array(load_image(path)))
+                        readable.append(path)
+                    except ImageLoadError as error:  # this file's refusal, never the run's end
+                        yield str(error)
+                if arrays:
+                    predictions = rank(self.probabilities(np.stack(arrays)), self.class_names, top_k, threshold)
+                    yield from zip(readable, predictions, strict=True)
+                bar.update(len(paths[start : start + batch_size]))

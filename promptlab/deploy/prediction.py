@@ -1,11 +1,11 @@
 """What the torch classifier, the ONNX runtime and the server share (imports no torch): one image's
-answer, ranking probabilities into answers, and cutting images into batches.
+answer and ranking probabilities into answers.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +14,7 @@ from promptlab.errors import UserError
 NONE_OF_THESE = "none of these"
 
 Images = Any
-"""One image or a list of them: file paths, PIL images or preprocessed (3, H, W) arrays or tensors, or an
-(N, 3, H, W) batch."""
+"""One image or a list of them (see :mod:`promptlab.deploy.image_inputs` for what is accepted)."""
 
 
 @dataclass
@@ -78,19 +77,3 @@ def rank(probabilities: Any, class_names: Sequence[str], k: int, reject_below: f
         best = heapq.nlargest(min(k, len(class_names)), range(len(row)), key=row.__getitem__)
         predictions.append(Prediction.from_top([row[i] for i in best], best, class_names, threshold))
     return predictions
-
-
-def image_batches(images, batch_size: int, prepare: Callable, stack: Callable) -> list:
-    """Images in batches for an image encoder.
-
-    Args:
-        images: an (N, 3, H, W) batch (sliced as it is), or one or a list of items that ``prepare``
-            turns into a (3, H, W) image (file paths, PIL images, already prepared images).
-        batch_size: images per batch.
-        prepare: one item -> a (3, H, W) image.
-        stack: (3, H, W) images -> (B, 3, H, W) (``torch.stack``, ``numpy.stack``).
-    """
-    if getattr(images, "ndim", 0) == 4:
-        return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-    items = images if isinstance(images, (list, tuple)) else [images]
-    return [stack([prepare(x) for x in items[i : i + batch_size]]) for i in range(0, len(items), batch_size)]

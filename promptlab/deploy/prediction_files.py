@@ -1,12 +1,16 @@
-"""Prediction tables: (path, prediction) rows streamed to a CSV or JSON file (imports no torch)."""
+"""Prediction tables: (path, prediction) rows streamed to a CSV or JSON file or to the terminal (imports no torch)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
-from promptlab.deploy.prediction import Prediction
+from promptlab.deploy.prediction import NONE_OF_THESE, Prediction
+
+FileResult = tuple[str, Prediction] | str
+"""What a batched classification yields per file: (path, prediction), or the reason it was unreadable."""
 
 
 class PredictionWriter:
@@ -62,3 +66,32 @@ def write_predictions(rows: list[tuple[str, Prediction]], path: Path) -> None:
     with PredictionWriter(path) as writer:
         for image_path, prediction in rows:
             writer.write(image_path, prediction)
+
+
+def results_to_output(results: Iterable[FileResult], output: str | None) -> list[str]:
+    """Streams predictions to ``output`` (a .csv or .json file) or stdout; returns the unreadable files' reasons."""
+    writer = PredictionWriter(output) if output else None
+    unreadable: list[str] = []
+    try:
+        for result in results:
+            if isinstance(result, str):
+                unreadable.append(result)
+            elif writer is not None:
+                writer.write(*result)
+            else:
+                print(prediction_line(*result))
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
+    if writer is not None:
+        writer.close()
+        print(f"Wrote {writer.count} predictions to {output}")
+    return unreadable
+
+
+def prediction_line(path: str, prediction: Prediction) -> str:
+    """One tab-separated line: path, label (or "none of these"), probability, the other top classes."""
+    others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
+    label = f"{NONE_OF_THESE} (best: {prediction.label})" if prediction.none_of_these else prediction.label
+    return f"{path}\t{label}\t{prediction.probability:.1%}" + (f"\t({others})" if others else "")

@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,12 +33,17 @@ from typing import Any, cast
 import litserve as ls
 import numpy as np
 import psutil
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import override
 
 from promptlab.data.images import ImageLoadError, decode_image_bytes
+from promptlab.deploy.file_format import ClassifierFormat, classifier_format
+from promptlab.deploy.http_timeouts import protocol_with_request_timeout
+from promptlab.deploy.native_stderr import keep_decoder_messages_in
 from promptlab.deploy.prediction import check_reject_below, rank
 from promptlab.errors import UserError
 
@@ -46,6 +53,10 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024  # as the app's uploads (.streamlit/config.to
 MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024  # the image in base64, plus a little JSON
 API_KEY_HEADER = "X-API-Key"
 API_KEY_ENV = "PROMPTLAB_API_KEY"
+LOOPBACK_HOSTS = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
+NETWORK_HOSTS = ("0.0.0.0", "::")  # every interface: the only other addresses LitServe binds
+FORM_FIELDS = ("image", "top_k", "reject_below")
+MAX_FORM_PARTS = 16  # of each kind (files, text fields): a form needs three
 
 
 class ServeError(UserError):
@@ -119,11 +130,15 @@ class RequestGate:
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return Refusal(413, f"The request is {int(declared) / 2**20:.1f} MB; images up to 20 MB are accepted.")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return Refusal(413, "The request is larger than 20 MB of image; send a smaller image.")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return Refusal(413, "The request is larger than 20 MB of image; send a smaller image.")
+                chunks.append(chunk)
+        except ClientDisconnect:  # nobody to answer: one line in the log, not a traceback
+            log.info("A client hung up before sending its whole request (%s bytes of it arrived).", size)
+            return Refusal(499, "The client closed the connection.")
         raw = b"".join(chunks)
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -149,9 +164,23 @@ async def _multipart_fields(scope: Scope, raw: bytes) -> dict | Refusal:
         return {"type": "http.request", "body": raw, "more_body": False}
 
     try:
-        form = await Request(scope, body).form()
+        form = await Request(scope, body).form(max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS)
+    except (MultiPartException, HTTPException) as error:  # a limit or a malformed part
+        # (starlette raises MultiPartException as an HTTPException inside an application)
+        message = str(getattr(error, "message", None) or getattr(error, "detail", "")).lower()
+        limit = next((kind for kind in ("fields", "files") if f"too many {kind}" in message), None)
+        if limit is None:
+            return Refusal(400, "The multipart body cannot be parsed; send the image as a file field named 'image'.")
+        return Refusal(
+            400,
+            f"The form has more than {MAX_FORM_PARTS} {'text fields' if limit == 'fields' else 'files'}, the server's "
+            "limit; send one file field 'image' and at most the fields top_k and reject_below.",
+        )
     except Exception:  # starlette's multipart parser raises several types for a malformed body
         return Refusal(400, "The multipart body cannot be parsed; send the image as a file field named 'image'.")
+    images = form.getlist("image")
+    if len(images) > 1:
+        return Refusal(400, f"The form has {len(images)} parts named 'image'; send one image per request.")
     fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
     upload = form.get("image")
     if upload is not None and not isinstance(upload, str):
@@ -211,12 +240,16 @@ class ClassifierAPI(ls.LitAPI):
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.classifier_path, self.weights_path = classifier_path, weights_path
+        self.file_format: ClassifierFormat = classifier_format(classifier_path)
         self.default_reject_below = reject_below
 
     @override
     def setup(self, device: str) -> None:
+        # libtiff's and libjpeg's own prints (hundreds of lines for damaged files) go to a log file;
+        # the server's log gets one line per image that had any.
+        self.decoder_log = keep_decoder_messages_in(Path(tempfile.gettempdir()) / f"promptlab-serve-{os.getpid()}.log")
         # Imported for the file's kind only: an ONNX server never imports torch.
-        if Path(self.classifier_path).suffix.lower() == ".onnx":
+        if self.file_format == "onnx":
             from promptlab.deploy.onnx_runtime import OnnxClassifier
 
             runtime = OnnxClassifier(self.classifier_path)
@@ -238,11 +271,15 @@ class ClassifierAPI(ls.LitAPI):
         """The canonical body (see :class:`RequestGate`) -> (preprocessed image, options), or a refusal
         for this request alone (raising here would fail every request of the batch).
         """
+        logged = self.decoder_log.stat().st_size if self.decoder_log.is_file() else 0
         try:
             image, _ = decode_image_bytes(base64.b64decode(request["image"]), request["name"])
             return self._prepare(image), request
         except ImageLoadError as error:  # every decoding failure, whatever the decoder raised
             return Refusal(400, str(error))
+        finally:
+            if self.decoder_log.is_file() and self.decoder_log.stat().st_size > logged:
+                log.info("Image %r: its decoders' messages are in %s.", request["name"], self.decoder_log)
 
     @override
     def batch(self, inputs: list) -> list:
@@ -294,6 +331,83 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGINT, stop)
 
 
+def check_address(host: str, port: int, api_key: str | None, insecure: bool = False) -> tuple[str, list[str]]:
+    """Where the server may listen, and what to say about it.
+
+    Loopback needs no key; every interface (0.0.0.0 or ::) needs an API key, or ``insecure``.
+
+    Returns:
+        The host LitServe binds ("localhost" becomes 127.0.0.1) and warnings to print.
+
+    Raises:
+        ServeError: an empty key, an address LitServe cannot bind, a port out of range or in use, or the
+            network without a key and without ``insecure``.
+    """
+    if api_key is not None and not api_key.strip():
+        raise ServeError(
+            f"The API key is empty (an unset shell variable in --api_key or ${API_KEY_ENV}?); pass a key, or leave "
+            "both out to serve this machine alone."
+        )
+    if host not in LOOPBACK_HOSTS and host not in NETWORK_HOSTS:
+        raise ServeError(
+            f"--host {host!r} cannot be bound; use 127.0.0.1 (this machine only) or 0.0.0.0 or :: (every network "
+            "interface, with an API key)."
+        )
+    if not 1024 <= port <= 65535:
+        raise ServeError(f"--port must be from 1024 to 65535 (got {port}).")
+    bind_host = LOOPBACK_HOSTS.get(host, host)
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((bind_host, port))
+        except OSError as error:
+            raise ServeError(
+                f"Port {port} on {bind_host} cannot be used ({error.strerror}); stop what uses it or choose another "
+                "--port."
+            ) from error
+    warnings = []
+    if bind_host in NETWORK_HOSTS and api_key is None:
+        if not insecure:
+            raise ServeError(
+                f"--host {bind_host} opens the server to every machine that can reach this one; set --api_key (or "
+                f"${API_KEY_ENV}), or pass --insecure to serve without authentication."
+            )
+        warnings.append(
+            f"WARNING: serving on {bind_host}:{port} WITHOUT AN API KEY (--insecure): anyone who can reach this "
+            "machine can use the classifier."
+        )
+    if bind_host in NETWORK_HOSTS:
+        warnings.append(
+            "Note: HTTP is unencrypted (the key too); put a reverse proxy with TLS in front (see the manual's Deploy "
+            "page)."
+        )
+    return bind_host, warnings
+
+
+def run_server(
+    server: ls.LitServer, host: str, port: int, request_timeout: float = 30.0, max_connections: int = 256
+) -> None:
+    """Runs the server with the connection limits of the manual's Deploy page.
+
+    Args:
+        server: from :func:`build_server`.
+        host: from :func:`check_address`.
+        port: the port.
+        request_timeout: seconds a client has to send a whole request (headers and body).
+        max_connections: connections and requests at once; more are answered 503 at once.
+    """
+    server.run(
+        host=host,
+        port=port,
+        generate_client_file=False,
+        log_level="warning",
+        http=protocol_with_request_timeout(request_timeout),
+        limit_concurrency=max_connections,
+        timeout_keep_alive=5,
+    )
+
+
 def build_server(
     classifier_path: str,
     api_key: str | None = None,
@@ -306,10 +420,9 @@ def build_server(
     """The LitServer of one classifier file (see the module docstring); ``.run(host=..., port=...)`` starts it.
 
     Raises:
-        ServeError: the classifier file is missing or an option is out of range.
+        ServeError: an option is out of range.
+        ClassifierPathError: the classifier file is missing or not a classifier.
     """
-    if not Path(classifier_path).is_file():
-        raise ServeError(f"Classifier file {classifier_path!r} does not exist; export one with `promptlab export`.")
     if max_batch_size < 1 or batch_timeout < 0:
         raise ServeError("--max_batch_size must be at least 1 and --batch_timeout at least 0 seconds.")
     reject_below = check_reject_below(reject_below, "--reject_below")

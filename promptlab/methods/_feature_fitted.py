@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from promptlab.data.sources import DatasetError
+from promptlab.data.dataset_error import DatasetError
 from promptlab.methods._base import CLIPClassifier
 
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from typing_extensions import override
 
-from promptlab.data.sources import DatasetError
+from promptlab.data.dataset_error import DatasetError
 from promptlab.data.transforms import test_transform
 from promptlab.deploy.heads import Head, LinearHead
 from promptlab.methods._base import CLIPClassifier

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
-from promptlab.data.sources import DatasetError
+from promptlab.data.dataset_error import DatasetError
 from promptlab.deploy.heads import CacheHead, Head, cache_logits
 from promptlab.methods._base import CLIPClassifier
 from promptlab.methods._contract import Bars, Panel, Setting, ToyDefaults

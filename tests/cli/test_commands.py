@@ -105,7 +105,7 @@ def test_classify_bad_file_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "c.safetensors"
     bad.write_bytes(b"garbage")
     assert main(["classify", "--classifier", str(bad), str(bad)]) == 2
-    assert "truncated or not a safetensors file" in capsys.readouterr().err
+    assert "is a text file, not a classifier" in capsys.readouterr().err
 
 
 def test_classify_skips_unreadable_images(image_folder, tmp_path, capsys):

@@ -241,7 +241,7 @@ def test_dvc_data_version_of_a_pipeline_output(image_folder):
 
 
 def test_prediction_inputs(image_folder, tmp_path):
-    from promptlab.data.sources import prediction_samples
+    from promptlab.data.prediction_inputs import prediction_samples
 
     samples = prediction_samples([str(image_folder / "red_square"), str(image_folder / "green_circle" / "1.png")])
     assert len(samples) == 11 and all(Path(s.path).is_absolute() for s in samples)

@@ -1,8 +1,10 @@
-"""``promptlab serve``: the real LitServe server on a free loopback port, talked to over HTTP."""
+"""``promptlab serve``: the real LitServe server on a free loopback port, talked to over HTTP, slow and
+vanishing clients included; and the checks on where it may listen."""
 
 import base64
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,11 +17,14 @@ import requests
 import torch
 from PIL import Image
 
+from promptlab.cli import main
 from promptlab.deploy.classifier import Classifier
+from promptlab.deploy.serving import ServeError, check_address
 from promptlab.export import export_classifier
 from tests.builders import BUILDERS
 
 KEY = "test-key"
+REQUEST_TIMEOUT_S = 3
 
 
 def _free_port() -> int:
@@ -41,6 +46,7 @@ def server(classifier_file):
     command = [
         sys.executable, "-m", "promptlab", "serve", "--classifier", str(classifier_file), "--port", str(port),
         "--max_batch_size", "8", "--batch_timeout", "0.05", "--accelerator", "cpu",
+        "--request_timeout", str(REQUEST_TIMEOUT_S),
     ]  # fmt: skip
     env = os.environ | {"PROMPTLAB_API_KEY": KEY, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -61,6 +67,8 @@ def server(classifier_file):
     workers = psutil.Process(process.pid).children(recursive=True)  # LitServe's API and inference processes
     process.terminate()  # SIGTERM must stop them all: none may outlive the server
     process.wait(timeout=30)
+    log = process.stdout.read()
+    assert "Traceback" not in log, log[-3000:]  # a client that hung up mid-body is one line, never a traceback
     _, alive = psutil.wait_procs(workers, timeout=10)
     for worker in alive:
         worker.kill()
@@ -111,6 +119,8 @@ BAD_REQUESTS = {
     "other content type": (dict(data=b"x", headers={"Content-Type": "text/plain"}), 415, "not accepted"),
     "bad top_k": (dict(json={"image": PNG_B64, "top_k": "many"}), 400, "top_k"),
     "bad reject_below": (dict(json={"image": PNG_B64, "reject_below": 2}), 400, "reject_below"),
+    "two images": (dict(files=[("image", ("a.png", _png())), ("image", ("b.png", _png()))]), 400, "2 parts named"),
+    "5,000 fields": (dict(files={"image": ("a.png", _png())}, data={f"f{i}": "x" for i in range(5000)}), 400, "fields"),
 }
 
 
@@ -131,3 +141,93 @@ def test_a_bad_image_in_a_batch_does_not_fail_the_good_ones(server):
         responses = list(pool.map(lambda kwargs: _post(server, **kwargs), [good, bad] * 8))
     assert [r.status_code for r in responses] == [200, 400] * 8
     assert len({r.json()["label"] for r in responses[::2]}) == 1
+
+
+def _slow_client(port: int, head: bytes) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(head)
+    return client
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    client.settimeout(0.2)
+    try:
+        return client.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_slow_clients_are_closed_and_normal_requests_answered_meanwhile(server):
+    port = int(server.rsplit(":", 1)[1])
+    started = time.monotonic()
+    half_headers = [_slow_client(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(20)]
+    half_bodies = [
+        _slow_client(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: test-key\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"image\": \"")
+        for _ in range(5)
+    ]  # fmt: skip
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]  # connected, sending nothing
+    slow = half_headers + half_bodies + idle
+    for _ in range(4):  # one byte a second keeps no connection alive past the deadline
+        assert _post(server, files={"image": ("ok.png", _png())}).status_code == 200
+        for client in half_headers:
+            client.send(b"a")
+        time.sleep(0.5)
+    deadline = started + REQUEST_TIMEOUT_S + 5
+    while time.monotonic() < deadline and not all(_closed_by_server(c) for c in slow):
+        time.sleep(0.2)
+    closed = sum(_closed_by_server(c) for c in slow)
+    for client in slow:
+        client.close()
+    assert closed == len(slow), f"{len(slow) - closed} of {len(slow)} slow connections still open"
+    assert _post(server, files={"image": ("ok.png", _png())}).status_code == 200
+
+
+def test_a_client_hanging_up_mid_body_leaves_the_server_answering(server):
+    port = int(server.rsplit(":", 1)[1])
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: test-key\r\nContent-Length: 100000\r\n\r\n"
+    for _ in range(3):
+        _slow_client(port, head + b"x" * 1000).close()
+    assert _post(server, files={"image": ("ok.png", _png())}).status_code == 200
+
+
+def _port_in_use():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "key", "words"),
+    [
+        ("127.0.0.1", 8000, "", "The API key is empty"),
+        ("127.0.0.1", 8000, "   ", "The API key is empty"),
+        ("0.0.0.0", 8000, None, "--insecure"),
+        ("::", 8000, None, "--insecure"),
+        ("192.168.1.10", 8000, KEY, "cannot be bound"),
+        ("127.0.0.1", 0, None, "--port must be from 1024 to 65535 (got 0)"),
+        ("127.0.0.1", 70000, None, "--port must be"),
+    ],
+)
+def test_where_the_server_may_listen(host, port, key, words):
+    with pytest.raises(ServeError, match=re.escape(words)):
+        check_address(host, port, key)
+
+
+def test_a_port_in_use_and_the_network_without_a_key_are_said_plainly():
+    with _port_in_use() as holder, pytest.raises(ServeError, match="cannot be used"):
+        check_address("127.0.0.1", holder.getsockname()[1], None)
+    port = _free_port()
+    assert check_address("localhost", port, None) == ("127.0.0.1", [])
+    host, warnings = check_address("0.0.0.0", port, None, insecure=True)
+    assert host == "0.0.0.0" and "WITHOUT AN API KEY" in warnings[0] and "TLS" in warnings[1]
+    assert check_address("0.0.0.0", port, KEY)[1] == [warnings[1]]
+
+
+def test_serve_refuses_an_unset_key_variable_in_one_sentence(capsys, classifier_file, monkeypatch):
+    monkeypatch.setenv("PROMPTLAB_API_KEY", "")
+    assert main(["serve", "--classifier", str(classifier_file), "--port", str(_free_port())]) == 2
+    assert capsys.readouterr().err.count("The API key is empty") == 1

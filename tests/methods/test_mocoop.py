@@ -130,7 +130,7 @@ def test_export_predicts_exactly_what_the_module_predicts(image_folder, tmp_path
     path = export_classifier(model, tmp_path / "mocoop.safetensors")
     classifier = Classifier.load(path, device="cpu")
     images = sorted(image_folder.rglob("*.png"))[:9]
-    batch = torch.stack([classifier._to_tensor(p) for p in images])
+    batch = classifier._batches(images, len(images))[0]
     model.eval()
     with torch.no_grad():
         expected = model(batch).softmax(-1)

@@ -157,7 +157,7 @@ def test_export_predicts_exactly_what_the_module_predicts(image_folder, tmp_path
             p.add_(0.1)
     classifier = Classifier.load(export_classifier(model, tmp_path / "nola.safetensors"), device="cpu")
     images = sorted(image_folder.rglob("*.png"))[:9]
-    batch = torch.stack([classifier._to_tensor(p) for p in images])
+    batch = classifier._batches(images, len(images))[0]
     with torch.no_grad():
         expected = model(batch).softmax(-1)
     assert torch.allclose(classifier.predict_proba(images), expected, atol=1e-5)
