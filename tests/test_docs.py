@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from promptlab.distribution import DISTRIBUTION
 from tests.conftest import make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +59,9 @@ def toy_world(tmp_path_factory) -> Path:
 
 def test_every_skipped_block_says_why():
     for page in PAGES:
-        for title, body in shell_blocks(page):
+        for title, _ in shell_blocks(page):
             if title:
                 assert title.startswith(NOT_RUN_HERE), f"{page_id(page)}: a block titled {title!r} would run"
-            assert "pip install promptlab" not in body, f"{page_id(page)}: promptlab's name on the index is not ours"
 
 
 def pages_to_run() -> list[Path]:
@@ -104,3 +104,16 @@ def test_generated_tables_match_their_json():
         [sys.executable, "tools/render_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+OTHER_PROJECT = re.compile(r"pip install[^\n&|;]*?(?<![\w/.-])promptlab(?![-_]clip)\b")  # `promptlab` on the index
+
+
+def test_every_install_line_names_our_distribution():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'name = "{DISTRIBUTION}"' in pyproject
+    texts = [*PAGES, ROOT / ".ci" / "run", *(ROOT / "ui").rglob("*.py"), *(ROOT / "promptlab").rglob("*.py")]
+    wrong = [str(path.relative_to(ROOT)) for path in texts if OTHER_PROJECT.search(path.read_text())]
+    assert not wrong, f"these tell users to install the unrelated `promptlab` from the package index: {wrong}"
+    assert OTHER_PROJECT.search("pip install promptlab") and OTHER_PROJECT.search("pip install --no-deps promptlab")
+    assert not OTHER_PROJECT.search("pip install --no-deps dist/promptlab_clip-*.whl && pip install promptlab-clip")

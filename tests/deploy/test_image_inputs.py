@@ -71,7 +71,7 @@ def test_preprocessed_arrays_and_batches_pass_through(classifier):
         (5, "images is of type int"),
         ({"a": 1}, "images is of type dict"),
         ([None], "images is of type NoneType"),
-        ([np.zeros((3, 32, 32), np.float32), 3.5], "images is of type float"),  # one bad item among others is named by its index
+        ([np.zeros((3, 32, 32), np.float32), 3.5], "images is of type float"),  # named images[1]
         (np.full((3, 32, 32), np.nan, np.float32), "contains NaN or infinite values"),
         (np.full((2, 3, 32, 32), np.inf, np.float32), "contains NaN or infinite values"),
         (np.zeros((3, 10, 10), np.float32), "has shape (3, 10, 10)"),

@@ -94,7 +94,9 @@ curl -F image=@photo1.jpg http://127.0.0.1:8000/predict""",
 )
 st.subheader("Without PyTorch (the ONNX file)")
 st.code(
-    f"""# needs only onnxruntime, numpy, pillow and promptlab installed without its dependencies
+    f"""# needs only onnxruntime, numpy and pillow, and promptlab's wheel without its dependencies:
+# pip install onnxruntime numpy pillow && pip install --no-deps promptlab_clip-*.whl
+# (the distribution is promptlab-clip; build the wheel with `pip wheel --no-deps -w dist .`)
 from promptlab import OnnxClassifier
 
 classifier = OnnxClassifier("{file_name.replace(".safetensors", ".onnx")}")
