@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from typing_extensions import override
 
@@ -106,11 +106,15 @@ def quiet_lightning() -> None:
         r".*args parameter is intended to run from within Python.*",  # we pass sys.argv on purpose
         r".*configure_optimizers` returned `None`.*",  # methods fitted in one go (linear probe, Tip-Adapter)
         r".*`training_step` returned `None`.*",
+        r".*across ranks is zero.*",  # no validation split (label-free runs): an empty list on purpose
+        r".*smaller than the logging interval.*",  # few-shot epochs are a few batches; metrics are per epoch
     )
     for message in noise:
         warnings.filterwarnings("ignore", message=message)
     # Lightning's "💡 Tip: ..." lines (litlogger, litmodels) come through this logger at INFO.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_tips)  # added once: same object
+    # Lightning prints its INFO lines with its own handler; passed on to the root logger they came twice.
+    logging.getLogger("lightning").propagate = False
 
 
 def default_precision() -> str:
@@ -120,8 +124,12 @@ def default_precision() -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabCLI:
-    """Builds the experiment CLI (``run=False``: instantiate from ``args`` without a subcommand)."""
+def lightning_cli(
+    args: list[str] | None = None, run: bool = True, callbacks: list[Callback] | None = None
+) -> PromptLabCLI:
+    """Builds the experiment CLI (``run=False``: instantiate from ``args`` without a subcommand); ``callbacks``
+    join the trainer's own.
+    """
     quiet_lightning()
     return PromptLabCLI(
         CLIPClassifier,
@@ -133,7 +141,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> PromptLabC
             "precision": default_precision(),
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
             # Save the last epoch even when validation is rare or off (the reference evaluates the last epoch).
-            "callbacks": [ModelCheckpoint(save_on_train_epoch_end=True)],
+            "callbacks": [ModelCheckpoint(save_on_train_epoch_end=True), *(callbacks or [])],
         },
         args=args,
         run=run,

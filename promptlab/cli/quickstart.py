@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,25 @@ from promptlab.run_folder import TEST_METRICS_FILE
 
 def _latest_run(folder: Path) -> Path:
     return max(folder.glob("version_*"), key=lambda p: p.stat().st_mtime)
+
+
+class Stages:
+    """Numbered stage lines with the time each took, so a slow machine never looks stuck."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.number, self.started = total, 0, time.monotonic()
+
+    def start(self, text: str) -> None:
+        """Ends the running stage (with its time) and announces the next."""
+        self.end()
+        self.number += 1
+        self.started = time.monotonic()
+        print(f"\n[{self.number}/{self.total}] {text}", flush=True)
+
+    def end(self) -> None:
+        """Prints how long the running stage took."""
+        if self.number:
+            print(f"      ({time.monotonic() - self.started:.1f} s)", flush=True)
 
 
 def quickstart(
@@ -39,6 +59,8 @@ def quickstart(
         out: folder of the two runs.
     """
     # Imported here, not at the top, so that `promptlab --help` does not import torch and Lightning.
+    from lightning.pytorch.callbacks import Callback
+
     from promptlab.cli.classify import classify
     from promptlab.cli.lightning import lightning_cli
     from promptlab.configs import toy_config_path
@@ -46,38 +68,49 @@ def quickstart(
     from promptlab.methods import CoOp, ZeroShotCLIP
     from promptlab.toy.world import generate
 
+    stages = Stages(5)
+
+    class TrainingStage(Callback):
+        """Announces training once the data (and the feature cache) are ready."""
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            stages.start(f"training CoOp: {epochs} epochs on {shots} images per class")
+
     root, runs = Path(data_root), Path(out)
+    stages.start(f"the toy world in {root / 'toy'}")
     if not (root / "toy" / "splits" / f"{task}.json").is_file():
-        print(f"Generating the toy world's task images in {root / 'toy'} ...")
+        print("      generating its images (once) ...", flush=True)
         generate(root / "toy", pretrain_images=0)  # task images are the same with or without them
     common = [
         f"--data.dataset=toy_{task}",
         f"--data.root={root}",
         f"--data.seed={seed}",
         f"--trainer.logger.init_args.save_dir={out}",
+        "--trainer.enable_model_summary=false",
     ]
-    print("\n== 1/3 zero-shot CLIP")
+    stages.start("zero-shot CLIP on the test images")
     lightning_cli(
         ["test", "-c", str(toy_config_path(ZeroShotCLIP)), *common, "--trainer.logger.init_args.name=zeroshot"]
     )
     zero_shot = json.loads((_latest_run(runs / "zeroshot") / TEST_METRICS_FILE).read_text())
 
-    print(f"\n== 2/3 CoOp, {shots} shots per class, {epochs} epochs")
+    stages.start("image features of the training images, cached once for every later run")
     fit_args = [
         f"--data.shots={shots}",
         f"--trainer.max_epochs={epochs}",
         "--trainer.logger.init_args.name=coop",
     ]
-    lightning_cli(["fit", "-c", str(toy_config_path(CoOp)), *common, *fit_args])
+    lightning_cli(["fit", "-c", str(toy_config_path(CoOp)), *common, *fit_args], callbacks=[TrainingStage()])
     run = _latest_run(runs / "coop")
     coop = json.loads((run / TEST_METRICS_FILE).read_text())
 
-    print("\n== 3/3 export and classify")
+    stages.start("export the classifier and classify 4 held-out images")
     classifier = export_run(run)
     test_items = json.loads((root / "toy" / "splits" / f"{task}.json").read_text())["test"]
     examples = random.Random(0).sample(test_items, 4)
-    classify([str(root / "toy" / "images" / p) for p, _, _ in examples], classifier=str(classifier))
+    classify([str(root / "toy" / "images" / p) for p, _, _ in examples], classifier=str(classifier), no_progress=True)
     print(f"(true classes: {', '.join(name for _, _, name in examples)})")
+    stages.end()
 
     print(f"\nToy task '{task}': test accuracy on {zero_shot['num_samples']} images")
     print(f"  zero-shot CLIP          {zero_shot['accuracy']:.1%}")

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -33,6 +35,8 @@ from promptlab.files import atomic_write
 
 CACHE_DIR_ENV = "PROMPTLAB_CACHE_DIR"
 FORMAT_VERSION = "1"  # bump when the stored content changes meaning
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -144,6 +148,7 @@ class FeatureCache:
             loader = DataLoader(dataset, max(1, batch_size // views), num_workers=num_workers,
                                 collate_fn=collate_skipping_none, generator=torch.Generator())  # fmt: skip
             desc = f"Caching image features ({len(todo)} images x {views} view{'s' * (views > 1)})"
+            started = time.monotonic()
             for batch in tqdm(loader, desc=desc, disable=rank != 0, leave=False):
                 if batch is None:
                     continue
@@ -151,6 +156,10 @@ class FeatureCache:
                 encoded = self.encoder(images.flatten(0, 1).to(device)).float().cpu().unflatten(0, (len(local), views))
                 for j, features in zip(local.tolist(), encoded, strict=True):
                     _atomic_save(features.contiguous(), files[todo[j]])
+            if rank == 0:
+                log.info(
+                    "%s: done in %.1f s; later runs with this encoder read them.", desc, time.monotonic() - started
+                )
 
         barrier()  # every process sees the cache in the same state, so the shares below cover all
         missing = [i for i, f in enumerate(files) if f is not None and not f.is_file()]

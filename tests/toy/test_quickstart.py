@@ -11,6 +11,11 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "zero-shot CLIP" in out and "CoOp, 16 shots/class" in out
+    stages = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line[:5] for line in stages] == [f"[{i}/5]" for i in range(1, 6)], (
+        stages
+    )  # a slow machine never looks stuck
+    assert out.count(" s)\n") == 5  # each stage's time
     assert (tmp_path / "runs" / "coop" / "version_0" / "classifier.safetensors").is_file()
     assert not (tmp_path / "data" / "toy" / "pretrain").exists()
 
