@@ -14,6 +14,7 @@ def export(
     config: list[str] | None = None,
     classifier: str | None = None,
     output: str | None = None,
+    weights_path: str | None = None,
     embed_backbone: bool = False,
     reject_below: float | None = None,
     classes: list[str] | None = None,
@@ -27,6 +28,8 @@ def export(
         config: config file(s) of an untrained (zero-shot) model.
         classifier: a .safetensors classifier file, to write as .onnx.
         output: output file, .safetensors or .onnx by its suffix (default: <run>/classifier.safetensors).
+        weights_path: the backbone's weights file, where the run, checkpoint or classifier file cannot find
+            its own (a local-dir: folder that moved).
         embed_backbone: store the image tower's weights in the file.
         reject_below: answer "none of these" below this calibrated top probability (0-1).
         classes: other class names for the learned prompts, without retraining (zero-shot,
@@ -46,13 +49,18 @@ def export(
     from promptlab.deploy.onnx_export import classifier_file_to_onnx
     from promptlab.export import CLASSIFIER_FILE_NAME, export_classifier, export_run, load_method
 
+    configs = config or []
+    saved_run = run_of_saved_config(configs, overrides)
+    if saved_run is not None:
+        print(f"{configs[0]} is the config a run saved: exporting the run {saved_run} (as --run does).")
+        run = str(saved_run)
     if run:
-        path = export_run(run, output, embed_backbone, reject_below, classes)
+        path = export_run(run, output, embed_backbone, reject_below, classes, weights_path)
     elif checkpoint:
         not_fitted = Calibration(
             fitted_on="not calibrated: exported from a checkpoint alone (export --run to use its test's)"
         )
-        model = load_method(checkpoint)
+        model = load_method(checkpoint, weights_path)
         model = model.with_classes(classes) if classes else model
         path = export_classifier(
             model, output or CLASSIFIER_FILE_NAME, embed_backbone, calibration=not_fitted, reject_below=reject_below
@@ -60,9 +68,10 @@ def export(
     elif classifier:
         if not output or Path(output).suffix.lower() != ".onnx":
             raise UserError("--classifier converts a classifier file to ONNX: pass -o with a .onnx name.")
-        path = classifier_file_to_onnx(classifier, output, reject_below)
+        path = classifier_file_to_onnx(classifier, output, reject_below, weights_path)
     else:
-        config_args = resolve_configs([a for c in config or [] for a in ("-c", c)]) + list(overrides)
+        config_args = resolve_configs([a for c in without_run_keys(configs) for a in ("-c", c)]) + list(overrides)
+        config_args += [f"--model.init_args.weights_path={weights_path}"] if weights_path else []
         cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
         calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
         path = export_classifier(
@@ -75,3 +84,34 @@ def export(
         )
     print(f"Wrote classifier {path}")
     return 0
+
+
+# Keys LightningCLI saves in a run's config.yaml for its subcommand, which building a model does not take.
+SUBCOMMAND_KEYS = ("ckpt_path", "weights_only", "verbose", "return_predictions")
+
+
+def run_of_saved_config(configs: list[str], overrides: tuple[str, ...]) -> Path | None:
+    """The run folder when the only config is the ``config.yaml`` a run saved and nothing overrides it."""
+    if len(configs) != 1 or overrides:
+        return None
+    folder = Path(configs[0]).parent
+    is_run = Path(configs[0]).name == "config.yaml" and (folder / "hparams.yaml").is_file()
+    return folder if is_run else None
+
+
+def without_run_keys(configs: list[str]) -> list[str]:
+    """Configs, each saved run config copied without :data:`SUBCOMMAND_KEYS` (to a temporary file)."""
+    import tempfile
+
+    import yaml
+
+    cleaned = []
+    for config in configs:
+        content = yaml.safe_load(Path(config).read_text()) if Path(config).is_file() else None
+        if isinstance(content, dict) and any(key in content for key in SUBCOMMAND_KEYS):
+            content = {k: v for k, v in content.items() if k not in SUBCOMMAND_KEYS}
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+                yaml.safe_dump(content, file)
+            config = file.name
+        cleaned.append(config)
+    return cleaned

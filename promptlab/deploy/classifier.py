@@ -68,7 +68,7 @@ class Classifier:
                 f"{head.feature_dim}-d features for {len(meta['class_names'])} class names and a {ref['embed_dim']}-d "
                 "backbone; export it again."
             )
-        backbone = _rebuild_backbone(path, ref, tensors, weights_path)
+        backbone = _rebuild_backbone(path, ref, tensors, weights_path, meta["preprocess"])
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(backbone.to(device), head.to(device), meta)
 
@@ -148,8 +148,12 @@ class Classifier:
         return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
 
 
-def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None) -> FrozenCLIP:
-    """The image encoder the file was exported with: embedded in the file, or by reference and checksum."""
+def _rebuild_backbone(
+    path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None, preprocess: dict
+) -> FrozenCLIP:
+    """The image encoder the file was exported with: embedded in the file, or by reference and checksum,
+    with the preprocessing the file records (the backbone's log then names it, not open_clip's defaults).
+    """
     name = ref["model_name"]
     folder_here = name.startswith("hf-hub:") or (
         name.startswith("local-dir:") and Path(name.removeprefix("local-dir:")).is_dir()
@@ -168,7 +172,13 @@ def _rebuild_backbone(path, ref: dict, tensors: dict[str, torch.Tensor], weights
             visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
             backbone.load_image_encoder_state(visual)  # with its visual prompts, where it has some (NoLA)
         else:
-            backbone = FrozenCLIP(ref["model_name"], ref["pretrained"], weights_path, model_cfg=ref.get("model_cfg"))
+            backbone = FrozenCLIP(
+                ref["model_name"],
+                ref["pretrained"],
+                weights_path,
+                preprocess=preprocess,
+                model_cfg=ref.get("model_cfg"),
+            )
     except (BackboneError, RuntimeError, KeyError) as error:
         raise ClassifierFileError(
             f"Cannot rebuild backbone {ref['model_name']!r} for classifier {str(path)!r}: {error}"

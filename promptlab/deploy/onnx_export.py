@@ -108,9 +108,13 @@ def export_onnx(classifier: Classifier, path: str | Path) -> Path:
     return path
 
 
-def classifier_file_to_onnx(classifier_file: str | Path, path: str | Path, reject_below: float | None = None) -> Path:
-    """The ONNX file of a ``.safetensors`` classifier file (its rejection threshold replaced when given)."""
-    classifier = Classifier.load(classifier_file, device="cpu")
+def classifier_file_to_onnx(
+    classifier_file: str | Path, path: str | Path, reject_below: float | None = None, weights_path: str | None = None
+) -> Path:
+    """The ONNX file of a ``.safetensors`` classifier file (its rejection threshold replaced when given;
+    ``weights_path`` for a file exported without its backbone's weights).
+    """
+    classifier = Classifier.load(classifier_file, weights_path, device="cpu")
     if reject_below is not None:
         classifier.reject_below = check_reject_below(reject_below, "--reject_below")
     return export_onnx(classifier, path)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from promptlab.deploy.calibration import Calibration
 from promptlab.export.method import CLASSIFIER_FILE_NAME, ExportError, export_classifier
@@ -21,8 +23,35 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return checkpoints[-1]
 
 
-def load_method(checkpoint_path: str | Path) -> CLIPClassifier:
-    """Rebuilds a method from a promptlab checkpoint (trainable tensors + hyper-parameters only)."""
+RUN_CONFIG_FILE, RUN_HPARAMS_FILE = "config.yaml", "hparams.yaml"  # written by LightningCLI and the CSV logger
+
+
+def method_of_untrained_run(run_dir: Path, weights_path: str | None = None) -> CLIPClassifier | None:
+    """The model of a run whose method learns nothing (a zero-shot ``promptlab test`` run), rebuilt from
+    the hyper-parameters it recorded; None for a run of a method that trains.
+    """
+    config_file, hparams_file = run_dir / RUN_CONFIG_FILE, run_dir / RUN_HPARAMS_FILE
+    if not (config_file.is_file() and hparams_file.is_file()):
+        return None
+    class_path = (yaml.safe_load(config_file.read_text()) or {}).get("model", {}).get("class_path", "")
+    try:
+        method = method_class(class_path.rpartition(".")[2])
+    except KeyError:
+        return None
+    if method.trains():
+        return None
+    hparams = (yaml.safe_load(hparams_file.read_text()) or {}) | (
+        {"weights_path": weights_path} if weights_path else {}
+    )
+    # The method's own arguments and those it passes on to the base class (``**kwargs``).
+    accepted = {name for cls in method.__mro__ if "__init__" in vars(cls) for name in inspect.signature(cls).parameters}
+    return method(**{k: v for k, v in hparams.items() if k in accepted})
+
+
+def load_method(checkpoint_path: str | Path, weights_path: str | None = None) -> CLIPClassifier:
+    """Rebuilds a method from a promptlab checkpoint (trainable tensors + hyper-parameters only), with
+    another backbone weights file when given.
+    """
     checkpoint_path = Path(checkpoint_path)
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -33,6 +62,7 @@ def load_method(checkpoint_path: str | Path) -> CLIPClassifier:
             "pass a run's checkpoints/*.ckpt."
         ) from error
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    hparams |= {"weights_path": weights_path} if weights_path else {}
     model = method(**hparams)
     model.load_state_dict(checkpoint["state_dict"], strict=False)
     return model
@@ -44,9 +74,11 @@ def export_run(
     embed_backbone: bool = False,
     reject_below: float | None = None,
     classes: list[str] | None = None,
+    weights_path: str | None = None,
 ) -> Path:
-    """Exports a run folder (a ``promptlab fit`` log directory) with its test metrics, the calibration
-    its test fitted on the validation split, and its data version.
+    """Exports a run folder (a ``promptlab fit`` log directory, or a ``promptlab test`` one of a method
+    that learns nothing) with its test metrics, the calibration its test fitted on the validation split,
+    and its data version.
 
     Args:
         run_dir: the run folder.
@@ -55,11 +87,12 @@ def export_run(
         reject_below: answer "none of these" below this calibrated top probability.
         classes: other class names (added, removed, reordered) for the learned prompts; see
             :meth:`~promptlab.methods._base.CLIPClassifier.with_classes`.
+        weights_path: the backbone's weights file, where the run's own cannot be found.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"Run folder {str(run_dir)!r} does not exist; pass a folder under runs/.")
-    model = load_method(latest_checkpoint(run_dir))
+    model = method_of_untrained_run(run_dir, weights_path) or load_method(latest_checkpoint(run_dir), weights_path)
     metrics_file, data_file = run_dir / TEST_METRICS_FILE, run_dir / DATA_INFO_FILE_NAME
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     data_version = json.loads(data_file.read_text()).get("data_version") if data_file.is_file() else None

@@ -21,6 +21,29 @@ HUB_MODELS = {  # name -> torch.hub repository (weights download once into ~/.ca
 }
 
 
+# The normalisation each DINO backbone was trained with: torch.hub's on ImageNet's statistics, toy-dino on
+# toy-clip's (OpenAI CLIP's), from which it was warm-started.
+IMAGENET_NORMALISATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+OPENAI_NORMALISATION = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+DINO_NORMALISATION = {"toy-dino": OPENAI_NORMALISATION} | dict.fromkeys(HUB_MODELS, IMAGENET_NORMALISATION)
+
+
+def note_foreign_normalisation(dino: str, mean: tuple[float, ...], std: tuple[float, ...]) -> str | None:
+    """One sentence when the DINO labeller is fed another normalisation than it was trained with, else None.
+
+    NoLA (as its reference) gives the labeller CLIP's test view of each image, CLIP's mean and std included.
+    """
+    trained_mean, trained_std = DINO_NORMALISATION.get(dino, IMAGENET_NORMALISATION)
+    if all(abs(a - b) < 0.01 for a, b in zip((*mean, *std), (*trained_mean, *trained_std), strict=True)):
+        return None
+    show = lambda values: "(" + ", ".join(f"{v:.3f}" for v in values) + ")"  # noqa: E731
+    return (
+        f"NoLA feeds the DINO labeller CLIP's preprocessing, as its reference does: mean {show(mean)} and std "
+        f"{show(std)}, while {dino} was trained with mean {show(trained_mean)} and std {show(trained_std)}, so its "
+        "pseudo-labels may be somewhat worse than that model can give."
+    )
+
+
 class LabellerError(UserError):
     """A DINO backbone that cannot be loaded, or pseudo-labels that cannot be drawn."""
 

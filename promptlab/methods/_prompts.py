@@ -74,10 +74,11 @@ def build_prompt_layout(backbone: FrozenCLIP, class_names: list[str], segments: 
                 ids += tokenizer.encode(segment.replace("{}", name))
         ids.append(tokenizer.eot_token_id)
         if len(ids) > context_length:
-            name_tokens = len(tokenizer.encode(name))
+            most = n_ctx - (len(ids) - context_length)  # the longest context this class name leaves room for
+            fix = f"set n_ctx to {most} or less" if most > 0 else "shorten the class name"
             raise BackboneError(
-                f"Class name {name!r} is {name_tokens} tokens long; with n_ctx={n_ctx} its prompt needs {len(ids)} "
-                f"tokens but the text encoder takes {context_length}. Shorten the class name or lower n_ctx."
+                f"The prompt of class {name!r} needs {len(ids)} tokens with n_ctx={n_ctx}, but the text encoder "
+                f"takes at most {context_length}; {fix}."
             )
         rows.append(ids + [0] * (context_length - len(ids)))
         slots.append(ctx_positions)

@@ -29,7 +29,7 @@ from promptlab.deploy.heads import Head, LinearHead
 from promptlab.methods._base import CLIPClassifier
 from promptlab.methods._contract import Bars, Panel, Setting, Text, ToyDefaults
 from promptlab.methods._descriptions import load_descriptions
-from promptlab.methods._labeller import load_dino, select_pseudo_labels, train_labeller
+from promptlab.methods._labeller import load_dino, note_foreign_normalisation, select_pseudo_labels, train_labeller
 from promptlab.methods._templates import ensemble_features, resolve_templates
 from promptlab.run_folder import TEST_METRICS_FILE, run_dir
 
@@ -138,6 +138,12 @@ class NoLA(CLIPClassifier):
             raise DatasetError("NoLA trains on unlabelled images: set --data.label_free true (and --data.unlabelled).")
         out_dir = run_dir(self.trainer)
         cached = Path(self.hparams.pseudo_labels_file) if self.hparams.pseudo_labels_file else None
+        if cached is not None and not cached.is_file():
+            # Decided where the run folder is known (the main process), for every process alike.
+            problem = self.trainer.strategy.broadcast(new_labels_file_problem(cached, out_dir))
+            if problem:
+                raise DatasetError(problem)
+            log.info("NoLA: %s does not exist yet; stages 1-2 compute the pool's labels and write them there.", cached)
         cached = cached or (out_dir / LABELS_FILE if out_dir else None)
         n_pool = len(data.unlabelled_pool[1])
         if cached is not None and cached.is_file():
@@ -188,6 +194,9 @@ class NoLA(CLIPClassifier):
     def _stage2(self, data, out_dir: Path | None) -> torch.Tensor:
         root, samples = data.unlabelled_pool
         dino = load_dino(self.hparams.dino).to(self.device)  # fails early, before any scoring, when offline
+        note = note_foreign_normalisation(self.hparams.dino, self.preprocess.mean, self.preprocess.std)
+        if note:
+            log.info(note)
         view = test_transform(self.preprocess)  # CLIP's test view, for CLIP and DINO alike (the reference)
         n = len(samples)
         probabilities, valid = torch.zeros(n, len(self.class_names)), torch.zeros(n, dtype=torch.bool)
@@ -351,3 +360,16 @@ def agreement_panel(stages: dict) -> Text:
             "images per class (and a method that learns from labels) would help."
         )
     return Text("How far NoLA's labels agree", text, warning=warning)
+
+
+def new_labels_file_problem(path: Path, run_folder: Path | None) -> str | None:
+    """Why a ``pseudo_labels_file`` that does not exist yet cannot be written, or None: stages 1-2 write new
+    ones inside the run folder only (an unset shell variable in the path must not write at the file
+    system's root).
+    """
+    if run_folder is not None and path.resolve().is_relative_to(run_folder.resolve()):
+        return None
+    return (
+        f"pseudo_labels_file {str(path)!r} does not exist, and NoLA writes new ones only inside the run folder "
+        f"({run_folder or 'none: this run has no logger'}); pass an existing file or leave the option out."
+    )

@@ -2,6 +2,7 @@
 
 import json
 import urllib.error
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,13 @@ from promptlab.data import FewShotDataModule
 from promptlab.deploy.classifier import Classifier
 from promptlab.methods import NoLA
 from promptlab.methods._descriptions import DescriptionsError, load_descriptions
-from promptlab.methods._labeller import LabellerError, load_dino, select_pseudo_labels
+from promptlab.methods._labeller import (
+    OPENAI_NORMALISATION,
+    LabellerError,
+    load_dino,
+    note_foreign_normalisation,
+    select_pseudo_labels,
+)
 from promptlab.methods.nola import agreement_panel
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
@@ -144,6 +151,34 @@ def test_cli_label_free_fit_reports_stages_and_exports(image_folder, tmp_path, c
     assert (
         main(["classify", "--classifier", str(run / "classifier.safetensors"), str(image_folder / "red_square")]) == 0
     )
+
+
+@pytest.mark.slow
+def test_label_free_fit_without_prompts_exports_and_prints_no_noise(image_folder, tmp_path, capsys):
+    args = ["fit", "-c", "configs/tiny/nola.yaml", f"--data.root={image_folder}", "--trainer.max_epochs=1"]
+    args += ["--model.init_args.n_prompts=0", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]
+    outside = tmp_path / "elsewhere" / "labels.safetensors"  # as "$UNSET/labels.safetensors" would be, at the root
+    assert main([*args, f"--model.init_args.pseudo_labels_file={outside}"]) == 2
+    assert "does not exist, and NoLA writes new ones only inside the run folder" in capsys.readouterr().err
+    assert not outside.parent.exists()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    assert not [w for w in caught if "across ranks is zero" in str(w.message)]  # no validation split, on purpose
+    (run,) = (p.parent for p in (tmp_path / "runs").rglob("nola_stages.json"))
+    assert main(["export", "--run", str(run)]) == 0
+    file = run / "classifier.safetensors"
+    assert Classifier.load(file, device="cpu").meta["backbone"]["visual_prompts"] == 0
+    assert main(["classify", "--classifier", str(file), str(image_folder / "red_square")]) == 0
+    assert main(["export", "--classifier", str(file), "-o", str(run / "c.onnx")]) == 0
+
+
+def test_the_labeller_is_said_to_see_a_normalisation_it_was_not_trained_with():
+    openai = OPENAI_NORMALISATION
+    assert note_foreign_normalisation("toy-dino", *openai) is None
+    note = note_foreign_normalisation("dino_vitb16", *openai)
+    assert "as its reference does" in note and "(0.485, 0.456, 0.406)" in note and note.count(". ") == 0
+    assert note_foreign_normalisation("dino_vitb16", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) is None
 
 
 def test_export_predicts_exactly_what_the_module_predicts(image_folder, tmp_path):

@@ -1,11 +1,15 @@
 """CoOp prompts: exactness against open_clip, token layouts, gradients and errors."""
 
+import json
+
+import open_clip
 import pytest
 import torch
 
 from promptlab.backbone import BackboneError
 from promptlab.methods import CoOp
 from promptlab.methods._prompts import build_prompt_layout, coop_segments
+from tests.backbone.test_own_clip import OWN_CFG, OWN_PREPROCESS, save_state
 
 CLASSES = ["dog", "golden_retriever", "st. bernard", "cat"]
 
@@ -70,9 +74,23 @@ def test_only_context_receives_gradients():
 
 
 def test_class_name_too_long_names_class_and_token_count():
-    long_name = " ".join(["supercalifragilistic"] * 15)
-    with pytest.raises(BackboneError, match=r"Class name 'supercalifragilistic .*' is \d+ tokens long; with n_ctx=16"):
+    long_name = " ".join(["supercalifragilistic"] * 40)
+    with pytest.raises(
+        BackboneError, match=r"class 'supercalifragilistic .*' needs \d+ tokens .*; shorten the class name"
+    ):
         CoOp(class_names=["dog", long_name], backbone="clip-tiny", pretrained=None, n_ctx=16)
+
+
+def test_n_ctx_too_long_says_the_most_the_text_encoder_takes(tmp_path):
+    cfg = {**OWN_CFG, "text_cfg": {**OWN_CFG["text_cfg"], "context_length": 16}}  # a 16-token text encoder
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": OWN_PREPROCESS}))
+    save_state(open_clip.model.CLIP(**cfg), tmp_path / "open_clip_model.safetensors")
+    # [SOT] + 16 context + "dog" + "." + [EOT] = 20 tokens: 12 context tokens leave room for the rest
+    with pytest.raises(
+        BackboneError, match=r"needs 20 tokens with n_ctx=16, but .* at most 16; set n_ctx to 12 or less"
+    ):
+        CoOp(class_names=["dog", "cat"], backbone=f"local-dir:{tmp_path}", n_ctx=16)
+    assert CoOp(class_names=["dog", "cat"], backbone=f"local-dir:{tmp_path}", n_ctx=12).ctx.shape[-2] == 12
 
 
 def test_duplicate_class_names_rejected():
