@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -19,8 +20,10 @@ from safetensors.torch import save_file
 import promptlab.backbone.source as backbone_source
 from promptlab.backbone import BackboneError, FrozenCLIP
 from promptlab.backbone.source import resolve_backbone
+from promptlab.cli import main
 from promptlab.deploy.classifier import Classifier
 from promptlab.deploy.classifier_file import ClassifierFileError
+from promptlab.deploy.onnx_runtime import OnnxClassifier
 from promptlab.export import export_classifier
 from promptlab.methods import CoOp
 
@@ -207,3 +210,24 @@ def test_classifier_without_its_folder_or_weights_says_pass_weights_path(own_fol
     folder.rmdir()
     with pytest.raises(ClassifierFileError, match=r"needs the weights file it was exported with .*pass weights_path"):
         Classifier.load(path, device="cpu")
+
+
+def test_a_classifier_whose_folder_moved_exports_and_classifies_with_weights_path(own_folder, tmp_path, caplog):
+    folder = tmp_path / "own"
+    folder.mkdir()
+    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+        (folder / name).write_bytes((own_folder / name).read_bytes())
+    model = CoOp(class_names=CLASSES, backbone=f"local-dir:{folder}", pretrained=None, n_ctx=2)
+    path = export_classifier(model, tmp_path / "c.safetensors")
+    moved = tmp_path / "moved.safetensors"
+    (folder / "open_clip_model.safetensors").rename(moved)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    onnx_file = tmp_path / "c.onnx"
+    assert main(["export", "--classifier", str(path), "-o", str(onnx_file), "--weights_path", str(moved)]) == 0
+    with caplog.at_level(logging.INFO):
+        assert main(["classify", "--classifier", str(path), "--weights_path", str(moved), str(image)]) == 0
+    # it normalises with the file's own mean and std, and says nothing else
+    assert not [r for r in caplog.records if "open_clip's defaults" in r.getMessage()]
+    expected = Classifier.load(path, weights_path=str(moved), device="cpu").predict_proba([image])
+    assert np.allclose(OnnxClassifier(onnx_file).predict_proba([image]), expected.numpy(), atol=1e-5)

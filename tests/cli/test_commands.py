@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from promptlab.cli import main
+from promptlab.deploy.classifier import Classifier
 from promptlab.methods import registered_methods
 
 CONFIG = "configs/tiny/coop.yaml"
@@ -67,6 +68,44 @@ def test_zero_shot_export_from_config_and_classify(image_folder, tmp_path, capsy
     capsys.readouterr()
     assert main(["classify", "--classifier", str(output), "--top_k", "2", str(image_folder / "red_square")]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 10
+
+
+def test_a_zero_shot_test_run_and_saved_configs_export(image_folder, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    test = ["test", "-c", "configs/tiny/zeroshot.yaml", f"--data.root={image_folder}"]
+    assert main([*test, f"--trainer.logger.init_args.save_dir={runs}"]) == 0
+    (run,) = run_dirs(runs)
+    assert main(["export", "--run", str(run)]) == 0  # zero-shot learns nothing: no checkpoint needed
+    exported = Classifier.load(run / "classifier.safetensors", device="cpu")
+    assert exported.meta["method"] == "ZeroShotCLIP" and exported.meta["metrics"]["num_samples"] > 0
+    assert exported.calibration.fitted_on.startswith("validation split")  # the test's own calibration
+    capsys.readouterr()
+    assert main(["export", "-c", str(run / "config.yaml"), "-o", str(tmp_path / "a.safetensors")]) == 0
+    assert "is the config a run saved: exporting the run" in capsys.readouterr().out
+    # with overrides it is a config like any other: the keys only a subcommand takes are left out
+    args = ["export", "-c", str(run / "config.yaml"), f"--data.root={image_folder}", "-o", str(tmp_path / "b.onnx")]
+    assert main(args) == 0
+
+
+def test_classify_takes_onnx_files_and_names_what_a_wrong_file_is(image_folder, tmp_path, capsys):
+    files = {suffix: tmp_path / f"zs{suffix}" for suffix in (".safetensors", ".onnx")}
+    for file in files.values():
+        assert main(["export", "-c", "configs/tiny/zeroshot.yaml", f"--data.root={image_folder}", "-o", str(file)]) == 0
+    tables = {}
+    for suffix, file in files.items():
+        out = tmp_path / f"predictions{suffix}.csv"
+        assert main(["classify", "--classifier", str(file), str(image_folder), "-o", str(out), "--no_progress"]) == 0
+        tables[suffix] = [line.split(",")[:3] for line in out.read_text().splitlines()[1:]]
+    assert [row[:2] for row in tables[".onnx"]] == [row[:2] for row in tables[".safetensors"]]
+    assert all(abs(float(a[2]) - float(b[2])) < 1e-4 for a, b in zip(*tables.values(), strict=True))
+    renamed = tmp_path / "renamed.safetensors"
+    renamed.write_bytes(files[".onnx"].read_bytes())
+    picture = next(image_folder.rglob("*.png"))
+    capsys.readouterr()
+    for wrong, words in ((renamed, "is an ONNX model, not what its suffix '.safetensors' says; rename it to "
+                          "'renamed.onnx'"), (picture, "is an image, not a classifier")):  # fmt: skip
+        assert main(["classify", "--classifier", str(wrong), str(picture)]) == 2
+        assert words in capsys.readouterr().err
 
 
 def test_bad_root_is_one_line_error(tmp_path, capsys):

@@ -2,14 +2,17 @@
 `predict` under DDP."""
 
 import csv
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from promptlab.cli import main
 from promptlab.deploy.classifier import Classifier
@@ -125,3 +128,26 @@ def test_predict_under_ddp_writes_each_image_once(image_folder, tmp_path):
     (predictions,) = runs.rglob("predictions.csv")
     paths = [row["path"] for row in csv.DictReader(predictions.open())]
     assert len(paths) == 30 and len(set(paths)) == 30  # 3 classes x 10 images, each once
+
+
+def tiff_with_100_samples_per_pixel() -> bytes:
+    """A TIFF whose header declares 100 samples per pixel: Pillow logs an ERROR line of its own for it."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack("<I", data[4:8])[0]
+    for entry in range(struct.unpack("<H", data[directory : directory + 2])[0]):
+        at = directory + 2 + 12 * entry
+        if struct.unpack("<H", data[at : at + 2])[0] == 277:  # SamplesPerPixel
+            data[at + 8 : at + 10] = struct.pack("<H", 100)
+    return bytes(data)
+
+
+def test_the_image_librarys_own_log_lines_go_to_the_decoder_log(image_folder, zero_shot_file, tmp_path):
+    (image_folder / "red_square" / "odd.tif").write_bytes(tiff_with_100_samples_per_pixel())
+    log = tmp_path / "decoders.log"
+    command = [sys.executable, "-m", "promptlab", "classify", "--classifier", str(zero_shot_file), str(image_folder)]
+    done = subprocess.run([*command, "--decoder_log", str(log), "--no_progress"], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr  # the TIFF is skipped, the others classified
+    assert "PIL" not in done.stderr and "samples per pixel" not in done.stderr, done.stderr  # not on the terminal
+    assert "More samples per pixel than can be decoded" in log.read_text()

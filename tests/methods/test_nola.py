@@ -155,7 +155,13 @@ def test_cli_label_free_fit_reports_stages_and_exports(image_folder, tmp_path, c
 
 @pytest.mark.slow
 def test_label_free_fit_without_prompts_exports_and_prints_no_noise(image_folder, tmp_path, capsys):
-    args = ["fit", "-c", "configs/tiny/nola.yaml", f"--data.root={image_folder}", "--trainer.max_epochs=1"]
+    pool = tmp_path / "pool"  # class names and unlabelled images only: no validation or test split
+    pool.mkdir()
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        (pool / f"{i}.png").write_bytes(path.read_bytes())
+    (tmp_path / "names.txt").write_text("red square\ngreen circle\nblue triangle\n")
+    args = ["fit", "-c", "configs/tiny/nola.yaml", f"--data.class_names_file={tmp_path / 'names.txt'}"]
+    args += [f"--data.unlabelled={pool}", "--trainer.max_epochs=1"]
     args += ["--model.init_args.n_prompts=0", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]
     outside = tmp_path / "elsewhere" / "labels.safetensors"  # as "$UNSET/labels.safetensors" would be, at the root
     assert main([*args, f"--model.init_args.pseudo_labels_file={outside}"]) == 2
@@ -169,7 +175,7 @@ def test_label_free_fit_without_prompts_exports_and_prints_no_noise(image_folder
     assert main(["export", "--run", str(run)]) == 0
     file = run / "classifier.safetensors"
     assert Classifier.load(file, device="cpu").meta["backbone"]["visual_prompts"] == 0
-    assert main(["classify", "--classifier", str(file), str(image_folder / "red_square")]) == 0
+    assert main(["classify", "--classifier", str(file), str(pool)]) == 0
     assert main(["export", "--classifier", str(file), "-o", str(run / "c.onnx")]) == 0
 
 
