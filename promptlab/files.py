@@ -33,3 +33,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int = 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def human_size(size: int) -> str:
+    """A file size as people read it: 512 B, 3.8 KB, 12.4 MB, 1.2 GB (powers of 1024)."""
+    value, unit = float(size), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"

@@ -15,11 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the pages import common.py
 
 from common import current_project, open_project, workspace
 
-from promptlab.deploy.native_stderr import keep_decoder_messages_in
-
 st.set_page_config(page_title="promptlab", page_icon=":material/science:", layout="wide")
-# libtiff's and libjpeg's own prints for damaged uploads (hundreds of lines) go to a file, not the terminal.
-keep_decoder_messages_in(workspace().root / "decoders.log")
 
 pages = [
     st.Page("pages/projects.py", title="Projects", icon=":material/folder:", default=True),

@@ -36,17 +36,25 @@ def draw_few_shot(samples: list[Sample], shots: int, rng: random.Random) -> list
     if shots < 1:
         return list(samples)
     drawn: list[Sample] = []
-    for items in group_by_label(samples).values():
+    short: list[tuple[str, int]] = []  # (class, images) of the classes with fewer than ``shots``
+    groups = group_by_label(samples)
+    for items in groups.values():
         if len(items) >= shots:
             drawn.extend(rng.sample(items, shots))
         else:
-            log.warning(
-                "Class %r has only %d image(s), fewer than shots=%d; using all of them.",
-                items[0].class_name,
-                len(items),
-                shots,
-            )
+            short.append((items[0].class_name, len(items)))
             drawn.extend(items)
+    if short:  # one line for all of them, however many classes
+        listed = ", ".join(f"{name!r} ({count})" for name, count in sorted(short, key=lambda s: s[1])[:3])
+        more = f" and {len(short) - 3} more" if len(short) > 3 else ""
+        log.warning(
+            "%d of %d classes have fewer images than shots=%d, so all of theirs are used: %s%s.",
+            len(short),
+            len(groups),
+            shots,
+            listed,
+            more,
+        )
     return drawn
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -57,18 +58,24 @@ def native_stderr_to(log_path: str | Path) -> Iterator[Path]:
             os.close(terminal_fd)
 
 
+_redirecting = threading.RLock()  # descriptor 2 is the process's: one redirection at a time (the app's threads)
+
+
 @contextmanager
 def decoder_messages_to(path: Path) -> Iterator[None]:
-    """Pillow's warnings and libtiff's/libjpeg's prints go to ``path`` instead of the terminal."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    decoder_log.addHandler(handler)
-    decoder_log.setLevel(logging.INFO)
-    try:
-        with native_stderr_to(path):
-            yield
-    finally:
-        decoder_log.removeHandler(handler)
-        handler.close()
+    """Pillow's warnings and libtiff's/libjpeg's prints go to ``path`` instead of the terminal (one
+    thread at a time; another thread's C code that prints meanwhile writes there too).
+    """
+    with _redirecting:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        decoder_log.addHandler(handler)
+        decoder_log.setLevel(logging.INFO)
+        try:
+            with native_stderr_to(path):
+                yield
+        finally:
+            decoder_log.removeHandler(handler)
+            handler.close()
 
 
 _kept = ExitStack()
@@ -77,7 +84,7 @@ _kept_path: Path | None = None
 
 def keep_decoder_messages_in(path: Path) -> Path:
     """:func:`decoder_messages_to` for the rest of a long-running process (the server's inference
-    worker, the app), entered once per process; returns the log file in use.
+    worker), entered once per process; returns the log file in use.
     """
     global _kept_path
     if _kept_path is None:

@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 
 from promptlab.data.images import IMAGE_EXTENSIONS, ImageLoadError, decode_image_bytes, is_image_file
 from promptlab.data.sources import DatasetError, check_class_names
+from promptlab.deploy.native_stderr import decoder_messages_to
 from promptlab.files import atomic_write_bytes
 from promptlab.workspace.snapshots import init_snapshots
 
@@ -54,11 +55,16 @@ FORMAT_SUFFIXES = {
 }
 IMAGE_UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS)  # for upload widgets
 _UNSAFE_NAME = re.compile(r"[/\\:*?\"<>|\x00-\x1f]")
+DECODER_LOG_FILE = "decoders.log"  # the image decoders' own messages about the project's uploads
 MAX_NAME_CHARACTERS = 80
 MAX_NAME_BYTES = 200  # in UTF-8; file systems allow 255 bytes per folder name
 # Control, format (zero-width and bidirectional controls), private-use, surrogate, unassigned, and
 # line/paragraph separators: characters that cannot be seen or that reorder what is seen.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+# Zero-width joiner and non-joiner: invisible, yet part of how words are written (the family emoji, Persian);
+# allowed between two visible characters, as Unicode identifiers allow them (UAX #31), never alone.
+_JOINERS = frozenset({"\u200c", "\u200d"})
+_CHARACTER_NAMES = {"\x00": "a NUL character", "\t": "a tab", "\n": "a line break", "\r": "a carriage return"}
 
 
 class ProjectError(ValueError):
@@ -77,17 +83,38 @@ def check_name(name: str, what: str) -> str:
             f"The {what} name {name!r} is too long: use at most {MAX_NAME_CHARACTERS} characters "
             f"and {MAX_NAME_BYTES} bytes (an emoji takes 4)."
         )
-    if name.startswith(".") or _UNSAFE_NAME.search(name):
-        raise ProjectError(
-            f'The {what} name {name!r} cannot be used: leave out / \\ : * ? " < > | and do not start it with a dot.'
+    if name.startswith("."):
+        raise ProjectError(f"The {what} name {name!r} starts with a dot, which hides a folder; start it otherwise.")
+    unsafe = _UNSAFE_NAME.search(name)
+    if unsafe:
+        character = unsafe.group()
+        shown = _CHARACTER_NAMES.get(character) or (
+            f"the control character U+{ord(character):04X}" if ord(character) < 32 else f"{character!r}"
         )
-    hidden = [c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES]
+        raise ProjectError(
+            f'The {what} name {name!r} contains {shown}, which no folder name may hold (nor / \\ : * ? " < > |); '
+            "leave it out."
+        )
+    hidden = [
+        (i, c)
+        for i, c in enumerate(name)
+        if unicodedata.category(c) in _INVISIBLE_CATEGORIES and not _joins_visible_characters(name, i)
+    ]
     if hidden:
         raise ProjectError(
             f"The {what} name {name!r} contains an invisible or text-direction character "
-            f"(U+{ord(hidden[0]):04X}); type the name again without it."
+            f"(U+{ord(hidden[0][1]):04X}); type the name again without it."
         )
     return name
+
+
+def _joins_visible_characters(name: str, at: int) -> bool:
+    """True for a zero-width (non-)joiner between two visible characters."""
+    if name[at] not in _JOINERS or at == 0 or at == len(name) - 1:
+        return False
+    return all(
+        unicodedata.category(c) not in _INVISIBLE_CATEGORIES and not c.isspace() for c in (name[at - 1], name[at + 1])
+    )
 
 
 @dataclass
@@ -242,6 +269,14 @@ class Project:
         folder = self.unlabelled_dir if class_name is None else self._class_dir(class_name)
         existing = self._stored_hashes()
         report = UploadReport()
+        # libtiff's and libjpeg's own prints for damaged files (hundreds of lines) go to a file, not the terminal.
+        with decoder_messages_to(self.path / DECODER_LOG_FILE):
+            self._store_uploads(folder, uploads, existing, report)
+        return report
+
+    def _store_uploads(
+        self, folder: Path, uploads: list[tuple[str, bytes]], existing: dict[str, Path], report: UploadReport
+    ) -> None:
         for uploaded_name, data in uploads:
             if len(data) > MAX_UPLOAD_BYTES:
                 limit = MAX_UPLOAD_BYTES // 2**20
@@ -271,7 +306,6 @@ class Project:
             atomic_write_bytes(folder / f"{digest}{suffix}", data)
             existing[digest] = folder
             report.added.append(f"{digest}{suffix}")
-        return report
 
     def _stored_hashes(self) -> dict[str, Path]:
         """sha256 of every stored image -> its folder (file names are the hashes)."""
@@ -337,15 +371,24 @@ class Workspace:
         return sorted(p.name for p in self.root.iterdir() if (p / PROJECT_FILE).is_file())
 
     def open(self, name: str) -> Project:
-        """The project ``name``; raises ProjectError when there is none."""
+        """The project ``name`` (ignoring case, as class names do); raises ProjectError when there is none."""
+        if not (self.root / name).is_dir():
+            name = self.same_name(name) or name
         return Project(self.root / name)
+
+    def same_name(self, name: str) -> str | None:
+        """The existing project whose name reads as ``name`` when case is ignored (``Cats``, ``cats``)."""
+        key = unicodedata.normalize("NFC", name.strip()).casefold()
+        return next((p for p in self.projects() if unicodedata.normalize("NFC", p).casefold() == key), None)
 
     def create(self, name: str) -> Project:
         """Creates an empty project folder (with a DVC repository for its data snapshots)."""
         name = check_name(name, "project")
         path = self.root / name
-        if path.exists():
-            raise ProjectError(f"A project named {name!r} already exists; pick another name or open it.")
+        existing = self.same_name(name) or (name if path.exists() else None)
+        if existing:
+            same = "" if existing == name else f" as {existing!r} (names ignore case, as class names do)"
+            raise ProjectError(f"A project named {name!r} already exists{same}; pick another name or open it.")
         try:
             (path / "data" / "labelled").mkdir(parents=True)
             init_snapshots(path)

@@ -78,7 +78,15 @@ def test_fewer_images_than_shots_warns_and_uses_all(caplog):
     with caplog.at_level(logging.WARNING):
         drawn, _ = draw_train_val(train, [], 8, seed=1)
     assert sum(s.label == 0 for s in drawn) == 3 and sum(s.label == 1 for s in drawn) == 8
-    assert "Class 'rare' has only 3 image(s), fewer than shots=8" in caplog.text
+    assert "1 of 2 classes have fewer images than shots=8, so all of theirs are used: 'rare' (3)." in caplog.text
+
+
+def test_many_short_classes_are_one_warning_line(caplog):
+    train = [Sample(f"{c}-{i}.jpg", c, f"class{c}") for c in range(8) for i in range(2 + c % 3)]
+    with caplog.at_level(logging.WARNING):
+        draw_train_val(train, [], 16, seed=1)
+    (record,) = [r for r in caplog.records if "fewer images than shots" in r.getMessage()]
+    assert record.getMessage().startswith("8 of 8 classes") and record.getMessage().endswith("and 5 more.")
 
 
 @pytest.mark.parametrize("shots", [1, 4, 16])

@@ -1,5 +1,6 @@
 """Every page of the Streamlit app, in-process with Streamlit's AppTest (no browser)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,12 @@ def test_projects_page_creates_projects_and_rejects_bad_names(workspace):
     at.button[0].click().run()
     assert Workspace(workspace).projects() == ["my pets"]
     assert "Created project 'my pets'" in texts(at)
-    for bad, message in [("my pets", "already exists"), ("a/b", "cannot be used"), ("   ", "empty")]:
+    for bad, message in [
+        ("my pets", "already exists"),
+        ("My Pets", "names ignore case"),
+        ("a/b", "contains '/'"),
+        ("   ", "empty"),
+    ]:
         at.text_input[0].input(bad)
         at.button[0].click().run()
         assert message in texts(at)
@@ -167,8 +173,17 @@ def test_train_page_preselects_by_the_images_each_class_has(tmp_path, monkeypatc
     toy_project(tmp_path, per_class=per_class)
     at = open_page("train")
     assert at.radio[0].value == method and words in texts(at)
+    held_out = round(0.3 * per_class)
+    assert f"{per_class} images per class: {per_class - held_out} to train, {held_out} held out to measure" in texts(at)
     if epochs:
         assert at.number_input[0].value == epochs
+
+
+def test_data_page_points_to_training_once_every_class_has_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
+    toy_project(tmp_path, per_class=4)
+    at = open_page("data")
+    assert [link.proto.label for link in at.get("page_link")][:1] == ["Next: train a classifier on these 12 images"]
 
 
 @pytest.mark.slow
@@ -213,6 +228,9 @@ def test_inspect_page_shows_accuracy_confusion_matrix_and_what_each_method_learn
     assert [m.label for m in at.metric][:3] == ["Accuracy", "Macro F1", "Held-out images"]
     assert at.metric[2].value == "6" and "vs zero-shot" in at.metric[0].delta
     shown = texts(at)
+    assert "on 6 held-out images, 95% interval" in shown and "(Wilson)" in shown
+    if "within noise" in at.metric[0].delta:  # on 6 images, anything short of 6 of 6 against 0 of 6 is
+        assert "more held-out images would tell them apart" in shown
     assert "Per-class accuracy" in shown and "Confusion matrix" in shown and "Misclassified" in shown
     assert "nearest words" in shown and len(at.dataframe) == 3  # configs/toy/coop.yaml: one context per class
 
@@ -235,6 +253,7 @@ def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
     assert len(at.selectbox[-1].options) == 3  # the finished runs only
     at = open_page("export")
     assert "Classifier.load" in texts(at) and "promptlab classify" in texts(at) and "promptlab serve" in texts(at)
+    assert re.search(r"One file \(\d+\.\d (KB|MB)\)", texts(at)) and "promptlab_clip-*.whl" in texts(at)
     assert len(at.get("download_button")) == 1
     (make_onnx,) = [b for b in at.button if "ONNX" in b.label]
     at = make_onnx.click().run(timeout=120)

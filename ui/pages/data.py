@@ -63,6 +63,12 @@ with st.form("add-class", clear_on_submit=True):
 counts = project.image_counts()
 if not counts:
     st.info("Add at least two classes, then upload a few images to each (10 or more works best).")
+elif len(counts) >= 2 and min(counts.values()) >= 2:
+    st.page_link(
+        "pages/train.py",
+        label=f"Next: train a classifier on these {sum(counts.values())} images",
+        icon=":material/model_training:",
+    )
 
 
 def pending(key: str) -> bool:

@@ -6,6 +6,7 @@ from common import pick_finished_classifier, require_project
 from promptlab.deploy.classifier_file import read_classifier_file
 from promptlab.deploy.onnx_export import classifier_file_to_onnx
 from promptlab.errors import UserError
+from promptlab.files import human_size
 from promptlab.workspace.class_changes import export_with_classes
 from promptlab.workspace.run_record import ZERO_SHOT_CLASSIFIER_FILE
 
@@ -13,11 +14,10 @@ project = require_project()
 st.title(f"Export · {project.name}")
 record, path = pick_finished_classifier(project)
 file_name = f"{project.name.replace(' ', '_')}-{record['id']}.safetensors"
-size_mb = path.stat().st_size / 2**20
 st.write(
-    f"One file ({size_mb:.1f} MB) holds the classifier: class names, the learned class features, preprocessing "
-    f"and the reference to `{record.get('backbone')}` (or its image encoder's weights, when they cannot be "
-    "downloaded). It is a safetensors file: loading it never runs code."
+    f"One file ({human_size(path.stat().st_size)}) holds the classifier: class names, the learned class features, "
+    f"preprocessing and the reference to `{record.get('backbone')}` (or its image encoder's weights, when they "
+    "cannot be downloaded). It is a safetensors file: loading it never runs code."
 )
 st.download_button(
     "Download the classifier", path.read_bytes(), file_name=file_name, type="primary", mime="application/octet-stream"

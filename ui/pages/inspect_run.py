@@ -3,6 +3,7 @@
 import streamlit as st
 from common import require_project, require_runs, show_panels
 
+from promptlab.workspace.measurement import accuracy_note, within_noise
 from promptlab.workspace.results import method_label, run_results, training_curves
 
 project = require_project()
@@ -23,22 +24,35 @@ if status != "finished":
 metrics = results.metrics
 columns = st.columns(4)
 baseline = results.record.get("zero_shot_accuracy")
+measured_on = metrics.get("num_samples", 0) if metrics else 0
 # Points over zero-shot, rounded as shown (+ 0.0 turns -0.0 into 0.0).
 gain = round(100 * (metrics["accuracy"] - baseline), 1) + 0.0 if metrics and baseline is not None else None
+noise = gain is not None and within_noise(metrics["accuracy"], baseline, measured_on)
 columns[0].metric(
     "Accuracy",
     f"{metrics['accuracy']:.1%}" if metrics else "–",
-    delta=None if gain is None else f"{gain:+.1f} points vs zero-shot",
-    delta_color="off" if gain == 0 else "normal",  # a tie is neither green nor red
+    delta=None if gain is None else f"{gain:+.1f} points vs zero-shot" + (" (within noise)" if noise else ""),
+    delta_color="off" if gain == 0 or noise else "normal",  # a tie or noise is neither green nor red
+    help="Measured on the held-out images, which training never sees.",
 )
 columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–")
 columns[2].metric("Held-out images", metrics.get("num_samples", 0))
 columns[3].metric("Training images", results.train_images)
+if metrics:
+    note = f"Accuracy {metrics['accuracy']:.1%} {accuracy_note(metrics['accuracy'], measured_on)}"
+    if baseline is not None:
+        note += f"; zero-shot CLIP {baseline:.1%} on the same images"
+        if noise:
+            note += (
+                f". The {abs(gain or 0):.1f}-point difference is within noise at this number of images "
+                "(its 95% interval includes 0): more held-out images would tell them apart"
+            )
+    st.caption(note + ".")
 st.caption(
     f"{method_label(record['method'])} on {record.get('backbone')} · data version `{record.get('data_version')}` "
     "(a DVC snapshot of the project's images, kept with the run)"
 )
-if metrics and baseline is not None and metrics["accuracy"] < baseline:
+if metrics and baseline is not None and metrics["accuracy"] < baseline and not noise:
     st.warning(
         f"Zero-shot CLIP did better on these images ({baseline:.1%}): with this few images the learned prompt "
         "overfits. Add more images per class, try another method or fewer epochs, or use a zero-shot run."

@@ -5,6 +5,7 @@ from common import flash, require_project, show_flashes
 
 from promptlab.methods import DEFAULT_METHOD, registered_methods
 from promptlab.workspace.defaults import default_run
+from promptlab.workspace.measurement import accuracy_note
 from promptlab.workspace.project import ProjectError
 from promptlab.workspace.results import method_label, run_results, training_curves
 from promptlab.workspace.run_record import PROGRESS_FILE, RunSettings, read_json
@@ -27,6 +28,7 @@ STAGES = {  # progress.json stage -> (what the user reads, progress bar)
     "baseline": ("Measuring zero-shot CLIP on the same images, for comparison…", 1.0),
 }
 PRESETS = {"Standard (200 epochs)": 200, "Quick (50 epochs)": 50}  # benchmarks/app_presets.md
+DEFAULT_TEST_FRACTION = 0.3
 
 project = require_project()
 st.title(f"Train · {project.name}")
@@ -89,7 +91,11 @@ if running:
 latest = next(iter(list_runs(project)), None)
 if latest and latest.get("status") == "finished":
     accuracy = latest.get("accuracy")
-    shown = f"{accuracy:.1%} on {latest.get('num_test')} held-out images" if accuracy is not None else "no test images"
+    shown = (
+        f"{accuracy:.1%} {accuracy_note(accuracy, latest.get('num_test') or 0)}"
+        if accuracy is not None
+        else "no test images"
+    )
     if latest.get("zero_shot_accuracy") is not None:
         shown += f" (zero-shot CLIP: {latest['zero_shot_accuracy']:.1%})"
     st.success(f"Last run {latest['id']} ({method_label(latest['method'])}) finished: {shown}.")
@@ -104,7 +110,10 @@ elif latest and latest.get("status") in ("failed", "interrupted"):
 
 methods = registered_methods()
 counts = project.image_counts()
-train_per_class = min((n - held_out_count(n, 0.3) for n in counts.values() if n > 1), default=0)
+test_fraction_now = st.session_state.get("test_fraction", DEFAULT_TEST_FRACTION)  # the slider under Advanced
+fewest = min((n for n in counts.values() if n > 1), default=0)
+held_out = held_out_count(fewest, test_fraction_now) if fewest else 0
+train_per_class = fewest - held_out
 suggested = default_run(train_per_class)
 method = st.radio(
     "Method",
@@ -115,8 +124,13 @@ method = st.radio(
 )
 chosen = methods[method]
 st.caption(chosen.about)
-if counts and method == suggested.method:
-    st.info(f"Preselected for {train_per_class} training image(s) per class: {suggested.why}")
+if fewest:
+    smallest = "per class" if len(set(counts.values())) == 1 else "in the smallest class"
+    split = (
+        f"{fewest} images {smallest}: {train_per_class} to train, {held_out} held out to measure accuracy on images "
+        "training never sees (the share is under Advanced)."
+    )
+    st.info(f"{split} {suggested.why}" if method == suggested.method else split)
 backbone_label = st.selectbox("Backbone", list(BACKBONES), help="toy-clip works offline; the others download weights.")
 with_epochs = chosen.trains() and chosen.uses_epochs
 presets = list(PRESETS)
@@ -137,7 +151,9 @@ with st.expander("Advanced"):
             key=f"{method}-{setting.name}",
         )
     batch_size = st.number_input("Batch size", 1, 512, 32)
-    test_fraction = st.slider("Held-out share of each class (measures accuracy)", 0.1, 0.5, 0.3, 0.05)
+    test_fraction = st.slider(
+        "Held-out share of each class (measures accuracy)", 0.1, 0.5, DEFAULT_TEST_FRACTION, 0.05, key="test_fraction"
+    )
     seed = st.number_input("Seed", 0, 10_000, 1)
     weights_path = st.text_input("Backbone weights file (when this machine cannot download them)")
 

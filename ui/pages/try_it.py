@@ -6,7 +6,8 @@ from common import pick_finished_classifier, require_project
 from promptlab.data.images import ImageLoadError, decode_image_bytes
 from promptlab.deploy.classifier import Classifier
 from promptlab.deploy.classifier_file import ClassifierFileError
-from promptlab.workspace.project import IMAGE_UPLOAD_TYPES
+from promptlab.deploy.native_stderr import decoder_messages_to
+from promptlab.workspace.project import DECODER_LOG_FILE, IMAGE_UPLOAD_TYPES
 from promptlab.workspace.run_record import CHANGED_CLASSIFIER_FILE
 
 
@@ -45,7 +46,8 @@ image_file = (
 )
 if image_file is not None:
     try:
-        image, _ = decode_image_bytes(image_file.getvalue(), image_file.name)
+        with decoder_messages_to(project.path / DECODER_LOG_FILE):  # libtiff's own prints: a file, not the terminal
+            image, _ = decode_image_bytes(image_file.getvalue(), image_file.name)
     except ImageLoadError as error:
         st.error(str(error))
         st.stop()
