@@ -279,7 +279,7 @@ class ClassifierAPI(ls.LitAPI):
             return Refusal(400, str(error))
         finally:
             if self.decoder_log.is_file() and self.decoder_log.stat().st_size > logged:
-                log.info("Image %r: its decoders' messages are in %s.", request["name"], self.decoder_log)
+                log.warning("Image %r: its decoders' messages are in %s.", request["name"], self.decoder_log)
 
     @override
     def batch(self, inputs: list) -> list:

@@ -27,13 +27,13 @@ baseline = results.record.get("zero_shot_accuracy")
 measured_on = metrics.get("num_samples", 0) if metrics else 0
 # Points over zero-shot, rounded as shown (+ 0.0 turns -0.0 into 0.0).
 gain = round(100 * (metrics["accuracy"] - baseline), 1) + 0.0 if metrics and baseline is not None else None
-noise = gain is not None and within_noise(metrics["accuracy"], baseline, measured_on)
+noise = bool(gain) and within_noise(metrics["accuracy"], baseline, measured_on)
 columns[0].metric(
     "Accuracy",
     f"{metrics['accuracy']:.1%}" if metrics else "–",
-    delta=None if gain is None else f"{gain:+.1f} points vs zero-shot" + (" (within noise)" if noise else ""),
+    delta=None if gain is None else f"{gain:+.1f} pts, within noise" if noise else f"{gain:+.1f} pts vs zero-shot",
     delta_color="off" if gain == 0 or noise else "normal",  # a tie or noise is neither green nor red
-    help="Measured on the held-out images, which training never sees.",
+    help="Measured on the held-out images, which training never sees; the change is against zero-shot CLIP.",
 )
 columns[1].metric("Macro F1", f"{metrics['macro_f1']:.1%}" if metrics else "–")
 columns[2].metric("Held-out images", metrics.get("num_samples", 0))
@@ -44,7 +44,7 @@ if metrics:
         note += f"; zero-shot CLIP {baseline:.1%} on the same images"
         if noise:
             note += (
-                f". The {abs(gain or 0):.1f}-point difference is within noise at this number of images "
+                f". The {abs(gain or 0):.1f}-point difference to it is within noise at this number of images "
                 "(its 95% interval includes 0): more held-out images would tell them apart"
             )
     st.caption(note + ".")

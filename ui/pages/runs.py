@@ -31,7 +31,7 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={  # narrow columns: the whole table fits a laptop's screen
-        "run": st.column_config.TextColumn(width="small"),
+        "run": st.column_config.TextColumn(width="medium"),
         "accuracy": st.column_config.ProgressColumn(
             "accuracy", format="percent", min_value=0, max_value=1, width="small"
         ),
