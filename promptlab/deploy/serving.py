@@ -7,9 +7,11 @@ Endpoints (JSON in and out; every error is ``{"detail": "<one sentence>"}`` with
                     -> {"label", "probability", "none_of_these", "top_k": [{"label", "probability"}...]}
     GET  /health    "ok" once the model is loaded
 
-Requests pass two layers. :class:`RequestGate`, an ASGI middleware in the HTTP process, checks the
-API key, the body size and the request's shape, and hands LitServe one canonical JSON body; a request
-it refuses never reaches the model. :class:`ClassifierAPI`, in LitServe's inference worker, decodes
+Connections first meet a request deadline (:mod:`promptlab.deploy.http_timeouts`) and uvicorn's
+connection limit (:func:`run_server`). Requests then pass two layers. :class:`RequestGate`, an ASGI
+middleware in the HTTP process, checks the API key, the body size and the request's shape (one image,
+a few form fields), and hands LitServe one canonical JSON body; a request it refuses never reaches
+the model. :class:`ClassifierAPI`, in LitServe's inference worker, decodes
 the images (the app's checks: 20 MB, the decompression-bomb guard), batches them dynamically
 (``max_batch_size`` / ``batch_timeout``) and predicts. An image that fails to decode is refused on
 its own: the other requests of its batch are answered normally.
@@ -55,7 +57,6 @@ API_KEY_HEADER = "X-API-Key"
 API_KEY_ENV = "PROMPTLAB_API_KEY"
 LOOPBACK_HOSTS = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
 NETWORK_HOSTS = ("0.0.0.0", "::")  # every interface: the only other addresses LitServe binds
-FORM_FIELDS = ("image", "top_k", "reject_below")
 MAX_FORM_PARTS = 16  # of each kind (files, text fields): a form needs three
 
 

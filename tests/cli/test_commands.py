@@ -117,7 +117,7 @@ def test_bad_root_is_one_line_error(tmp_path, capsys):
     ("option", "words"),
     [
         ("--model.init_args.backbone=nope", "Unknown backbone 'nope'"),
-        ("--model.init_args.n_ctx=200", "prompt needs"),
+        ("--model.init_args.n_ctx=200", "set n_ctx to"),
         ("--data.cache_views=0", "cache_views must be at least 1"),
         ("--model.init_args.backbone=local-dir:/missing", "Backbone folder '/missing' (local-dir:/missing) does not"),
         ("--model.init_args.preprocess={size: 224}", "preprocess.size 224 differs from the input size 32"),
