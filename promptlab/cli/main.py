@@ -77,14 +77,14 @@ def main(args: list[str] | None = None) -> int:
     sys.argv[0] = "promptlab"  # LightningCLI's usage lines name the program after it (python -m promptlab too)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("promptlab").setLevel(logging.INFO)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print_help()
-        return 0
-    name = args[0]
-    if name not in COMMANDS and name not in LIGHTNING_COMMANDS and not name.startswith("-"):
+    name = args[0] if args else "--help"
+    if name not in COMMANDS and name not in LIGHTNING_COMMANDS and not name.startswith("-") and name != "help":
         print(f"error: unknown command {name!r}; run `promptlab --help` for the list.", file=sys.stderr)
         return 2
     try:
+        if name in ("-h", "--help", "help"):
+            print_help()
+            return 0
         if name in COMMANDS:
             return run_command(command(name), args[1:], prog=f"promptlab {name}")
         from promptlab.cli.lightning import run_lightning  # Lightning only for its own commands
