@@ -15,6 +15,7 @@ from promptlab.methods._base import ClassChangeError, CLIPClassifier
 from promptlab.methods._contract import Bars, MethodInfo, Panel, Setting, Table, Text, ToyDefaults
 from promptlab.methods._feature_fitted import FeatureFitted
 from promptlab.methods.coop import CoOp
+from promptlab.methods.kgcoop import KgCoOp
 from promptlab.methods.linear_probe import LinearProbe
 from promptlab.methods.mocoop import MoCoOp
 from promptlab.methods.nola import NoLA
@@ -68,7 +69,7 @@ def method_class(name: str) -> type[CLIPClassifier]:
     raise KeyError(f"Unknown method {name!r}; registered: {', '.join(methods)}.")
 
 
-for _cls in (ZeroShotCLIP, CoOp, MoCoOp, NoLA, LinearProbe, TipAdapter, TipAdapterF):
+for _cls in (ZeroShotCLIP, CoOp, KgCoOp, MoCoOp, NoLA, LinearProbe, TipAdapter, TipAdapterF):
     register_method(_cls)
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "ClassChangeError",
     "CoOp",
     "FeatureFitted",
+    "KgCoOp",
     "LinearProbe",
     "MethodInfo",
     "MoCoOp",
