@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from promptlab.errors import UserError
@@ -70,9 +71,11 @@ def export(
             raise UserError("--classifier converts a classifier file to ONNX: pass -o with a .onnx name.")
         path = classifier_file_to_onnx(classifier, output, reject_below, weights_path)
     else:
-        config_args = resolve_configs([a for c in without_run_keys(configs) for a in ("-c", c)]) + list(overrides)
-        config_args += [f"--model.init_args.weights_path={weights_path}"] if weights_path else []
-        cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
+        with tempfile.TemporaryDirectory() as folder:
+            cleaned = without_run_keys(configs, Path(folder))
+            config_args = resolve_configs([a for c in cleaned for a in ("-c", c)]) + list(overrides)
+            config_args += [f"--model.init_args.weights_path={weights_path}"] if weights_path else []
+            cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
         calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
         path = export_classifier(
             cli.model.with_classes(classes) if classes else cli.model,
@@ -99,19 +102,15 @@ def run_of_saved_config(configs: list[str], overrides: tuple[str, ...]) -> Path 
     return folder if is_run else None
 
 
-def without_run_keys(configs: list[str]) -> list[str]:
-    """Configs, each saved run config copied without :data:`SUBCOMMAND_KEYS` (to a temporary file)."""
-    import tempfile
-
-    import yaml
+def without_run_keys(configs: list[str], folder: Path) -> list[str]:
+    """Configs, each saved run config copied into ``folder`` without :data:`SUBCOMMAND_KEYS`."""
+    import yaml  # not at the top: `promptlab --help` lists this command in the ONNX-only install
 
     cleaned = []
-    for config in configs:
+    for i, config in enumerate(configs):
         content = yaml.safe_load(Path(config).read_text()) if Path(config).is_file() else None
         if isinstance(content, dict) and any(key in content for key in SUBCOMMAND_KEYS):
-            content = {k: v for k, v in content.items() if k not in SUBCOMMAND_KEYS}
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
-                yaml.safe_dump(content, file)
-            config = file.name
+            config = str(folder / f"{i}-{Path(config).name}")
+            Path(config).write_text(yaml.safe_dump({k: v for k, v in content.items() if k not in SUBCOMMAND_KEYS}))
         cleaned.append(config)
     return cleaned
