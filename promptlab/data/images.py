@@ -150,9 +150,13 @@ def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, st
         except ImageLoadError:
             raise
         except UnidentifiedImageError as error:  # its message names a Python object, not the file
-            raise ImageLoadError(
-                f"Cannot read image {name!r}: not a {READABLE} image; replace or remove the file."
-            ) from error
+            signed = format_by_signature(source)
+            what = (
+                f"it is a variant of {signed} that promptlab's image library cannot decode"
+                if signed
+                else f"not a {READABLE} image"
+            )
+            raise ImageLoadError(f"Cannot read image {name!r}: {what}; replace or remove the file.") from error
         except Exception as error:  # any decoder failure is this file's, never the caller's (NotImplementedError...)
             detail = f"{type(error).__name__}: {str(error).rstrip('.')}" if str(error) else type(error).__name__
             reason = plain_reason(error, state["format"])
@@ -162,6 +166,31 @@ def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[Image.Image, st
         finally:
             for warning in caught:
                 decoder_log.info("%s: %s", name, warning.message)
+
+
+# The first bytes of each format promptlab reads: a file that starts so but that no opener accepts is a
+# variant of that format (a TIFF with 100 samples per pixel), not some other kind of file.
+SIGNATURES = {
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def format_by_signature(source: str | Path | io.BytesIO) -> str | None:
+    """The format an image file's first bytes announce (None when they announce none promptlab reads)."""
+    if isinstance(source, io.BytesIO):
+        head = source.getvalue()[:12]
+    else:
+        with open(source, "rb") as file:
+            head = file.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:2] == b"BM" and head[6:10] == b"\x00" * 4:  # "BM", the file size, then 4 reserved zero bytes
+        return "BMP"
+    return next((name for signature, name in SIGNATURES.items() if head.startswith(signature)), None)
 
 
 def _open_and_load(source: str | Path | io.BytesIO, name: str, state: dict) -> tuple[Image.Image, str]:

@@ -151,3 +151,4 @@ def test_the_image_librarys_own_log_lines_go_to_the_decoder_log(image_folder, ze
     assert done.returncode == 3, done.stderr  # the TIFF is skipped, the others classified
     assert "PIL" not in done.stderr and "samples per pixel" not in done.stderr, done.stderr  # not on the terminal
     assert "More samples per pixel than can be decoded" in log.read_text()
+    assert "odd.tif': it is a variant of TIFF that promptlab's image library cannot decode" in done.stderr
