@@ -13,7 +13,6 @@ import importlib.util
 DISTRIBUTION = "promptlab-clip"
 WHEEL_GLOB = "promptlab_clip-*.whl"  # the wheel's file name spells the distribution with an underscore
 FULL_INSTALL = f"pip install {WHEEL_GLOB} (the wheel of {DISTRIBUTION}, with its dependencies)"
-ONNX_ONLY_INSTALL = f"pip install onnxruntime numpy pillow && pip install --no-deps {WHEEL_GLOB}"
 # Top-level modules of the full install's dependencies; a missing one means the ONNX-only install.
 FULL_INSTALL_MODULES = frozenset(
     {

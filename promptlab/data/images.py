@@ -182,10 +182,13 @@ SIGNATURES = {
 def format_by_signature(source: str | Path | io.BytesIO) -> str | None:
     """The format an image file's first bytes announce (None when they announce none promptlab reads)."""
     if isinstance(source, io.BytesIO):
-        head = source.getvalue()[:12]
-    else:
-        with open(source, "rb") as file:
-            head = file.read(12)
+        return image_format_of(source.getvalue()[:12])
+    with open(source, "rb") as file:
+        return image_format_of(file.read(12))
+
+
+def image_format_of(head: bytes) -> str | None:
+    """The format that a file's first 12 bytes announce, of those promptlab reads, or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     if head[:2] == b"BM" and head[6:10] == b"\x00" * 4:  # "BM", the file size, then 4 reserved zero bytes

@@ -1,5 +1,5 @@
 """What kind of file a classifier path holds, by its first bytes, so a wrong suffix or a wrong file
-gets a sentence that names what the file is (imports nothing outside the standard library).
+gets a sentence that names what the file is (imports neither torch nor an image library).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 from typing import Literal
 
+from promptlab.data.images import image_format_of
 from promptlab.errors import UserError
 
 ClassifierFormat = Literal["safetensors", "onnx"]
@@ -21,7 +22,6 @@ _WHAT = {
     "empty": "empty",
     "unknown": "not a classifier file",
 }
-_IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 class ClassifierPathError(UserError):
@@ -40,7 +40,7 @@ def sniff(path: Path) -> str:
         return "onnx"  # a ModelProto begins with field 1 (ir_version) as a varint
     if head.startswith(b"PK\x03\x04"):
         return "zip"
-    if head.startswith(_IMAGE_SIGNATURES):
+    if image_format_of(head):
         return "image"
     if all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head):
         return "text"

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from typing_extensions import override
 
 from promptlab.methods._contract import Setting, ToyDefaults
+from promptlab.methods._templates import ensemble_features
 from promptlab.methods.coop import CoOp
 
 
@@ -49,9 +50,8 @@ class KgCoOp(CoOp):
         super().__init__(n_ctx=n_ctx, ctx_init=ctx_init, **kwargs)
         if kg_weight < 0:
             raise ValueError(f"kg_weight must be 0 or more (got {kg_weight}).")
-        template = self.hparams.dataset_template
-        with torch.no_grad():
-            features = self.backbone.encode_text([template.format(name) for name in self.prompt_class_names])
+        with torch.no_grad():  # one template: its normalised features (the reference's CUSTOM_TEMPLATES)
+            features = ensemble_features(self.backbone, self.prompt_class_names, [self.hparams.dataset_template])
         self.register_buffer("template_features", features.float(), persistent=False)  # (C, D), normalised
 
     @override

@@ -197,13 +197,18 @@ def test_classifier_of_own_clip_loads_in_a_fresh_process(own_folder, tmp_path, e
     assert torch.allclose(torch.load(tmp_path / "p.pt"), expected, atol=1e-6)
 
 
-def test_classifier_without_its_folder_or_weights_says_pass_weights_path(own_folder, tmp_path):
+def exported_from_a_copy(own_folder: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the own-CLIP folder and a CoOp classifier exported from it by reference (not embedded)."""
     folder = tmp_path / "own"
     folder.mkdir()
     for name in ("open_clip_config.json", "open_clip_model.safetensors"):
         (folder / name).write_bytes((own_folder / name).read_bytes())
     model = CoOp(class_names=CLASSES, backbone=f"local-dir:{folder}", pretrained=None, n_ctx=2)
-    path = export_classifier(model, tmp_path / "c.safetensors")
+    return folder, export_classifier(model, tmp_path / "c.safetensors")
+
+
+def test_classifier_without_its_folder_or_weights_says_pass_weights_path(own_folder, tmp_path):
+    folder, path = exported_from_a_copy(own_folder, tmp_path)
     assert Classifier.load(path, device="cpu").meta["backbone"]["embedded"] is False  # loads from the folder
     (folder / "open_clip_model.safetensors").unlink()
     (folder / "open_clip_config.json").unlink()
@@ -213,12 +218,7 @@ def test_classifier_without_its_folder_or_weights_says_pass_weights_path(own_fol
 
 
 def test_a_classifier_whose_folder_moved_exports_and_classifies_with_weights_path(own_folder, tmp_path, caplog):
-    folder = tmp_path / "own"
-    folder.mkdir()
-    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
-        (folder / name).write_bytes((own_folder / name).read_bytes())
-    model = CoOp(class_names=CLASSES, backbone=f"local-dir:{folder}", pretrained=None, n_ctx=2)
-    path = export_classifier(model, tmp_path / "c.safetensors")
+    folder, path = exported_from_a_copy(own_folder, tmp_path)
     moved = tmp_path / "moved.safetensors"
     (folder / "open_clip_model.safetensors").rename(moved)
     image = tmp_path / "x.png"
