@@ -1,12 +1,13 @@
 """Methods on the random-weights tiny CLIP, set away from their initialisation as training would,
-one per kind of head an exported classifier can hold (and NoLA's visual prompts): for the tests of
+one per kind of head an exported classifier can hold (and the encoder changes: NoLA's visual prompts,
+CLIP-LoRA's deltas): for the tests of
 files, runtimes and class changes that need a learned method without training one."""
 
 import torch
 import torch.nn.functional as F
 
 from promptlab.deploy.heads import CacheHead, LinearHead, MixtureHead
-from promptlab.methods import CoOp, LinearProbe, MoCoOp, NoLA, TipAdapter, TipAdapterF
+from promptlab.methods import CLIPLoRA, CoOp, LinearProbe, MoCoOp, NoLA, TipAdapter, TipAdapterF
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 TINY = {"class_names": CLASSES, "backbone": "clip-tiny", "pretrained": None}
@@ -33,6 +34,14 @@ def _nola():
     with torch.no_grad():
         model.visual_prompts.normal_(std=0.5)
         model.head.weight.add_(torch.randn_like(model.head.weight) * 0.1)
+    return model
+
+
+def _clip_lora():
+    model = CLIPLoRA(**TINY)
+    with torch.no_grad():
+        for parameter in model.lora_parameters:
+            parameter.normal_(std=0.3)  # B away from 0: the adapters change both towers
     return model
 
 
@@ -63,10 +72,11 @@ BUILDERS = {
     "CoOp": (_coop, LinearHead),
     "MoCoOp": (_mocoop, MixtureHead),
     "NoLA": (_nola, LinearHead),
+    "CLIPLoRA": (_clip_lora, LinearHead),
     "LinearProbe": (_linear_probe, LinearHead),
     "TipAdapter": (_tip_adapter, CacheHead),
     "TipAdapterF": (lambda: _tip_adapter(TipAdapterF), CacheHead),
 }
 
-# One method per kind of exported head: linear, mixture, linear over a prompted image tower, cache.
-ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "TipAdapter"]
+# One method per kind of exported head (linear, mixture, cache) and of encoder change (visual prompts, LoRA).
+ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "CLIPLoRA", "TipAdapter"]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
+from promptlab.backbone.lora import AttentionLoRA, LoRASpec, install_lora, lora_deltas, merge_lora_deltas
 from promptlab.backbone.preprocess import PreprocessConfig
 from promptlab.backbone.source import BackboneError, is_custom_architecture, resolve_backbone
 from promptlab.backbone.text_tower import TextTower
@@ -113,14 +114,21 @@ class FrozenCLIP(nn.Module):
                 self.preprocess.std,
             )
         self._text = TextTower(self.model, source.architecture)
+        self.lora_spec: LoRASpec | None = None  # the adapters a method installed (CLIP-LoRA)
         self.requires_grad_(False)
         self.eval()
 
     # -- frozen behaviour --------------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> FrozenCLIP:
-        """Stays in eval mode whatever Lightning asks: dropout and norms must not change."""
-        return super().train(False)
+        """Stays in eval mode whatever Lightning asks: CLIP's dropout and norms must not change. Only the
+        dropout of LoRA adapters a method installed follows ``mode``: it belongs to the method.
+        """
+        super().train(False)
+        for module in self.modules():
+            if isinstance(module, AttentionLoRA):
+                module.train(mode)
+        return self
 
     def tuned_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters a method chose to train (MoCoOp's optional LayerNorms, NoLA's prompts and
@@ -210,8 +218,52 @@ class FrozenCLIP(nn.Module):
         return visual_prompts_disabled(self.model.visual)
 
     def image_encoder_state(self) -> dict[str, torch.Tensor]:
-        """The image encoder's tensors (visual prompts included), as an exported classifier embeds them."""
-        return self.model.visual.state_dict()
+        """The image encoder's tensors (visual prompts included, LoRA adapters not: see :meth:`image_lora_deltas`),
+        as an exported classifier embeds them.
+        """
+        return {k: v for k, v in self.model.visual.state_dict().items() if ".lora." not in k}
+
+    @property
+    def image_encoder_tuned(self) -> bool:
+        """True when a method trains part of the image encoder itself (not its LoRA adapters, which a
+        classifier file records apart): visual prompts, LayerNorms.
+        """
+        return any(p.requires_grad and ".lora." not in name for name, p in self.model.visual.named_parameters())
+
+    # -- low-rank adapters (CLIP-LoRA) ----------------------------------------------------------------
+
+    def add_lora(self, spec: LoRASpec) -> list[nn.Parameter]:
+        """Installs trainable LoRA adapters (B = 0: the model is still CLIP) and returns their parameters;
+        a backbone that has the same adapters already (a method rebuilt for other classes) keeps them.
+
+        Raises:
+            BackboneError: a tower without transformer blocks, a block outside the tower, or other
+                adapters installed already.
+        """
+        if self.lora_spec is not None:
+            if self.lora_spec != spec:
+                raise BackboneError(
+                    f"This backbone has other LoRA adapters already ({self.lora_spec}); build a new one."
+                )
+            return [p for name, p in self.named_parameters() if ".lora." in name]
+        parameters = install_lora(self.model, spec)
+        self.lora_spec = spec
+        return parameters
+
+    @property
+    def image_lora(self) -> LoRASpec | None:
+        """The adapters of the image tower, if a method installed some."""
+        spec = self.lora_spec
+        return spec if spec is not None and "image" in spec.towers else None
+
+    def image_lora_deltas(self) -> dict[str, torch.Tensor]:
+        """The image tower's adapters as ``{block}.{projection}.A`` / ``.B`` tensors ({} without adapters)."""
+        spec = self.image_lora
+        return {} if spec is None else lora_deltas(self.model, spec, "image")
+
+    def merge_image_lora(self, spec: LoRASpec, tensors: dict[str, torch.Tensor]) -> None:
+        """Adds recorded image-tower deltas into the frozen attention weights (an exported classifier)."""
+        merge_lora_deltas(self.model, spec, "image", tensors)
 
     def load_image_encoder_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Loads tensors of :meth:`image_encoder_state`, installing visual prompts where they hold some."""

@@ -18,6 +18,8 @@ from open_clip.transformer import LayerScale, ResidualAttentionBlock
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from promptlab.backbone.lora import in_projection, out_projection
+
 
 def supports_shared_prefix(transformer: nn.Module) -> bool:
     """True when every block is open_clip's plain pre-norm block with ``nn.MultiheadAttention``
@@ -39,7 +41,7 @@ def supports_shared_prefix(transformer: nn.Module) -> bool:
 def _qkv(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(B, T, W) block input -> queries, keys and values, each (B, H, T, W / H)."""
     attn = block.attn
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, T, 3W)
+    qkv = in_projection(attn, block.ln_1(x))  # (B, T, 3W), with LoRA's deltas where a method added some
     return tuple(t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
 
 
@@ -58,8 +60,8 @@ def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Te
     mask = torch.ones(length, prefix.shape[1] + length, dtype=torch.bool, device=suffix.device)
     mask[:, prefix.shape[1] :] = torch.ones(length, length, dtype=torch.bool, device=suffix.device).tril()
     out_s = F.scaled_dot_product_attention(q_s, keys, values, attn_mask=mask)  # (N, H, S, d)
-    prefix = prefix + block.ls_1(block.attn.out_proj(out_p.transpose(1, 2).flatten(2)))
-    suffix = suffix + block.ls_1(block.attn.out_proj(out_s.transpose(1, 2).flatten(2)))
+    prefix = prefix + block.ls_1(out_projection(block.attn, out_p.transpose(1, 2).flatten(2)))
+    suffix = suffix + block.ls_1(out_projection(block.attn, out_s.transpose(1, 2).flatten(2)))
     prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
     suffix = suffix + block.ls_2(block.mlp(block.ln_2(suffix)))
     return prefix, suffix

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from promptlab.backbone import BackboneError, FrozenCLIP, PreprocessConfig
+from promptlab.backbone import BackboneError, FrozenCLIP, LoRASpec, PreprocessConfig
 from promptlab.data.transforms import test_transform
 from promptlab.deploy.calibration import Calibration
 from promptlab.deploy.classifier_file import ClassifierFileError, read_classifier_file
@@ -179,7 +179,10 @@ def _rebuild_backbone(
                 preprocess=preprocess,
                 model_cfg=ref.get("model_cfg"),
             )
-    except (BackboneError, RuntimeError, KeyError) as error:
+        if ref.get("lora"):  # CLIP-LoRA: the recorded deltas added into the attention weights
+            deltas = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+            backbone.merge_image_lora(LoRASpec.from_image_record(ref["lora"]), deltas)
+    except (BackboneError, RuntimeError, KeyError, TypeError, ValueError) as error:
         raise ClassifierFileError(
             f"Cannot rebuild backbone {ref['model_name']!r} for classifier {str(path)!r}: {error}"
         ) from error

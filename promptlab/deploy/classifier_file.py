@@ -1,6 +1,7 @@
 """The exported classifier file: one safetensors file holding everything a deployment needs.
 
-Format version 2 (written by this promptlab). Safetensors metadata holds two strings: ``promptlab``
+Format version 3 (written by this promptlab for files with LoRA deltas; the others are written as
+version 2, which earlier promptlab versions read). Safetensors metadata holds two strings: ``promptlab``
 (the JSON below) and ``digest`` (SHA-256 over that JSON and every tensor's name, shape and bytes, so
 that a modified file is refused). Loading never runs code.
 
@@ -17,7 +18,9 @@ JSON metadata::
     backbone        model_name, model_cfg (open_clip's architecture config, so that models outside
                     open_clip's list rebuild anywhere; absent in earlier files), pretrained,
                     weights_sha256, embed_dim, embedded (image tower in the file), visual_prompts
-                    (P prompt tokens inserted in the ViT, NoLA; 0 for none)
+                    (P prompt tokens inserted in the ViT, NoLA; 0 for none), lora (version 3: the image
+                    tower's low-rank deltas, CLIP-LoRA: rank, alpha, scaling = alpha / sqrt(rank), blocks
+                    (null: every block), projections (some of q, k, v, o); null or absent for none)
     calibration     temperature (probabilities are softmax(logits / T)), fitted_on (a sentence),
                     num_images, ece_before, ece_after (test ECE with T = 1 and with T; null if unmeasured);
                     absent in version 1 files: T = 1
@@ -32,6 +35,10 @@ Tensors (float32)::
     head.weight (C, D), head.keys (N, D), head.values (N, C)   cache
     visual.*                                                   the image tower, when embedded
                                                                (visual.visual_prompts (P, width))
+    lora.{block}.{projection}.A (r, width), .B (width, r)      LoRA deltas of the image tower, added as
+                                                               scaling * B @ A into the block's q, k, v
+                                                               slices of in_proj_weight (o: out_proj)
+                                                               when the classifier is loaded
 
 Version 1 files (``class_features`` (C, D) or (E, C, D), ``router.weight`` / ``router.bias``,
 ``logit_scale``; the head implied by the keys present, MoCoOp's ``top_k`` in ``hparams``) are read
@@ -53,7 +60,12 @@ from promptlab.errors import UserError
 from promptlab.files import atomic_write
 
 FORMAT_NAME = "promptlab-classifier"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this promptlab reads and writes
+
+
+def required_version(meta: dict) -> int:
+    """The oldest format version that holds ``meta``: 3 with LoRA deltas, else 2."""
+    return 3 if meta.get("backbone", {}).get("lora") else 2
 
 
 class ClassifierFileError(UserError):
@@ -71,7 +83,7 @@ def _digest(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def write_classifier_file(
-    path: str | Path, meta: dict, tensors: dict[str, torch.Tensor], format_version: int = FORMAT_VERSION
+    path: str | Path, meta: dict, tensors: dict[str, torch.Tensor], format_version: int | None = None
 ) -> Path:
     """Saves tensors and metadata with an integrity digest, atomically; returns the path.
 
@@ -79,10 +91,11 @@ def write_classifier_file(
         path: the file to write.
         meta: the JSON metadata (see the module docstring); ``format`` and ``format_version`` are added.
         tensors: the head's tensors and, when embedded, the image tower's.
-        format_version: only tests write older versions (to check that they still load).
+        format_version: the oldest version that holds ``meta`` unless given (tests write older versions,
+            to check that they still load).
     """
     path = Path(path)
-    meta = {"format": FORMAT_NAME, "format_version": format_version, **meta}
+    meta = {"format": FORMAT_NAME, "format_version": format_version or required_version(meta), **meta}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     header = {"promptlab": json.dumps(meta), "digest": _digest(meta, tensors)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
@@ -106,7 +119,7 @@ def upgrade_v1(meta: dict, tensors: dict[str, torch.Tensor]) -> tuple[dict, dict
         tensors["head.weight"] = features
     prompts = tensors.get("visual.visual_prompts")
     backbone = {**meta["backbone"], "visual_prompts": 0 if prompts is None else int(prompts.shape[0])}
-    return {**meta, "format_version": FORMAT_VERSION, "head": head, "backbone": backbone}, tensors
+    return {**meta, "format_version": 2, "head": head, "backbone": backbone}, tensors
 
 
 def read_classifier_file(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -69,14 +69,15 @@ def export_classifier(
     if backbone.weights_file is None and not embed_backbone:
         log.info("Backbone %s has random weights: embedding them in the classifier.", backbone.model_name)
         embed_backbone = True
-    if backbone.tuned_parameters() and not embed_backbone:
+    if backbone.image_encoder_tuned and not embed_backbone:
         log.info("The method tuned part of the image encoder: embedding it in the classifier.")
         embed_backbone = True
     with torch.no_grad():
         head = model.export_head()
-    tensors = head.tensors()
+    tensors = head.tensors() | {f"lora.{k}": v for k, v in backbone.image_lora_deltas().items()}
     if embed_backbone:
         tensors |= {f"visual.{k}": v for k, v in backbone.image_encoder_state().items()}
+    lora = backbone.image_lora
     hparams = {k: v for k, v in model.hparams.items() if k != "class_names" and not k.startswith("_")}
     meta = {
         "head": {"kind": head.kind, **head.params()},
@@ -92,6 +93,7 @@ def export_classifier(
             "embed_dim": backbone.embed_dim,
             "embedded": embed_backbone,
             "visual_prompts": backbone.visual_prompt_count,
+            "lora": None if lora is None else lora.image_record(),
         },
         "metrics": _json_safe(metrics or {}),
         "calibration": calibration.to_dict(),

@@ -1,6 +1,6 @@
 """Loading an exported classifier imports neither Lightning, torchmetrics nor the methods: checked in a
-fresh interpreter for every kind of head (NoLA's visual prompts included), and for the ONNX runtime,
-which imports no torch either."""
+fresh interpreter for every kind of head and encoder change (NoLA's visual prompts, CLIP-LoRA's deltas),
+and for the ONNX runtime, which imports no torch either."""
 
 import json
 import subprocess
@@ -19,7 +19,7 @@ for name, path in json.loads(sys.argv[1]).items():
     classifier = Classifier.load(path, device="cpu")
     probabilities = classifier.predict_proba(torch.zeros(2, 3, 32, 32))
     report[name] = {"head": classifier.head.kind, "visual_prompts": classifier.meta["backbone"]["visual_prompts"],
-                    "rows": len(probabilities)}
+                    "lora": classifier.meta["backbone"].get("lora"), "rows": len(probabilities)}
 report["imported"] = sorted({m.split(".")[0] if not m.startswith("promptlab.") else ".".join(m.split(".")[:2])
                              for m in sys.modules if m.split(".")[0] in ("lightning", "torchmetrics", "promptlab")})
 print(json.dumps(report))
@@ -42,6 +42,7 @@ def test_every_head_kind_loads_without_the_training_stack(tmp_path):
         name: BUILDERS[name][1].kind for name in ONE_PER_HEAD_KIND
     }
     assert report["NoLA"]["visual_prompts"] == 3 and all(entry["rows"] == 2 for entry in report.values())
+    assert report["CLIPLoRA"]["lora"]["rank"] == 2 and report["CoOp"]["lora"] is None
 
 
 def test_the_onnx_runtime_imports_no_torch(tmp_path):
