@@ -6,8 +6,8 @@ files, runtimes and class changes that need a learned method without training on
 import torch
 import torch.nn.functional as F
 
-from promptlab.deploy.heads import CacheHead, LinearHead, MixtureHead
-from promptlab.methods import CLIPLoRA, CoOp, LinearProbe, MoCoOp, NoLA, TipAdapter, TipAdapterF
+from promptlab.deploy.heads import CacheHead, ConditionalHead, LinearHead, MixtureHead
+from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, LinearProbe, MoCoOp, NoLA, TipAdapter, TipAdapterF
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 TINY = {"class_names": CLASSES, "backbone": "clip-tiny", "pretrained": None}
@@ -34,6 +34,14 @@ def _nola():
     with torch.no_grad():
         model.visual_prompts.normal_(std=0.5)
         model.head.weight.add_(torch.randn_like(model.head.weight) * 0.1)
+    return model
+
+
+def _cocoop():
+    model = CoCoOp(**TINY)
+    with torch.no_grad():
+        model.ctx.normal_(std=0.5)
+        model.meta_net.linear2.weight.normal_(std=0.5)  # a shift that differs from image to image
     return model
 
 
@@ -73,10 +81,12 @@ BUILDERS = {
     "MoCoOp": (_mocoop, MixtureHead),
     "NoLA": (_nola, LinearHead),
     "CLIPLoRA": (_clip_lora, LinearHead),
+    "CoCoOp": (_cocoop, ConditionalHead),
     "LinearProbe": (_linear_probe, LinearHead),
     "TipAdapter": (_tip_adapter, CacheHead),
     "TipAdapterF": (lambda: _tip_adapter(TipAdapterF), CacheHead),
 }
 
-# One method per kind of exported head (linear, mixture, cache) and of encoder change (visual prompts, LoRA).
-ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "CLIPLoRA", "TipAdapter"]
+# One method per kind of exported head (linear, mixture, cache, conditional) and of encoder change (visual
+# prompts, LoRA).
+ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "CLIPLoRA", "TipAdapter", "CoCoOp"]

@@ -223,6 +223,23 @@ class FrozenCLIP(nn.Module):
         """
         return {k: v for k, v in self.model.visual.state_dict().items() if ".lora." not in k}
 
+    def text_encoder_state(self) -> dict[str, torch.Tensor]:
+        """The text tower's tensors (everything but the image encoder and LoRA adapters), as an exported
+        classifier embeds them when its head runs the text tower (CoCoOp).
+        """
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith("visual.") and ".lora." not in k}
+
+    def load_text_encoder_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Loads tensors of :meth:`text_encoder_state`.
+
+        Raises:
+            KeyError: some of the text tower's tensors are missing.
+        """
+        missing = set(self.text_encoder_state()) - set(tensors)
+        if missing:
+            raise KeyError(f"the text tower's {', '.join(sorted(missing)[:3])}")
+        self.model.load_state_dict(tensors, strict=False)
+
     @property
     def image_encoder_tuned(self) -> bool:
         """True when a method trains part of the image encoder itself (not its LoRA adapters, which a
@@ -343,6 +360,25 @@ class FrozenCLIP(nn.Module):
             length = int(chunk_index.max()) + 1 if truncate else embeddings.shape[1]
             chunks.append(self._text.encode(embeddings[index, :length], chunk_index, shared_prefix))
         features = torch.cat(chunks)[order.argsort()]  # back to the input order
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_prefixed_prompts(
+        self, prefixes: torch.Tensor, suffixes: torch.Tensor, pool_index: torch.Tensor, normalize: bool = True
+    ) -> torch.Tensor:
+        """Encodes every prompt made of one of G prefixes and one of C suffixes (CoCoOp: a context per
+        image before each class's tokens), each prefix once (exact for a causal text transformer).
+
+        Args:
+            prefixes: (G, P, width) embeddings of the first tokens of each group of prompts.
+            suffixes: (C, S, width) embeddings of the remaining tokens of each prompt, truncated after the
+                last EOT (:meth:`prompt_length`).
+            pool_index: (C,) EOT position of each suffix's prompt, counted from the start of the prompt.
+            normalize: L2-normalise the output.
+
+        Returns:
+            (G, C, D) text features, equal to encoding each whole prompt.
+        """
+        features = self._text.encode_prefixed(prefixes, suffixes, pool_index)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_token_ids(self, token_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -45,18 +45,26 @@ def _qkv(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, 
     return tuple(t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
 
 
-def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """One residual block on (1, P, W) prefix and (N, S, W) suffix states.
+def _per_suffix(prefix_states: torch.Tensor, n: int) -> torch.Tensor:
+    """(G, H, P, d) states of G prefixes -> (N, H, P, d): each prefix repeated for its N / G suffixes."""
+    groups = prefix_states.shape[0]
+    # A view for G = 1; no branch on G, which is the dynamic batch of an exported graph (CoCoOp).
+    return prefix_states.unsqueeze(1).expand(groups, n // groups, *prefix_states.shape[1:]).flatten(0, 1)
 
-    The prefix attends causally to itself; suffix position i attends to the whole prefix and to
-    suffix positions <= i: together exactly the causal attention over the concatenated sequence.
+
+def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One residual block on (G, P, W) prefix and (N, S, W) suffix states, N a multiple of G.
+
+    The prefix attends causally to itself; suffix position i attends to its whole prefix (suffixes
+    ``g * N / G`` to ``(g + 1) * N / G - 1`` follow prefix g) and to suffix positions <= i: together
+    exactly the causal attention over the concatenated sequences.
     """
     n, length = suffix.shape[:2]
     q_p, k_p, v_p = _qkv(block, prefix)
     q_s, k_s, v_s = _qkv(block, suffix)
-    out_p = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True)  # (1, H, P, d)
-    keys = torch.cat([k_p.expand(n, -1, -1, -1), k_s], dim=2)  # (N, H, P + S, d)
-    values = torch.cat([v_p.expand(n, -1, -1, -1), v_s], dim=2)
+    out_p = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True)  # (G, H, P, d)
+    keys = torch.cat([_per_suffix(k_p, n), k_s], dim=2)  # (N, H, P + S, d)
+    values = torch.cat([_per_suffix(v_p, n), v_s], dim=2)
     mask = torch.ones(length, prefix.shape[1] + length, dtype=torch.bool, device=suffix.device)
     mask[:, prefix.shape[1] :] = torch.ones(length, length, dtype=torch.bool, device=suffix.device).tril()
     out_s = F.scaled_dot_product_attention(q_s, keys, values, attn_mask=mask)  # (N, H, S, d)
@@ -70,11 +78,12 @@ def _block(block: ResidualAttentionBlock, prefix: torch.Tensor, suffix: torch.Te
 def encode_with_shared_prefix(
     transformer: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor, grad_checkpointing: bool = False
 ) -> torch.Tensor:
-    """Runs the text transformer on prompts ``cat(prefix, suffix[i])``.
+    """Runs the text transformer on prompts ``cat(prefix[g], suffix[i])``, g = i // (N / G).
 
     Args:
         transformer: an open_clip text ``Transformer`` for which :func:`supports_shared_prefix` holds.
-        prefix: (1, P, W) input states of the shared first tokens (positional embedding added).
+        prefix: (G, P, W) input states of the first tokens shared by each group of N / G prompts
+            (positional embedding added); G = 1 for one prefix shared by all.
         suffix: (N, S, W) input states of each prompt's remaining tokens (positional embedding added).
         grad_checkpointing: recompute each block in the backward pass instead of storing its activations.
 

@@ -104,8 +104,37 @@ class TextTower:
             )  # (N, L - P, width)
             pool_index = pool_index - shared_prefix
         else:
-            mask = tower.attn_mask[:length, :length] if tower.attn_mask is not None else None
-            x = tower.transformer(x, attn_mask=mask)
+            x = self._transformer(x)
+        return self._pool_and_project(x, pool_index)
+
+    def encode_prefixed(self, prefixes: torch.Tensor, suffixes: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
+        """Every prompt ``cat(prefixes[g], suffixes[c])``: (G, P, width) and (C, S, width) embeddings and the
+        (C,) pool positions in the whole prompt -> (G, C, D) features; each prefix is encoded once.
+        """
+        self.require_prompt_learning()
+        tower = self.tower
+        (groups, p), n = prefixes.shape[:2], suffixes.shape[0]
+        positional = tower.positional_embedding
+        prefix = prefixes.to(positional.dtype) + positional[:p]  # (G, P, width)
+        suffix = suffixes.to(positional.dtype) + positional[p : p + suffixes.shape[1]]  # (C, S, width)
+        suffix = suffix.unsqueeze(0).expand(groups, -1, -1, -1).flatten(0, 1)  # (G * C, S, width)
+        if self.supports_shared_prefix:
+            x = encode_with_shared_prefix(tower.transformer, prefix, suffix, tower.transformer.grad_checkpointing)
+        else:
+            whole = prefix.unsqueeze(1).expand(-1, n, -1, -1).flatten(0, 1)  # (G * C, P, width)
+            x = self._transformer(torch.cat([whole, suffix], dim=1))[:, p:]
+        features = self._pool_and_project(x, (pool_index - p).repeat(groups))  # (G * C, D)
+        return features.unflatten(0, (groups, n))
+
+    def _transformer(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L, width) input states -> output states, under the tower's attention mask."""
+        tower, length = self.tower, x.shape[1]
+        mask = tower.attn_mask[:length, :length] if tower.attn_mask is not None else None
+        return tower.transformer(x, attn_mask=mask)
+
+    def _pool_and_project(self, x: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
+        """(N, L, width) output states -> (N, D) features: the pooled token's state, normalised and projected."""
+        tower = self.tower
         x = tower.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pool_index]  # (N, width)
         if isinstance(tower.text_projection, nn.Linear):

@@ -68,7 +68,8 @@ class Classifier:
                 f"{head.feature_dim}-d features for {len(meta['class_names'])} class names and a {ref['embed_dim']}-d "
                 "backbone; export it again."
             )
-        backbone = _rebuild_backbone(path, ref, tensors, weights_path, meta["preprocess"])
+        backbone = _rebuild_backbone(path, ref, tensors, weights_path, meta["preprocess"], head.needs_text_tower)
+        head.attach(backbone)  # a head that runs the text tower (CoCoOp) keeps it
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(backbone.to(device), head.to(device), meta)
 
@@ -149,10 +150,16 @@ class Classifier:
 
 
 def _rebuild_backbone(
-    path, ref: dict, tensors: dict[str, torch.Tensor], weights_path: str | None, preprocess: dict
+    path,
+    ref: dict,
+    tensors: dict[str, torch.Tensor],
+    weights_path: str | None,
+    preprocess: dict,
+    needs_text_tower: bool = False,
 ) -> FrozenCLIP:
-    """The image encoder the file was exported with: embedded in the file, or by reference and checksum,
-    with the preprocessing the file records (the backbone's log then names it, not open_clip's defaults).
+    """The image encoder the file was exported with (and the text tower, for a head that runs it):
+    embedded in the file, or by reference and checksum, with the preprocessing the file records (the
+    backbone's log then names it, not open_clip's defaults).
     """
     name = ref["model_name"]
     folder_here = name.startswith("hf-hub:") or (
@@ -171,6 +178,8 @@ def _rebuild_backbone(
             )
             visual = {k.removeprefix("visual."): v for k, v in tensors.items() if k.startswith("visual.")}
             backbone.load_image_encoder_state(visual)  # with its visual prompts, where it has some (NoLA)
+            if any(k.startswith("text.") for k in tensors) or needs_text_tower:
+                backbone.load_text_encoder_state({k[5:]: v for k, v in tensors.items() if k.startswith("text.")})
         else:
             backbone = FrozenCLIP(
                 ref["model_name"],

@@ -1,9 +1,9 @@
 """The exported classifier file: one safetensors file holding everything a deployment needs.
 
-Format version 3 (written by this promptlab for files with LoRA deltas; the others are written as
-version 2, which earlier promptlab versions read). Safetensors metadata holds two strings: ``promptlab``
-(the JSON below) and ``digest`` (SHA-256 over that JSON and every tensor's name, shape and bytes, so
-that a modified file is refused). Loading never runs code.
+Format version 3 (written by this promptlab for files with LoRA deltas or a conditional head; the
+others are written as version 2, which earlier promptlab versions read). Safetensors metadata holds two
+strings: ``promptlab`` (the JSON below) and ``digest`` (SHA-256 over that JSON and every tensor's
+name, shape and bytes, so that a modified file is refused). Loading never runs code.
 
 JSON metadata::
 
@@ -13,6 +13,8 @@ JSON metadata::
                       linear   scale                 logits = scale * f @ weight.T (+ bias)
                       mixture  top_k, scale          router picks top_k experts per image (MoCoOp)
                       cache    alpha, beta, scale    zero-shot + alpha * cache model (Tip-Adapter)
+                      conditional  scale             version 3: the text tower encodes each image's
+                                                     prompts, context shifted by a meta-net (CoCoOp)
     class_names     [C names]
     preprocess      image size, mean, std, interpolation, resize mode
     backbone        model_name, model_cfg (open_clip's architecture config, so that models outside
@@ -33,7 +35,14 @@ Tensors (float32)::
     head.experts (E, C, D), head.router_weight (E, D),
     head.router_bias (E,)                                      mixture
     head.weight (C, D), head.keys (N, D), head.values (N, C)   cache
+    head.context (n_ctx, width), head.meta_weight1 (D/16, D),
+    head.meta_bias1, head.meta_weight2 (width, D/16),
+    head.meta_bias2, head.start (1, width),
+    head.class_tokens (C, S, width), head.pool_index (C,)      conditional (S: tokens after the context,
+                                                               up to the last EOT)
     visual.*                                                   the image tower, when embedded
+    text.*                                                     the text tower, when embedded and the head
+                                                               runs it (conditional)
                                                                (visual.visual_prompts (P, width))
     lora.{block}.{projection}.A (r, width), .B (width, r)      LoRA deltas of the image tower, added as
                                                                scaling * B @ A into the block's q, k, v
@@ -64,8 +73,8 @@ FORMAT_VERSION = 3  # the newest this promptlab reads and writes
 
 
 def required_version(meta: dict) -> int:
-    """The oldest format version that holds ``meta``: 3 with LoRA deltas, else 2."""
-    return 3 if meta.get("backbone", {}).get("lora") else 2
+    """The oldest format version that holds ``meta``: 3 with LoRA deltas or a conditional head, else 2."""
+    return 3 if meta.get("backbone", {}).get("lora") or meta.get("head", {}).get("kind") == "conditional" else 2
 
 
 class ClassifierFileError(UserError):
@@ -78,7 +87,7 @@ def _digest(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name].contiguous().cpu()
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

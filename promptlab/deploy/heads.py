@@ -1,5 +1,6 @@
 """Classifier heads: (B, D) image features -> (B, C) logits, one class per kind. The features are
 L2-normalised, except for a head with ``raw_features`` (NoLA's), which takes them as the encoder gives them.
+A head with ``needs_text_tower`` (CoCoOp's) runs the backbone's text tower for every image.
 
 The methods compute their logits with these heads, and an exported classifier stores one (see
 :mod:`promptlab.deploy.classifier_file`), so exported predictions are the module's. A head is written as its
@@ -9,9 +10,11 @@ dispatches on the recorded kind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
@@ -74,6 +77,50 @@ def cache_logits(
     return torch.exp(-beta * (1 - affinity)) @ values.to(image_features.dtype)
 
 
+PROMPTS_PER_CALL = 4096  # image-conditioned prompts per text-encoder call: bounds activation memory
+
+
+def conditional_logits(
+    backbone: Any,
+    image_features: torch.Tensor,
+    context: torch.Tensor,
+    meta_net: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    class_tokens: torch.Tensor,
+    pool_index: torch.Tensor,
+    scale: torch.Tensor | float,
+) -> torch.Tensor:
+    """CoCoOp's logits: each image shifts the shared context by ``meta_net`` of its feature, and its C
+    prompts ``[start][context + shift][class tokens]`` go through the text tower (each image's prefix once).
+
+    Args:
+        backbone: a :class:`promptlab.backbone.FrozenCLIP`, whose text tower encodes the prompts.
+        image_features: (B, D) normalised image features.
+        context: (n_ctx, width) the learned context.
+        meta_net: (B, D) -> (B, width) the shift of every context vector.
+        start: (1, width) the start-of-text token's embedding.
+        class_tokens: (C, S, width) embeddings of each prompt's tokens after the context, truncated after
+            the last EOT.
+        pool_index: (C,) EOT position of each prompt.
+        scale: CLIP's (exponentiated) logit scale.
+
+    Returns:
+        (B, C) logits.
+    """
+    shift = meta_net(image_features)  # (B, width)
+    contexts = context.to(shift.dtype).unsqueeze(0) + shift.unsqueeze(1)  # (B, n_ctx, width)
+    # .shape, not len(): len() fixes the batch of an exported graph, whose batch is dynamic.
+    starts = start.to(shift.dtype).expand(shift.shape[0], 1, -1)  # (B, 1, width)
+    prefixes = torch.cat([starts, contexts], dim=1)  # (B, 1 + n_ctx, width)
+    per_call = max(PROMPTS_PER_CALL // class_tokens.shape[0], 1)
+    if torch.compiler.is_exporting() or prefixes.shape[0] <= per_call:  # an exported graph runs one call
+        chunks = [prefixes]
+    else:
+        chunks = list(prefixes.split(per_call))
+    text = torch.cat([backbone.encode_prefixed_prompts(chunk, class_tokens, pool_index) for chunk in chunks])
+    return scale * torch.einsum("bd,bcd->bc", image_features, text.to(image_features.dtype))
+
+
 class Head(nn.Module):
     """Base of the head kinds. Subclasses set ``kind`` and implement ``forward`` and :meth:`params`."""
 
@@ -82,10 +129,14 @@ class Head(nn.Module):
     optional_tensors: ClassVar[tuple[str, ...]] = ()
     class_tensor: ClassVar[str] = "weight"  # the (..., C, D) tensor that gives the head's shape
     raw_features: bool = False  # True: the head takes unnormalised image features
+    needs_text_tower: ClassVar[bool] = False  # True: the logits run the text tower (attach the backbone)
 
     def params(self) -> dict[str, Any]:
         """The numbers (not tensors) stored with the head."""
         return {}
+
+    def attach(self, backbone: Any) -> None:
+        """Gives a head that runs the text tower (``needs_text_tower``) the backbone; the others ignore it."""
 
     def encode(self, backbone: Any, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, D) float features as this head takes them (normalised
@@ -211,7 +262,109 @@ class CacheHead(Head):
         return clip + self.alpha * cache_logits(image_features, self.keys, self.values, self.beta)
 
 
-HEADS: dict[str, type[Head]] = {cls.kind: cls for cls in (LinearHead, MixtureHead, CacheHead)}
+class ConditionalHead(Head):
+    """CoCoOp: the text tower runs at inference over prompts whose context each image shifts
+    (:func:`conditional_logits`); call :meth:`attach` with the backbone before use.
+    """
+
+    kind = "conditional"
+    tensor_names = (
+        "context",
+        "meta_weight1",
+        "meta_bias1",
+        "meta_weight2",
+        "meta_bias2",
+        "start",
+        "class_tokens",
+        "pool_index",
+    )
+    class_tensor = "class_tokens"
+    needs_text_tower = True
+
+    context: torch.Tensor
+    meta_weight1: torch.Tensor
+    meta_bias1: torch.Tensor
+    meta_weight2: torch.Tensor
+    meta_bias2: torch.Tensor
+    start: torch.Tensor
+    class_tokens: torch.Tensor
+    pool_index: torch.Tensor
+
+    def __init__(
+        self,
+        context: torch.Tensor,
+        meta_weight1: torch.Tensor,
+        meta_bias1: torch.Tensor,
+        meta_weight2: torch.Tensor,
+        meta_bias2: torch.Tensor,
+        start: torch.Tensor,
+        class_tokens: torch.Tensor,
+        pool_index: torch.Tensor,
+        scale: float,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("context", context)  # (n_ctx, width)
+        self.register_buffer("meta_weight1", meta_weight1)  # (D / 16, D)
+        self.register_buffer("meta_bias1", meta_bias1)
+        self.register_buffer("meta_weight2", meta_weight2)  # (width, D / 16)
+        self.register_buffer("meta_bias2", meta_bias2)
+        self.register_buffer("start", start)  # (1, width)
+        self.register_buffer("class_tokens", class_tokens)  # (C, S, width)
+        self.register_buffer("pool_index", pool_index.long())  # (C,), stored as float in a file
+        self.scale = float(scale)
+        self._backbone: Any = None
+        fits = (
+            meta_weight2.shape[0] == context.shape[-1] == start.shape[-1] == class_tokens.shape[-1]
+            and meta_weight1.shape[0] == meta_weight2.shape[1]
+            and len(pool_index) == len(class_tokens)
+        )
+        if not fits:
+            raise HeadError(
+                f"The conditional head's context {tuple(context.shape)}, meta-net {tuple(meta_weight1.shape)} and "
+                f"{tuple(meta_weight2.shape)}, and class tokens {tuple(class_tokens.shape)} do not fit together."
+            )
+
+    @override
+    def attach(self, backbone: Any) -> None:
+        """Uses ``backbone``'s text tower for the prompts (not registered: it is not part of the head)."""
+        object.__setattr__(self, "_backbone", backbone)
+
+    @property
+    @override
+    def num_classes(self) -> int:
+        return self.class_tokens.shape[0]
+
+    @property
+    @override
+    def feature_dim(self) -> int:
+        return self.meta_weight1.shape[1]
+
+    @override
+    def params(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+    def meta_net(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, width): Linear, ReLU, Linear."""
+        hidden = F.relu(F.linear(image_features, self.meta_weight1, self.meta_bias1))
+        return F.linear(hidden, self.meta_weight2, self.meta_bias2)
+
+    @override
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        if self._backbone is None:
+            raise HeadError("The conditional head needs the text tower: attach the backbone first.")
+        return conditional_logits(
+            self._backbone,
+            image_features,
+            self.context,
+            self.meta_net,
+            self.start,
+            self.class_tokens,
+            self.pool_index,
+            self.scale,
+        )
+
+
+HEADS: dict[str, type[Head]] = {cls.kind: cls for cls in (LinearHead, MixtureHead, CacheHead, ConditionalHead)}
 
 
 def head_from_file(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Head:

@@ -77,6 +77,8 @@ def export_classifier(
     tensors = head.tensors() | {f"lora.{k}": v for k, v in backbone.image_lora_deltas().items()}
     if embed_backbone:
         tensors |= {f"visual.{k}": v for k, v in backbone.image_encoder_state().items()}
+        if head.needs_text_tower:
+            tensors |= {f"text.{k}": v for k, v in backbone.text_encoder_state().items()}
     lora = backbone.image_lora
     hparams = {k: v for k, v in model.hparams.items() if k != "class_names" and not k.startswith("_")}
     meta = {

@@ -15,6 +15,7 @@ from promptlab.methods._base import ClassChangeError, CLIPClassifier
 from promptlab.methods._contract import Bars, MethodInfo, Panel, Setting, Table, Text, ToyDefaults
 from promptlab.methods._feature_fitted import FeatureFitted
 from promptlab.methods.clip_lora import CLIPLoRA
+from promptlab.methods.cocoop import CoCoOp
 from promptlab.methods.coop import CoOp
 from promptlab.methods.kgcoop import KgCoOp
 from promptlab.methods.linear_probe import LinearProbe
@@ -70,7 +71,7 @@ def method_class(name: str) -> type[CLIPClassifier]:
     raise KeyError(f"Unknown method {name!r}; registered: {', '.join(methods)}.")
 
 
-for _cls in (ZeroShotCLIP, CoOp, KgCoOp, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter, TipAdapterF):
+for _cls in (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter, TipAdapterF):
     register_method(_cls)
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "CLIPClassifier",
     "CLIPLoRA",
     "ClassChangeError",
+    "CoCoOp",
     "CoOp",
     "FeatureFitted",
     "KgCoOp",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class CoOp(CLIPClassifier):
     key = "coop"
     label = "CoOp"
     about = "Learns 16 context words in front of your class names from your labelled images."
-    settings = (
+    settings: ClassVar[tuple[Setting, ...]] = (
         Setting("n_ctx", "Context words", 16, 1, 32, integer=True),
         Setting("lr", "Learning rate", 0.002, 1e-5, 1.0),
     )
