@@ -1,13 +1,13 @@
 """Methods on the random-weights tiny CLIP, set away from their initialisation as training would,
 one per kind of head an exported classifier can hold (and the encoder changes: NoLA's visual prompts,
-CLIP-LoRA's deltas): for the tests of
+CLIP-LoRA's deltas, MaPLe's deep prompts): for the tests of
 files, runtimes and class changes that need a learned method without training one."""
 
 import torch
 import torch.nn.functional as F
 
 from promptlab.deploy.heads import CacheHead, ConditionalHead, LinearHead, MixtureHead
-from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, LinearProbe, MoCoOp, NoLA, TipAdapter, TipAdapterF
+from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, LinearProbe, MaPLe, MoCoOp, NoLA, TipAdapter, TipAdapterF
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 TINY = {"class_names": CLASSES, "backbone": "clip-tiny", "pretrained": None}
@@ -42,6 +42,14 @@ def _cocoop():
     with torch.no_grad():
         model.ctx.normal_(std=0.5)
         model.meta_net.linear2.weight.normal_(std=0.5)  # a shift that differs from image to image
+    return model
+
+
+def _maple():
+    model = MaPLe(**TINY, prompt_depth=2)
+    with torch.no_grad():
+        for prompt in model.compound_prompts_text:
+            prompt.normal_(std=0.5)  # deep prompts away from their init
     return model
 
 
@@ -82,11 +90,12 @@ BUILDERS = {
     "NoLA": (_nola, LinearHead),
     "CLIPLoRA": (_clip_lora, LinearHead),
     "CoCoOp": (_cocoop, ConditionalHead),
+    "MaPLe": (_maple, LinearHead),
     "LinearProbe": (_linear_probe, LinearHead),
     "TipAdapter": (_tip_adapter, CacheHead),
     "TipAdapterF": (lambda: _tip_adapter(TipAdapterF), CacheHead),
 }
 
 # One method per kind of exported head (linear, mixture, cache, conditional) and of encoder change (visual
-# prompts, LoRA).
-ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "CLIPLoRA", "TipAdapter", "CoCoOp"]
+# prompts, LoRA, deep prompts).
+ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "CLIPLoRA", "MaPLe", "TipAdapter", "CoCoOp"]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
+from promptlab.backbone.deep_prompts import Provider, install_deep_prompts, install_image_deep_prompts
 from promptlab.backbone.lora import AttentionLoRA, LoRASpec, install_lora, lora_deltas, merge_lora_deltas
 from promptlab.backbone.preprocess import PreprocessConfig
 from promptlab.backbone.source import BackboneError, is_custom_architecture, resolve_backbone
@@ -186,7 +187,7 @@ class FrozenCLIP(nn.Module):
     def image_width(self) -> int:
         """Token width of a ViT image encoder (the width of a visual prompt token)."""
         conv = getattr(self.model.visual, "conv1", None)
-        if not isinstance(conv, nn.Conv2d):
+        if not isinstance(conv, nn.Conv2d) or not hasattr(self.model.visual, "class_embedding"):  # a ResNet has a conv1
             raise BackboneError(f"Backbone {self.model_name!r} has no ViT image encoder; use a ViT such as ViT-B-32.")
         return conv.out_channels
 
@@ -246,6 +247,39 @@ class FrozenCLIP(nn.Module):
         classifier file records apart): visual prompts, LayerNorms.
         """
         return any(p.requires_grad and ".lora." not in name for name, p in self.model.visual.named_parameters())
+
+    # -- deep prompts (MaPLe) ----------------------------------------------------------------------------
+
+    def add_deep_prompts(
+        self, depth: int, image_tokens: Provider | None = None, text_tokens: Provider | None = None
+    ) -> None:
+        """Runs the towers with deep prompts in their first ``depth`` blocks (:mod:`promptlab.backbone.deep_prompts`).
+
+        Args:
+            depth: J, the blocks that take prompt tokens.
+            image_tokens: () -> (J, n, image_width) tokens of the image tower (row 0 appended after the patches).
+            text_tokens: () -> (J, n, text_width) tokens of the text tower (rows 1 to J - 1; row 0 is the
+                prompt's own context, which the caller puts in the prompt embeddings).
+
+        Raises:
+            BackboneError: a ResNet image tower, or a depth beyond a tower's blocks.
+        """
+        if image_tokens is not None:
+            install_image_deep_prompts(self.model.visual, depth, image_tokens)
+        if text_tokens is not None:
+            tower = self._text.tower
+            install_deep_prompts(tower, list(tower.transformer.resblocks), depth, "start", text_tokens)
+
+    def image_deep_prompt_tokens(self) -> torch.Tensor | None:
+        """The (J, n, image_width) deep prompt tokens of the image tower, or None without them."""
+        provider = getattr(self.model.visual, "deep_prompt_provider", None)
+        return None if provider is None else provider().detach()
+
+    def fix_image_deep_prompts(self, tokens: torch.Tensor) -> None:
+        """Runs the image tower with fixed deep prompt tokens (J, n, image_width): an exported classifier."""
+        visual = self.model.visual
+        visual.register_buffer("deep_prompts", tokens, persistent=False)  # moves with the tower
+        install_image_deep_prompts(visual, tokens.shape[0], lambda: visual.deep_prompts)
 
     # -- low-rank adapters (CLIP-LoRA) ----------------------------------------------------------------
 

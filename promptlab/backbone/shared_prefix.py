@@ -91,6 +91,9 @@ def encode_with_shared_prefix(
         (N, S, W) output states of the suffix tokens.
     """
     for block in cast(nn.ModuleList, transformer.resblocks):
+        replace = getattr(block, "replace_prompt_tokens", None)  # deep prompts (MaPLe): in the prefix
+        if replace is not None:
+            prefix = replace(prefix)
         if grad_checkpointing and torch.is_grad_enabled():
             prefix, suffix = checkpoint(_block, block, prefix, suffix, use_reentrant=False)
         else:

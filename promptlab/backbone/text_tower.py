@@ -9,6 +9,7 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
+from promptlab.backbone.deep_prompts import begin_deep_prompts
 from promptlab.backbone.shared_prefix import encode_with_shared_prefix, supports_shared_prefix
 from promptlab.backbone.source import BackboneError
 
@@ -95,6 +96,9 @@ class TextTower:
         """(N, L, width) embeddings -> (N, D) features; the first ``shared_prefix`` positions encoded once."""
         self.require_prompt_learning()
         tower = self.tower
+        tokens = begin_deep_prompts(tower)
+        if tokens is not None and shared_prefix < 1 + tokens.shape[1]:
+            shared_prefix = 0  # the deep prompts' positions must lie in the shared prefix
         length = embeddings.shape[1]
         positional = tower.positional_embedding
         x = embeddings.to(positional.dtype) + positional[:length]  # (N, L, width)

@@ -188,6 +188,8 @@ def _rebuild_backbone(
                 preprocess=preprocess,
                 model_cfg=ref.get("model_cfg"),
             )
+        if ref.get("deep_prompts"):  # MaPLe: the image tower's fixed prompt tokens
+            backbone.fix_image_deep_prompts(tensors["deep_prompts"])
         if ref.get("lora"):  # CLIP-LoRA: the recorded deltas added into the attention weights
             deltas = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
             backbone.merge_image_lora(LoRASpec.from_image_record(ref["lora"]), deltas)

@@ -1,28 +1,32 @@
 """The exported classifier file: one safetensors file holding everything a deployment needs.
 
-Format version 3 (written by this promptlab for files with LoRA deltas or a conditional head; the
-others are written as version 2, which earlier promptlab versions read). Safetensors metadata holds two
-strings: ``promptlab`` (the JSON below) and ``digest`` (SHA-256 over that JSON and every tensor's
-name, shape and bytes, so that a modified file is refused). Loading never runs code.
+Format version 3, written by this promptlab for files with LoRA deltas, deep prompts or a conditional
+head; the others are written as version 2, which earlier promptlab versions read. Safetensors metadata
+holds two strings: ``promptlab`` (the JSON below) and ``digest`` (SHA-256 over that JSON and every
+tensor's name, shape and bytes, so that a modified file is refused). Loading never runs code.
 
 JSON metadata::
 
     format          "promptlab-classifier"
-    format_version  2
-    head            {"kind": "linear" | "mixture" | "cache", ...its numbers}, see promptlab.deploy.heads:
-                      linear   scale                 logits = scale * f @ weight.T (+ bias)
-                      mixture  top_k, scale          router picks top_k experts per image (MoCoOp)
-                      cache    alpha, beta, scale    zero-shot + alpha * cache model (Tip-Adapter)
-                      conditional  scale             version 3: the text tower encodes each image's
-                                                     prompts, context shifted by a meta-net (CoCoOp)
+    format_version  3 or 2 (see above)
+    head            {"kind": ..., ...its numbers}, see promptlab.deploy.heads:
+                      linear       scale               logits = scale * f @ weight.T (+ bias)
+                      mixture      top_k, scale        router picks top_k experts per image (MoCoOp)
+                      cache        alpha, beta, scale  zero-shot + alpha * cache model (Tip-Adapter)
+                      conditional  scale               version 3: the text tower encodes each image's
+                                                       prompts, its context shifted by a meta-net (CoCoOp)
     class_names     [C names]
     preprocess      image size, mean, std, interpolation, resize mode
     backbone        model_name, model_cfg (open_clip's architecture config, so that models outside
                     open_clip's list rebuild anywhere; absent in earlier files), pretrained,
-                    weights_sha256, embed_dim, embedded (image tower in the file), visual_prompts
-                    (P prompt tokens inserted in the ViT, NoLA; 0 for none), lora (version 3: the image
-                    tower's low-rank deltas, CLIP-LoRA: rank, alpha, scaling = alpha / sqrt(rank), blocks
-                    (null: every block), projections (some of q, k, v, o); null or absent for none)
+                    weights_sha256, embed_dim, embedded (image tower in the file), and the changes a
+                    method made to the image tower:
+                      visual_prompts  P prompt tokens inserted after the CLS token (NoLA); 0 for none
+                      lora            version 3: low-rank deltas (CLIP-LoRA): rank, alpha, scaling =
+                                      alpha / sqrt(rank), blocks (null: every block), projections (some
+                                      of q, k, v, o); null or absent for none
+                      deep_prompts    version 3: depth J and tokens n of deep prompts (MaPLe); null or
+                                      absent for none
     calibration     temperature (probabilities are softmax(logits / T)), fitted_on (a sentence),
                     num_images, ece_before, ece_after (test ECE with T = 1 and with T; null if unmeasured);
                     absent in version 1 files: T = 1
@@ -41,13 +45,16 @@ Tensors (float32)::
     head.class_tokens (C, S, width), head.pool_index (C,)      conditional (S: tokens after the context,
                                                                up to the last EOT)
     visual.*                                                   the image tower, when embedded
-    text.*                                                     the text tower, when embedded and the head
-                                                               runs it (conditional)
                                                                (visual.visual_prompts (P, width))
     lora.{block}.{projection}.A (r, width), .B (width, r)      LoRA deltas of the image tower, added as
                                                                scaling * B @ A into the block's q, k, v
                                                                slices of in_proj_weight (o: out_proj)
                                                                when the classifier is loaded
+    deep_prompts (J, n, width)                                 the image tower's deep prompt tokens: row 0
+                                                               appended after the patch tokens, row i in
+                                                               their place before block i
+    text.*                                                     the text tower, when embedded and the head
+                                                               runs it (conditional)
 
 Version 1 files (``class_features`` (C, D) or (E, C, D), ``router.weight`` / ``router.bias``,
 ``logit_scale``; the head implied by the keys present, MoCoOp's ``top_k`` in ``hparams``) are read
@@ -73,8 +80,12 @@ FORMAT_VERSION = 3  # the newest this promptlab reads and writes
 
 
 def required_version(meta: dict) -> int:
-    """The oldest format version that holds ``meta``: 3 with LoRA deltas or a conditional head, else 2."""
-    return 3 if meta.get("backbone", {}).get("lora") or meta.get("head", {}).get("kind") == "conditional" else 2
+    """The oldest format version that holds ``meta``: 3 with LoRA deltas, deep prompts or a conditional
+    head, else 2.
+    """
+    backbone = meta.get("backbone", {})
+    newer = backbone.get("lora") or backbone.get("deep_prompts") or meta.get("head", {}).get("kind") == "conditional"
+    return 3 if newer else 2
 
 
 class ClassifierFileError(UserError):

@@ -75,6 +75,10 @@ def export_classifier(
     with torch.no_grad():
         head = model.export_head()
     tensors = head.tensors() | {f"lora.{k}": v for k, v in backbone.image_lora_deltas().items()}
+    deep_prompts = backbone.image_deep_prompt_tokens()  # (J, n, width), MaPLe
+    if deep_prompts is not None:
+        tensors["deep_prompts"] = deep_prompts
+        depth, tokens = deep_prompts.shape[:2]
     if embed_backbone:
         tensors |= {f"visual.{k}": v for k, v in backbone.image_encoder_state().items()}
         if head.needs_text_tower:
@@ -96,6 +100,7 @@ def export_classifier(
             "embedded": embed_backbone,
             "visual_prompts": backbone.visual_prompt_count,
             "lora": None if lora is None else lora.image_record(),
+            "deep_prompts": None if deep_prompts is None else {"depth": depth, "tokens": tokens},
         },
         "metrics": _json_safe(metrics or {}),
         "calibration": calibration.to_dict(),

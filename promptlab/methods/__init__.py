@@ -19,6 +19,7 @@ from promptlab.methods.cocoop import CoCoOp
 from promptlab.methods.coop import CoOp
 from promptlab.methods.kgcoop import KgCoOp
 from promptlab.methods.linear_probe import LinearProbe
+from promptlab.methods.maple import MaPLe
 from promptlab.methods.mocoop import MoCoOp
 from promptlab.methods.nola import NoLA
 from promptlab.methods.tip_adapter import TipAdapter, TipAdapterF
@@ -71,7 +72,7 @@ def method_class(name: str) -> type[CLIPClassifier]:
     raise KeyError(f"Unknown method {name!r}; registered: {', '.join(methods)}.")
 
 
-for _cls in (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter, TipAdapterF):
+for _cls in (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, MaPLe, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter, TipAdapterF):
     register_method(_cls)
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "FeatureFitted",
     "KgCoOp",
     "LinearProbe",
+    "MaPLe",
     "MethodInfo",
     "MoCoOp",
     "NoLA",

@@ -1,6 +1,6 @@
 """Loading an exported classifier imports neither Lightning, torchmetrics nor the methods: checked in a
-fresh interpreter for every kind of head and encoder change (NoLA's visual prompts, CLIP-LoRA's deltas),
-and for the ONNX runtime, which imports no torch either."""
+fresh interpreter for every kind of head and encoder change (NoLA's visual prompts, CLIP-LoRA's deltas,
+MaPLe's deep prompts), and for the ONNX runtime, which imports no torch either."""
 
 import json
 import subprocess
@@ -19,7 +19,8 @@ for name, path in json.loads(sys.argv[1]).items():
     classifier = Classifier.load(path, device="cpu")
     probabilities = classifier.predict_proba(torch.zeros(2, 3, 32, 32))
     report[name] = {"head": classifier.head.kind, "visual_prompts": classifier.meta["backbone"]["visual_prompts"],
-                    "lora": classifier.meta["backbone"].get("lora"), "rows": len(probabilities)}
+                    "lora": classifier.meta["backbone"].get("lora"),
+                    "deep_prompts": classifier.meta["backbone"].get("deep_prompts"), "rows": len(probabilities)}
 report["imported"] = sorted({m.split(".")[0] if not m.startswith("promptlab.") else ".".join(m.split(".")[:2])
                              for m in sys.modules if m.split(".")[0] in ("lightning", "torchmetrics", "promptlab")})
 print(json.dumps(report))
@@ -43,6 +44,7 @@ def test_every_head_kind_loads_without_the_training_stack(tmp_path):
     }
     assert report["NoLA"]["visual_prompts"] == 3 and all(entry["rows"] == 2 for entry in report.values())
     assert report["CLIPLoRA"]["lora"]["rank"] == 2 and report["CoOp"]["lora"] is None
+    assert report["MaPLe"]["deep_prompts"] == {"depth": 2, "tokens": 2}
 
 
 def test_the_onnx_runtime_imports_no_torch(tmp_path):
