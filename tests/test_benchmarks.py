@@ -41,3 +41,20 @@ def test_reference_style_coop_equals_ours_before_training():
     assert torch.allclose(reference.text_features(), model.class_features(), atol=1e-5)
     images = torch.randn(4, 3, 32, 32)
     assert torch.allclose(reference(images), model(images), atol=1e-3)
+
+
+def test_method_costs_benchmark_quick_mode(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "method_costs.json"
+    command = [sys.executable, "benchmarks/method_costs.py", "--quick", "--out", str(out)]
+    subprocess.run(command, check=True, timeout=600)
+    results = json.loads(out.read_text())
+    assert {(r["method"], r["variant"]) for r in results["training"]} == {
+        (m, v) for m in ("clip_lora", "maple", "cocoop", "kgcoop") for v in ("reference", "ours")
+    }
+    assert all(r["step_s"] > 0 for r in results["training"])
+    assert results["cocoop_inference"]["max_probability_difference"] < 1e-5  # the stand-in computes the same
+    assert "| clip_lora |" in out.with_suffix(".md").read_text()

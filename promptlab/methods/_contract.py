@@ -122,6 +122,9 @@ class MethodInfo:
         min_images_per_class: labelled images each class needs (1 to measure, 2 to learn and measure).
         uses_epochs: False when the method is fitted in one go (one epoch runs, whatever is asked).
         transfers_to_new_classes: what it learned applies to classes it never saw (base-to-new).
+        image_encoder_per_step: training runs the image encoder forwards and backwards at every step
+            (its features cannot be cached).
+        text_encoder_per_image: the text encoder runs for every image, in training and when classifying.
         epochs_by_shots: epochs of the benchmark protocol by shot count (CoOp's table), or None for
             the toy config's.
     """
@@ -139,6 +142,8 @@ class MethodInfo:
     uses_epochs: ClassVar[bool] = True
     epochs_by_shots: ClassVar[dict[int, int] | None] = None
     transfers_to_new_classes: ClassVar[bool] = True
+    image_encoder_per_step: ClassVar[bool] = False
+    text_encoder_per_image: ClassVar[bool] = False
 
     @classmethod
     def trains(cls) -> bool:

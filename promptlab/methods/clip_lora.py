@@ -57,6 +57,7 @@ class CLIPLoRA(CLIPClassifier):
         Setting("lr", "Learning rate", 2e-4, 1e-6, 0.1),
     )
     toy = ToyDefaults("clip_lora.yaml")
+    image_encoder_per_step = True
 
     # buffers registered in __init__
     prompt_tokens: torch.Tensor

@@ -46,6 +46,7 @@ class CoCoOp(CoOp):
     )
     settings: ClassVar[tuple[Setting, ...]] = (Setting("lr", "Learning rate", 0.002, 1e-5, 1.0),)
     toy = ToyDefaults("cocoop.yaml")
+    text_encoder_per_image = True
     epochs_by_shots = dict.fromkeys((1, 2, 4, 8, 16), 10)  # the reference's one config: 10 epochs
 
     # buffers registered in __init__

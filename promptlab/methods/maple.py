@@ -49,6 +49,7 @@ class MaPLe(CLIPClassifier):
     )
     settings: ClassVar[tuple[Setting, ...]] = (Setting("lr", "Learning rate", 0.0035, 1e-5, 1.0),)
     toy = ToyDefaults("maple.yaml")
+    image_encoder_per_step = True
     epochs_by_shots = dict.fromkeys((1, 2, 4, 8, 16), 5)  # the reference's one config: 5 epochs
 
     # buffers registered in __init__

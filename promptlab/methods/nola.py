@@ -69,6 +69,7 @@ class NoLA(CLIPClassifier):
     learns_from = "unlabelled"
     settings = (Setting("lr", "Learning rate", 0.004, 1e-5, 1.0),)
     toy = ToyDefaults("nola.yaml", drop=("descriptions_file",))
+    image_encoder_per_step = True  # stage 3 trains visual prompts
     descriptions_arg = "descriptions_file"
     min_images_per_class = 0
     raw_image_features = True  # stage-3 logits are f @ W.T of the unnormalised feature

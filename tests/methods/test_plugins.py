@@ -59,7 +59,8 @@ def test_a_registered_method_reaches_the_train_page(plugin, tmp_path, monkeypatc
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     toy_project(tmp_path, per_class=2)
     at = open_page("train")
-    methods = at.radio[0]
+    at.radio[0].set_value("Your labelled images").run()  # 2 images per class preselect zero-shot's group
+    methods = next(r for r in at.radio if r.label == "Method")
     assert ClassMeans.label in methods.options
     methods.set_value(ClassMeans.key).run()
     shown = texts(at)

@@ -172,7 +172,8 @@ def test_train_page_preselects_by_the_images_each_class_has(tmp_path, monkeypatc
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     toy_project(tmp_path, per_class=per_class)
     at = open_page("train")
-    assert at.radio[0].value == method and words in texts(at)
+    assert [r.value for r in at.radio if r.label == "Method"] == [method] and words in texts(at)
+    assert at.radio[0].label == "Learns from"  # the preselected method's group comes first
     held_out = round(0.3 * per_class)
     assert f"{per_class} images per class: {per_class - held_out} to train, {held_out} held out to measure" in texts(at)
     if epochs:
@@ -191,7 +192,8 @@ def test_train_page_starts_shows_and_cancels_a_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     project = toy_project(tmp_path, per_class=4)
     at = open_page("train")
-    at.radio[0].set_value("coop").run()  # 3 training images per class preselect zero-shot
+    at.radio[0].set_value("Your labelled images").run()  # 3 training images per class preselect zero-shot
+    next(r for r in at.radio if r.label == "Method").set_value("coop").run()
     at.number_input[0].set_value(1000)  # epochs: long enough to cancel
     at.button[-1].click().run()
     (run,) = [p.name for p in project.runs_dir.iterdir()]

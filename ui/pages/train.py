@@ -6,6 +6,7 @@ from common import flash, require_project, show_flashes
 from promptlab.methods import DEFAULT_METHOD, registered_methods
 from promptlab.workspace.defaults import default_run
 from promptlab.workspace.measurement import accuracy_note
+from promptlab.workspace.method_choice import method_groups, training_cost
 from promptlab.workspace.project import ProjectError
 from promptlab.workspace.results import method_label, run_results, training_curves
 from promptlab.workspace.run_record import PROGRESS_FILE, RunSettings, read_json
@@ -115,15 +116,13 @@ fewest = min((n for n in counts.values() if n > 1), default=0)
 held_out = held_out_count(fewest, test_fraction_now) if fewest else 0
 train_per_class = fewest - held_out
 suggested = default_run(train_per_class)
-method = st.radio(
-    "Method",
-    list(methods),
-    index=list(methods).index(suggested.method if suggested.method in methods else DEFAULT_METHOD),
-    format_func=method_label,
-    horizontal=True,
-)
+preselected = suggested.method if suggested.method in methods else DEFAULT_METHOD
+groups = method_groups(methods, preselected)  # the preselected method's group first, and it first in it
+group = st.radio("Learns from", list(groups), horizontal=True)
+method = st.radio("Method", groups[group], format_func=method_label, horizontal=True, key=f"method-{group}")
 chosen = methods[method]
-st.caption(chosen.about)
+train_images = sum(n - held_out_count(n, test_fraction_now) for n in counts.values() if n > 1)
+st.caption(f"{chosen.about} {training_cost(chosen, train_images)}")
 if fewest:
     smallest = "per class" if len(set(counts.values())) == 1 else "in the smallest class"
     split = (
