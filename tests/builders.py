@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from promptlab.deploy.heads import CacheHead, ConditionalHead, LinearHead, MixtureHead
-from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, LinearProbe, MaPLe, MoCoOp, NoLA, TipAdapter, TipAdapterF
+from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, KgCoOp, LinearProbe, MaPLe, MoCoOp, NoLA, TipAdapter, TipAdapterF
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 TINY = {"class_names": CLASSES, "backbone": "clip-tiny", "pretrained": None}
@@ -17,6 +17,13 @@ def _coop():
     model = CoOp(**TINY, n_ctx=4)
     with torch.no_grad():
         model.ctx.normal_(std=0.5)  # far from init, as after training
+    return model
+
+
+def _kgcoop():
+    model = KgCoOp(**TINY)
+    with torch.no_grad():
+        model.ctx.add_(torch.randn_like(model.ctx) * 0.3)
     return model
 
 
@@ -86,6 +93,7 @@ def _tip_adapter(cls=TipAdapter):
 
 BUILDERS = {
     "CoOp": (_coop, LinearHead),
+    "KgCoOp": (_kgcoop, LinearHead),
     "MoCoOp": (_mocoop, MixtureHead),
     "NoLA": (_nola, LinearHead),
     "CLIPLoRA": (_clip_lora, LinearHead),
@@ -97,5 +105,5 @@ BUILDERS = {
 }
 
 # One method per kind of exported head (linear, mixture, cache, conditional) and of encoder change (visual
-# prompts, LoRA, deep prompts).
-ONE_PER_HEAD_KIND = ["CoOp", "MoCoOp", "NoLA", "CLIPLoRA", "MaPLe", "TipAdapter", "CoCoOp"]
+# prompts, LoRA, deep prompts), and the other methods the field compares against (KgCoOp).
+ONE_PER_HEAD_KIND = ["CoOp", "KgCoOp", "MoCoOp", "NoLA", "CLIPLoRA", "MaPLe", "TipAdapter", "CoCoOp"]
