@@ -44,8 +44,10 @@ def _pre_hook(block: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 def begin_deep_prompts(owner: Any) -> torch.Tensor | None:
     """Asks ``owner``'s provider for this encoding's tokens (None without deep prompts); the blocks' hooks read them."""
     provider = getattr(owner, "deep_prompt_provider", None)
-    owner.deep_prompt_tokens_now = None if provider is None else provider()
-    return owner.deep_prompt_tokens_now
+    tokens = None if provider is None else provider()
+    # Not nn.Module's setattr: a provider may return a Parameter, which would become one of the tower's.
+    object.__setattr__(owner, "deep_prompt_tokens_now", tokens)
+    return tokens
 
 
 def install_deep_prompts(owner: Any, blocks: list[Any], depth: int, side: Side, provider: Provider) -> None:

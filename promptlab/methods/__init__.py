@@ -17,6 +17,7 @@ from promptlab.methods._feature_fitted import FeatureFitted
 from promptlab.methods.clip_lora import CLIPLoRA
 from promptlab.methods.cocoop import CoCoOp
 from promptlab.methods.coop import CoOp
+from promptlab.methods.ivlp import IVLP
 from promptlab.methods.kgcoop import KgCoOp
 from promptlab.methods.linear_probe import LinearProbe
 from promptlab.methods.maple import MaPLe
@@ -72,12 +73,15 @@ def method_class(name: str) -> type[CLIPClassifier]:
     raise KeyError(f"Unknown method {name!r}; registered: {', '.join(methods)}.")
 
 
-for _cls in (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, MaPLe, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter, TipAdapterF):
+# Grouped on the Train page by what they learn from (promptlab.workspace.method_choice); this order within a group.
+_BUILT_IN = (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter)
+for _cls in (*_BUILT_IN, TipAdapterF):
     register_method(_cls)
 
 __all__ = [
     "BASELINE_KEY",
     "DEFAULT_METHOD",
+    "IVLP",
     "METHODS",
     "Bars",
     "CLIPClassifier",

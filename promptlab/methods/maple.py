@@ -81,10 +81,7 @@ class MaPLe(CLIPClassifier):
         self.n_ctx, self.prompt_depth = n_ctx, prompt_depth
         deep = [nn.Parameter(torch.empty(n_ctx, text_width).normal_(std=0.02)) for _ in range(prompt_depth - 1)]
         self.compound_prompts_text = nn.ParameterList(deep)
-        self.proj = nn.Linear(text_width, image_width)
-        self.compound_prompt_projections = nn.ModuleList(
-            nn.Linear(text_width, image_width) for _ in range(prompt_depth - 1)
-        )
+        self.build_image_prompts(text_width, image_width)
         layout = build_prompt_layout(backbone, self.prompt_class_names, [n_ctx, f"{rest} {{}}.".lstrip()])
         self.register_buffer("token_embeddings", backbone.embed_tokens(layout.token_ids).detach(), persistent=False)
         self.register_buffer("context_slots", layout.context_slots, persistent=False)  # (C, n_ctx)
@@ -92,6 +89,13 @@ class MaPLe(CLIPClassifier):
         self.shared_prefix = layout.shared_prefix  # [SOS][ctx] of a: the same in every prompt
         backbone.add_deep_prompts(
             prompt_depth, image_tokens=self.image_prompt_tokens, text_tokens=self.text_prompt_tokens
+        )
+
+    def build_image_prompts(self, text_width: int, image_width: int) -> None:
+        """The image side's parameters: the coupling projections, one per block, text width to image width."""
+        self.proj = nn.Linear(text_width, image_width)
+        self.compound_prompt_projections = nn.ModuleList(
+            nn.Linear(text_width, image_width) for _ in range(self.prompt_depth - 1)
         )
 
     def text_prompt_tokens(self) -> torch.Tensor:

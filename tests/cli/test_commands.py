@@ -273,7 +273,7 @@ def test_methods_fitted_in_one_go_fit_export_and_classify(method, image_folder, 
     "config",
     ["linear_probe/vit_b16", "linear_probe/rn50", "tip_adapter/vit_b16", "tip_adapter/rn50_f", "kgcoop/vit_b16",
      "kgcoop/rn50", "clip_lora/vit_b16", "cocoop/vit_b16", "cocoop/rn50",
-     "maple/vit_b16", "maple/vit_b16_cross_datasets"],
+     "maple/vit_b16", "maple/vit_b16_cross_datasets", "ivlp/vit_b16"],
 )  # fmt: skip
 def test_shipped_baseline_configs_compose(config, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -2,14 +2,15 @@
 ``trainers/maple.py`` and its ``clip/model.py``: the text prompt ``[SOS][ctx] of a {class}. [EOS]``, the
 text tower replacing positions 1..n before blocks 1..J-1 with the compound prompts, the image tower
 with ``proj(ctx)`` appended after the patches (before ``ln_pre``, no positional embedding) and the
-last n tokens replaced before blocks 1..J-1 by each compound prompt's own projection."""
+last n tokens replaced before blocks 1..J-1 by each compound prompt's own projection. IVLP (same
+repository, ``trainers/independentVL.py``) is the same with image tokens of their own per block."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from promptlab.backbone import BackboneError, FrozenCLIP
-from promptlab.methods import MaPLe
+from promptlab.methods import IVLP, MaPLe
 
 CLASSES = ["dog", "golden_retriever", "st. bernard", "red square"]
 
@@ -37,35 +38,50 @@ def reference_text(model: MaPLe, plain) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
+def image_prompt(model: MaPLe, layer: int) -> torch.Tensor:
+    """The image tokens of a block: MaPLe's projections of the text tokens, or IVLP's own."""
+    if isinstance(model, IVLP):
+        return model.visual_prompts[layer]
+    if layer == 0:
+        return model.proj(model.ctx)
+    return model.compound_prompt_projections[layer - 1](model.compound_prompts_text[layer - 1])
+
+
 def reference_image(model: MaPLe, plain, images: torch.Tensor) -> torch.Tensor:
     """(B, D) normalised image features as the reference's ImageEncoder computes them."""
-    visual, n, depth = plain.visual, model.n_ctx, model.prompt_depth
+    visual, depth = plain.visual, model.prompt_depth
+    n = model.n_ctx_vision if isinstance(model, IVLP) else model.n_ctx
     x = visual.conv1(images).flatten(2).transpose(1, 2)  # (B, N, width)
     cls = visual.class_embedding.expand(len(x), 1, -1)
     x = torch.cat([cls, x], 1) + visual.positional_embedding
-    x = torch.cat([x, model.proj(model.ctx).expand(len(x), -1, -1)], 1)  # appended, no positional embedding
+    x = torch.cat([x, image_prompt(model, 0).expand(len(x), -1, -1)], 1)  # appended, no positional embedding
     x = visual.ln_pre(x)
     for i, block in enumerate(visual.transformer.resblocks):
         if 1 <= i < depth:
-            deep = model.compound_prompt_projections[i - 1](model.compound_prompts_text[i - 1])
-            x = torch.cat([x[:, :-n], deep.expand(len(x), -1, -1)], 1)
+            x = torch.cat([x[:, :-n], image_prompt(model, i).expand(len(x), -1, -1)], 1)
         x = block(x)
     return F.normalize(visual.ln_post(x[:, 0]) @ visual.proj, dim=-1)
 
 
-def maple(depth: int = 2) -> MaPLe:
+def maple(depth: int = 2, cls: type[MaPLe] = MaPLe, **kwargs) -> MaPLe:
     torch.manual_seed(0)
-    model = MaPLe(class_names=CLASSES, backbone="clip-tiny", pretrained=None, prompt_depth=depth).eval()
+    model = cls(class_names=CLASSES, backbone="clip-tiny", pretrained=None, prompt_depth=depth, **kwargs).eval()
     with torch.no_grad():
         model.ctx.add_(torch.randn_like(model.ctx) * 0.3)  # away from the init, as after training
         for prompt in model.compound_prompts_text:
             prompt.normal_(std=0.5)
+        if isinstance(model, IVLP):
+            model.visual_prompts.normal_(std=0.5)
     return model
 
 
-@pytest.mark.parametrize("depth", [1, 2])
-def test_features_and_logits_match_the_reference(depth):
-    model = maple(depth)
+@pytest.mark.parametrize(
+    ("cls", "depth", "kwargs"),
+    [(MaPLe, 1, {}), (MaPLe, 2, {}), (IVLP, 2, {}), (IVLP, 2, {"n_ctx_vision": 3})],
+    ids=["maple-depth1", "maple-depth2", "ivlp-depth2", "ivlp-3-image-tokens"],
+)
+def test_features_and_logits_match_the_reference(cls, depth, kwargs):
+    model = maple(depth, cls, **kwargs)
     plain = plain_copy(model)
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -77,8 +93,9 @@ def test_features_and_logits_match_the_reference(depth):
         assert (model(images) - expected).abs().max() < 1e-4
 
 
-def test_gradients_reach_every_prompt_and_projection_and_nothing_else():
-    model = maple(2).train()
+@pytest.mark.parametrize("cls", [MaPLe, IVLP])
+def test_gradients_reach_every_prompt_and_projection_and_nothing_else(cls):
+    model = maple(2, cls).train()
     images = torch.randn(4, 3, 32, 32)
     loss = model.training_losses(model.encode_images(images), torch.tensor([0, 1, 2, 3]))["loss"]
     loss.backward()
@@ -110,3 +127,5 @@ def test_a_depth_beyond_the_towers_is_refused():
 def test_vit_b16_has_the_reference_parameter_count():
     model = MaPLe(class_names=CLASSES, backbone="ViT-B-16", pretrained=None)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 3_555_072
+    ivlp = IVLP(class_names=CLASSES, backbone="ViT-B-16", pretrained=None)  # 12 x 2 tokens in each tower
+    assert sum(p.numel() for p in ivlp.parameters() if p.requires_grad) == 12 * 2 * 512 + 12 * 2 * 768
