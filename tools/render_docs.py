@@ -27,6 +27,7 @@ from benchmarks import (  # noqa: E402
     active_learning,
     app_presets,
     deploy,
+    method_costs,
     new_classes,
     open_set,
     serving,
@@ -135,6 +136,15 @@ def _speed() -> str:
     return f"{speed.table(report)}\n\nMeasured at commit `{', '.join(sorted(commits))}`: {'; '.join(parts)}.{rest}\n"
 
 
+def _method_costs() -> str:
+    report = _read("method_costs.json")
+    threads = report["torch_threads"]
+    return (
+        f"{method_costs.markdown(report)}\nMeasured at commit `{report['commit']}`, {threads} torch "
+        f"thread{'s' if threads != 1 else ''} per process.\n"
+    )
+
+
 def _app_presets() -> str:
     rows = _read("app_presets.json")
     commits = sorted({str(r.get("commit")) for r in rows if r.get("commit")})
@@ -150,6 +160,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "active-learning": _active_learning,
     "app-presets": _app_presets,
     "deploy": lambda: deploy.table(_read("deploy.json")),
+    "method-costs": _method_costs,
     "new-classes-coop": _new_classes("coop"),
     "new-classes-mocoop": _new_classes("mocoop"),
     "open-set": _open_set,

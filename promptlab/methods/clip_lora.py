@@ -49,8 +49,7 @@ class CLIPLoRA(CLIPClassifier):
     label = "CLIP-LoRA"
     about = (
         "Adapts CLIP itself: small low-rank updates to the attention of both its image and text encoders, "
-        "learned from your labelled images. The strongest few-shot baseline in recent papers; slower to train "
-        "than the prompt methods because every image goes through the adapted encoder at every step."
+        "learned from your labelled images; the few-shot baseline recent papers report."
     )
     settings = (
         Setting("rank", "LoRA rank", 2, 1, 64, integer=True),

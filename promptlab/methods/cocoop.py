@@ -40,9 +40,8 @@ class CoCoOp(CoOp):
     key = "cocoop"
     label = "CoCoOp"
     about = (
-        "CoOp whose 4 learned context words shift with each image (a small network reads the image first): "
-        "generalises better to classes it never saw, at the cost of running the text encoder for every image, "
-        "in training and when classifying."
+        "CoOp whose 4 learned context words shift with each image (a small network reads the image first), "
+        "meant to carry over better to classes it never saw."
     )
     settings: ClassVar[tuple[Setting, ...]] = (Setting("lr", "Learning rate", 0.002, 1e-5, 1.0),)
     toy = ToyDefaults("cocoop.yaml")

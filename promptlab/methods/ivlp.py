@@ -31,7 +31,7 @@ class IVLP(MaPLe):
     label = "IVLP"
     about = (
         "Learns prompts inside both of CLIP's encoders, each encoder its own (MaPLe without the link between "
-        "them); every image goes through the prompted image encoder at every step."
+        "them)."
     )
     toy = ToyDefaults("ivlp.yaml")
 

@@ -44,8 +44,7 @@ class MaPLe(CLIPClassifier):
     label = "MaPLe"
     about = (
         "Learns prompts inside both of CLIP's encoders (the first 9 layers of each), the image side's derived "
-        "from the text side's: strong on classes it never saw, but slower than the prompt methods because "
-        "every image goes through the prompted image encoder at every step."
+        "from the text side's; the method base-to-new benchmarks compare against."
     )
     settings: ClassVar[tuple[Setting, ...]] = (Setting("lr", "Learning rate", 0.0035, 1e-5, 1.0),)
     toy = ToyDefaults("maple.yaml")

@@ -40,9 +40,8 @@ def classifier_file(tmp_path_factory):
     return export_classifier(BUILDERS["CoOp"][0]().eval(), tmp_path_factory.mktemp("serve") / "c.safetensors")
 
 
-@pytest.fixture(scope="module")
-def server(classifier_file):
-    """A running server (API key required, dynamic batching); yields its base URL."""
+def _start_server(classifier_file) -> tuple[subprocess.Popen, str]:
+    """A running server of ``classifier_file`` (API key required, dynamic batching) and its base URL."""
     port = _free_port()
     command = [
         sys.executable, "-m", "promptlab", "serve", "--classifier", str(classifier_file), "--port", str(port),
@@ -64,18 +63,31 @@ def server(classifier_file):
     else:
         process.kill()
         pytest.fail("the server did not become healthy within 120 s")
-    yield url
+    return process, url
+
+
+def _stop_server(process: subprocess.Popen) -> str:
+    """Stops the server with SIGTERM; returns its log once every one of its processes has ended."""
     workers = psutil.Process(process.pid).children(recursive=True)  # LitServe's API and inference processes
     process.terminate()  # SIGTERM must stop them all: none may outlive the server
     process.wait(timeout=30)
     log = process.stdout.read()
-    assert "Traceback" not in log, log[-3000:]  # a client that hung up mid-body is one line, never a traceback
-    # libtiff's own prints for the damaged TIFFs went to a file: one line per image in the server's log
-    assert "TIFFReadDirectory" not in log and "its decoders' messages are in" in log, log[-3000:]
     _, alive = psutil.wait_procs(workers, timeout=10)
     for worker in alive:
         worker.kill()
     assert not alive, f"{len(alive)} server process(es) outlived SIGTERM"
+    assert "Traceback" not in log, log[-3000:]  # a client that hung up mid-body is one line, never a traceback
+    return log
+
+
+@pytest.fixture(scope="module")
+def server(classifier_file):
+    """A running server (API key required, dynamic batching); yields its base URL."""
+    process, url = _start_server(classifier_file)
+    yield url
+    log = _stop_server(process)
+    # libtiff's own prints for the damaged TIFFs went to a file: one line per image in the server's log
+    assert "TIFFReadDirectory" not in log and "its decoders' messages are in" in log, log[-3000:]
 
 
 def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:
@@ -102,6 +114,24 @@ def test_predicts_from_multipart_and_base64_like_the_classifier(server, classifi
         assert body["none_of_these"] is False
     rejected = _post(server, json={"image": base64.b64encode(image).decode(), "reject_below": 0.999})
     assert rejected.status_code == 200 and rejected.json()["none_of_these"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["CoCoOp", "MaPLe", "CLIPLoRA"])
+def test_classifiers_that_change_the_encoders_are_served_like_the_others(method, tmp_path):
+    """CoCoOp runs the text tower for every image; MaPLe and CLIP-LoRA change the image tower."""
+    torch.manual_seed(0)
+    classifier_file = export_classifier(BUILDERS[method][0]().eval(), tmp_path / f"{method}.safetensors")
+    image = _png((30, 120, 200))
+    expected = Classifier.load(classifier_file, device="cpu").predict(Image.open(io.BytesIO(image)), top_k=3)[0]
+    process, url = _start_server(classifier_file)
+    try:
+        response = _post(url, files={"image": ("blue.png", image, "image/png")}, data={"top_k": "3"})
+    finally:
+        _stop_server(process)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] == expected.label and abs(body["probability"] - expected.probability) < 1e-5
 
 
 BOMB = io.BytesIO()
