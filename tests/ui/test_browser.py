@@ -216,6 +216,7 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             assert pool_left == len(pool) - 2
 
             go("Train")
+            page.get_by_text("Your labelled images", exact=True).click()  # the methods that learn from labels
             page.get_by_text("CoOp", exact=True).click()
             page.get_by_role("button", name="Start training").click()
             page.get_by_text("Training 20").wait_for()
