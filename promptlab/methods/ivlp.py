@@ -29,10 +29,7 @@ class IVLP(MaPLe):
 
     key = "ivlp"
     label = "IVLP"
-    about = (
-        "Learns prompts inside both of CLIP's encoders, each encoder its own (MaPLe without the link between "
-        "them)."
-    )
+    about = "Learns prompts inside both of CLIP's encoders, each encoder its own (MaPLe without the link between them)."
     toy = ToyDefaults("ivlp.yaml")
 
     def __init__(self, n_ctx_vision: int = 2, prompt_depth: int = 12, **kwargs: Any) -> None:
