@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.provenance import current_commit
-from benchmarks.speed import _status_mb, class_names
+from benchmarks.speed import _status_mb, class_names, json_from_child
 from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, KgCoOp, MaPLe
 
 OUT = Path(__file__).parent / "method_costs.json"
@@ -190,12 +189,7 @@ def measure_step(method: str, variant: str, backbone: str, n_classes: int, batch
 
 
 def in_subprocess(*args: str) -> dict:
-    finished = subprocess.run([sys.executable, __file__, "--_step", *args], capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise RuntimeError(f"The measurement {args} failed:\n{finished.stderr[-2000:]}")
-    result = json.loads(finished.stdout.strip().splitlines()[-1])
-    print(json.dumps(result), flush=True)
-    return result
+    return json_from_child([sys.executable, __file__, "--_step", *args], " ".join(args))
 
 
 @torch.no_grad()
@@ -294,7 +288,6 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure_step(method, variant, backbone, int(n_classes), int(batch), int(steps))))
         return
     backbone, n_classes, steps = ("clip-tiny", 10, 1) if args.quick else ("ViT-B-16", 100, 2)
-    torch.set_num_threads(torch.get_num_threads())
     results: dict = {"commit": current_commit(), "torch_threads": torch.get_num_threads(), "training": []}
     for method, batch in BATCHES.items():
         batch = min(batch, 4) if args.quick else batch

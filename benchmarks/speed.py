@@ -246,14 +246,19 @@ def _status_mb(field: str) -> float:
     return int(line.split()[1]) / 1024
 
 
-def memory_in_subprocess(variant: str, backbone: str, n_classes: int) -> dict:
-    command = [sys.executable, __file__, "--_memory", variant, backbone, str(n_classes)]
+def json_from_child(command: list[str], what: str) -> dict:
+    """Runs a measurement in a fresh process; returns (and prints) the JSON of its last output line."""
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
-        raise RuntimeError(f"The {variant} memory measurement failed:\n{finished.stderr[-2000:]}")
+        raise RuntimeError(f"The {what} measurement failed:\n{finished.stderr[-2000:]}")
     result = json.loads(finished.stdout.strip().splitlines()[-1])
     print(json.dumps(result), flush=True)
     return result
+
+
+def memory_in_subprocess(variant: str, backbone: str, n_classes: int) -> dict:
+    command = [sys.executable, __file__, "--_memory", variant, backbone, str(n_classes)]
+    return json_from_child(command, f"{variant} memory")
 
 
 # -- inference -------------------------------------------------------------------------------------

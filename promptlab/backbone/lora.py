@@ -115,16 +115,10 @@ class AttentionLoRA(nn.Module):
         a, b = getattr(self, f"{projection}_A"), getattr(self, f"{projection}_B")
         return self.scaling * F.linear(F.linear(self.dropout(x), a.to(x.dtype)), b.to(x.dtype))
 
-    def in_projection(self, attn: nn.MultiheadAttention, x: torch.Tensor, index: slice | None = None) -> torch.Tensor:
-        """(..., width) -> queries, keys and values side by side (..., 3 width), or the ``index`` slice of them."""
-        width = attn.embed_dim
-        names: tuple[str, ...] = ("q", "k", "v")
-        weight: torch.Tensor = attn.in_proj_weight
-        bias: torch.Tensor = attn.in_proj_bias
-        if index is not None:
-            names = names[index]
-            rows = slice(index.start * width, index.stop * width)
-            weight, bias = weight[rows], bias[rows]
+    def in_projection(self, attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+        """(..., width) -> queries, keys and values side by side (..., 3 width)."""
+        width, names = attn.embed_dim, ("q", "k", "v")
+        weight, bias = attn.in_proj_weight, attn.in_proj_bias
         if not self.unmerged:
             deltas = [self.delta(n) if n in self.projections else torch.zeros_like(weight[:width]) for n in names]
             return F.linear(x, weight + torch.cat(deltas).to(weight.dtype), bias)
@@ -168,10 +162,8 @@ def _adapted_attention(attn: nn.MultiheadAttention):
         **unused: Any,
     ) -> tuple[torch.Tensor, None]:
         lora = cast(AttentionLoRA, attn.lora)
-        if query is key and key is value:  # self-attention: one fused projection
-            q, k, v = lora.in_projection(attn, query).chunk(3, dim=-1)
-        else:
-            q, k, v = (lora.in_projection(attn, t, slice(i, i + 1)) for i, t in enumerate((query, key, value)))
+        # open_clip's blocks without ln_1_kv (the only ones adapted) pass one tensor as query, key and value
+        q, k, v = lora.in_projection(attn, query).chunk(3, dim=-1)
         heads = attn.num_heads
         q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, H, T, width / H)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # additive float or boolean mask
@@ -192,6 +184,7 @@ def tower_blocks(model: nn.Module, tower: str) -> list[ResidualAttentionBlock]:
     blocks = list(getattr(transformer, "resblocks", None) or [])
     adaptable = bool(blocks) and all(
         isinstance(block, ResidualAttentionBlock)
+        and not hasattr(block, "ln_1_kv")  # cross-attention
         and isinstance(block.attn, nn.MultiheadAttention)
         and block.attn.batch_first
         and block.attn.in_proj_weight is not None

@@ -137,9 +137,14 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         """Class names as prompts spell them (``_`` -> space, as CoOp)."""
         return [normalise_class_name(name) for name in self.class_names]
 
+    @property
+    def logit_scale(self) -> float | torch.Tensor:
+        """The scale of the logits and of the exported head: CLIP's own unless a method fixes another."""
+        return self.backbone.logit_scale
+
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         """(B, D) and (C, D) normalised features -> (B, C) CLIP logits."""
-        return self.backbone.logit_scale * image_features @ class_features.to(image_features.dtype).T
+        return self.logit_scale * image_features @ class_features.to(image_features.dtype).T
 
     # -- other classes without retraining --------------------------------------------------------
 
@@ -176,7 +181,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         """What an exported classifier needs besides the image encoder (default: fixed (C, D) class
         features under CLIP's logit scale).
         """
-        return LinearHead(self.class_features().detach().float(), float(self.backbone.logit_scale))
+        return LinearHead(self.class_features().detach().float(), float(self.logit_scale))
 
     def inspection_panels(self, log_dir: Path, metrics: dict) -> list[Panel]:
         """What the app's Inspect page shows of this method after testing (read from ``log_dir``,

@@ -8,7 +8,6 @@ import torch
 from typing_extensions import override
 
 from promptlab.backbone import LoRASpec
-from promptlab.deploy.heads import Head, LinearHead
 from promptlab.methods._base import CLIPClassifier
 from promptlab.methods._contract import Setting, ToyDefaults
 
@@ -114,18 +113,10 @@ class CLIPLoRA(CLIPClassifier):
             )
 
     @property
-    def scale(self) -> float | torch.Tensor:
-        """The logits' scale: ``logit_scale``, else the backbone's."""
+    @override
+    def logit_scale(self) -> float | torch.Tensor:
+        """``logit_scale`` when given, else the backbone's."""
         return self.hparams.logit_scale or self.backbone.logit_scale
-
-    @override
-    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
-        return self.scale * image_features @ class_features.to(image_features.dtype).T
-
-    @override
-    @torch.no_grad()
-    def export_head(self) -> Head:
-        return LinearHead(self.class_features().detach().float(), float(self.scale))
 
     @property
     @override

@@ -73,7 +73,7 @@ class CoCoOp(CoOp):
             self.start,
             self.class_tokens,
             self.pool_index,
-            self.backbone.logit_scale,
+            self.logit_scale,
         )
 
     @override
@@ -98,7 +98,7 @@ class CoCoOp(CoOp):
             self.start.float(),
             self.class_tokens.float(),
             self.pool_index,
-            float(self.backbone.logit_scale),
+            float(self.logit_scale),
         )
         head.attach(self.backbone)
         return head

@@ -188,6 +188,8 @@ def test_decision_the_logit_scale_is_the_backbones():
         features = model.encode_images(images), model.class_features()
         assert torch.allclose(model(images), model.backbone.logit_scale * features[0] @ features[1].T)
     assert float(model.export_head().scale) == pytest.approx(float(model.backbone.logit_scale))
+    fixed = adapted(logit_scale=100.0)  # the reference's constant, when asked for
+    assert float(fixed.export_head().scale) == 100.0
 
 
 def test_a_resnet_image_encoder_is_refused_in_one_sentence():
