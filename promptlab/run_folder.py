@@ -14,6 +14,7 @@ CONFUSION_JSON_FILE = "confusion_matrix.json"
 CONFUSION_PNG_FILE = "confusion_matrix.png"
 SPLIT_FILE_NAME = "fewshot_split.json"
 DATA_INFO_FILE_NAME = "data.json"
+OPEN_SET_FILE = "open_set.safetensors"  # the familiarity reference and threshold a test fitted
 
 
 def run_dir(trainer: Any) -> Path | None:

@@ -21,6 +21,7 @@ def classify(
     batch_size: int = 64,
     num_workers: int | None = None,
     reject_below: float | None = None,
+    unfamiliar_below: float | None = None,
     device: str | None = None,
     output: str | None = None,
     no_progress: bool = False,
@@ -37,6 +38,8 @@ def classify(
         batch_size: images per image-encoder call.
         num_workers: image decoding processes (default: by device and cores, 0 on 2 CPU cores).
         reject_below: "none of these" below this top probability (default: the file's own).
+        unfamiliar_below: "none of these" below this familiarity, how much an image looks like the
+            training images (-2 to 2; default: the threshold fitted at export; -2 turns it off).
         device: cpu or cuda (default: cuda when available).
         output: stream predictions to a .csv or .json file.
         no_progress: no progress bar.
@@ -54,10 +57,11 @@ def classify(
     from promptlab.data.prediction_inputs import prediction_samples
     from promptlab.deploy.file_format import classifier_format
     from promptlab.deploy.native_stderr import decoder_messages_to
-    from promptlab.deploy.prediction import check_reject_below
+    from promptlab.deploy.prediction import check_reject_below, check_unfamiliar_below
     from promptlab.deploy.prediction_files import results_to_output
 
     threshold = check_reject_below(reject_below, "--reject_below")
+    unfamiliar = check_unfamiliar_below(unfamiliar_below, "--unfamiliar_below")
     file_format = classifier_format(classifier)
     paths = [sample.path for sample in prediction_samples(images)]
     if file_format == "onnx":
@@ -65,13 +69,15 @@ def classify(
 
         if weights_path:
             raise UserError("--weights_path is for .safetensors classifiers; an ONNX file holds its image encoder.")
-        results = OnnxClassifier(classifier).classify_files(paths, batch_size, top_k, threshold, not no_progress)
+        results = OnnxClassifier(classifier).classify_files(
+            paths, batch_size, top_k, threshold, not no_progress, unfamiliar
+        )
     else:
         from promptlab.deploy.classifier import Classifier
         from promptlab.deploy.classify import classify_files
 
         loaded = Classifier.load(classifier, weights_path, device)
-        results = classify_files(loaded, paths, batch_size, num_workers, top_k, threshold, not no_progress)
+        results = classify_files(loaded, paths, batch_size, num_workers, top_k, threshold, not no_progress, unfamiliar)
     log_path = Path(decoder_log or Path(tempfile.gettempdir()) / f"promptlab-classify-{os.getpid()}.log")
     with decoder_messages_to(log_path):
         unreadable = results_to_output(results, output)

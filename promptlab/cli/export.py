@@ -49,6 +49,7 @@ def export(
     from promptlab.deploy.calibration import Calibration
     from promptlab.deploy.onnx_export import classifier_file_to_onnx
     from promptlab.export import CLASSIFIER_FILE_NAME, export_classifier, export_run, load_method
+    from promptlab.methods._open_set import fit_open_set
 
     configs = config or []
     saved_run = run_of_saved_config(configs, overrides)
@@ -77,6 +78,7 @@ def export(
             config_args += [f"--model.init_args.weights_path={weights_path}"] if weights_path else []
             cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
         calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
+        open_set = fit_open_set(cli.model, cli.datamodule)  # on its training split, where there is one
         path = export_classifier(
             cli.model.with_classes(classes) if classes else cli.model,
             output or CLASSIFIER_FILE_NAME,
@@ -84,6 +86,7 @@ def export(
             data_version=cli.datamodule.data_version,
             calibration=calibration,
             reject_below=reject_below,
+            open_set=open_set if not classes else None,
         )
     print(f"Wrote classifier {path}")
     return 0

@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from promptlab.configs import shipped_config
 from promptlab.data import FewShotDataModule
-from promptlab.deploy.classifier import top_predictions
+from promptlab.deploy.prediction import rank
 from promptlab.deploy.prediction_files import write_predictions
 from promptlab.errors import UserError
 from promptlab.methods import CLIPClassifier
@@ -81,7 +81,7 @@ class PredictionsFile(BasePredictionWriter):
             (index, prediction)
             for probabilities, indices in predictions
             for index, prediction in zip(
-                indices.tolist(), top_predictions(probabilities, self.class_names, self.top_k), strict=True
+                indices.tolist(), rank(probabilities, self.class_names, self.top_k), strict=True
             )
         ]
         if trainer.world_size > 1:  # under DDP each process predicted its own share: the main one writes all

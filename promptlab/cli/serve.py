@@ -15,6 +15,7 @@ def serve(
     api_key: str | None = None,
     insecure: bool = False,
     reject_below: float | None = None,
+    unfamiliar_below: float | None = None,
     max_batch_size: int = 16,
     batch_timeout: float = 0.002,
     request_timeout: float = 30.0,
@@ -32,6 +33,8 @@ def serve(
         api_key: require this key in the X-API-Key header (or set $PROMPTLAB_API_KEY); an empty one is refused.
         insecure: serve every network interface without an API key (said loudly at start).
         reject_below: "none of these" below this top probability.
+        unfamiliar_below: "none of these" below this familiarity (-2 to 2; default: the file's own
+            threshold; -2 turns it off).
         max_batch_size: most requests per model call.
         batch_timeout: seconds a batch waits to fill.
         request_timeout: seconds a client has to send a whole request; slower connections are closed.
@@ -54,7 +57,9 @@ def serve(
         raise ServeError("--request_timeout must be above 0 seconds and --max_connections at least 1.")
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     bind_host, warnings = check_address(host, port, key, insecure)
-    server = build_server(classifier, key, reject_below, weights_path, max_batch_size, batch_timeout, accelerator)
+    server = build_server(
+        classifier, key, reject_below, weights_path, max_batch_size, batch_timeout, accelerator, unfamiliar_below
+    )
     for warning in warnings:
         print(warning, file=sys.stderr, flush=True)
     key_note = f", {API_KEY_HEADER} required" if key else ""

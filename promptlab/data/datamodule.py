@@ -361,6 +361,18 @@ class FewShotDataModule(L.LightningDataModule):
             return None
         return self._cached_loader(samples, False, shard=False) or self._loader(samples, train=False, shard=False)
 
+    def reference_dataloader(self) -> DataLoader | None:
+        """The training images (the unlabelled pool when learning without labels), test view, every
+        image on every process, for the familiarity reference of "none of these"; None without any.
+        """
+        if self.label_free:
+            root, samples = self.unlabelled_pool
+            return self._loader(samples, False, root=root, skip_bad_images=True, shard=False) if samples else None
+        samples = self.splits.train
+        if not samples:
+            return None
+        return self._cached_loader(samples, False, shard=False) or self._loader(samples, train=False, shard=False)
+
     @override
     def test_dataloader(self) -> DataLoader | list:
         samples = self.splits.test

@@ -13,7 +13,9 @@ from promptlab.deploy.calibration import Calibration
 from promptlab.deploy.classifier_file import ClassifierFileError, read_classifier_file
 from promptlab.deploy.heads import Head, HeadError, head_from_file
 from promptlab.deploy.image_inputs import check_count, image_batches
-from promptlab.deploy.prediction import Images, Prediction, check_reject_below
+from promptlab.deploy.open_set import Familiarity, OpenSet
+from promptlab.deploy.prediction import Images, Prediction, check_reject_below, check_unfamiliar_below, rank
+from promptlab.errors import UserError
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -23,13 +25,15 @@ class Classifier:
 
     Use :meth:`load`; then :meth:`predict` or :meth:`predict_proba` on PIL images, file paths or
     preprocessed tensors. Probabilities are calibrated with the temperature recorded in the file
-    (1.0 for files without one), and :meth:`predict` answers "none of these" below the file's
-    rejection threshold unless another is given.
+    (1.0 for files without one), and :meth:`predict` answers "none of these" to images unlike the
+    training images (familiarity below the file's threshold, :mod:`promptlab.deploy.open_set`) and,
+    where the file or the call sets one, below a top probability.
     """
 
-    def __init__(self, backbone: FrozenCLIP, head: Head, meta: dict):
+    def __init__(self, backbone: FrozenCLIP, head: Head, meta: dict, familiarity: Familiarity | None = None):
         self.backbone = backbone
         self.head = head  # (B, D) normalised image features -> (B, C) logits
+        self.familiarity = familiarity  # (B, D) image features -> (B,) familiarity; None in older files
         self.meta = meta
         self.class_names: list[str] = meta["class_names"]
         self.calibration = (
@@ -38,6 +42,8 @@ class Classifier:
             else Calibration(fitted_on="not calibrated: exported before promptlab calibrated classifiers")
         )
         self.reject_below: float | None = meta.get("reject_below")
+        self.open_set = OpenSet.from_dict(meta["open_set"]) if familiarity is not None else None
+        self.unfamiliar_below: float | None = None if self.open_set is None else self.open_set.unfamiliar_below
         self.preprocess = PreprocessConfig(
             **{**meta["preprocess"], "mean": tuple(meta["preprocess"]["mean"]), "std": tuple(meta["preprocess"]["std"])}
         )
@@ -68,10 +74,16 @@ class Classifier:
                 f"{head.feature_dim}-d features for {len(meta['class_names'])} class names and a {ref['embed_dim']}-d "
                 "backbone; export it again."
             )
+        familiarity = None
+        if meta.get("open_set") and "open_set.reference" in tensors:
+            try:
+                familiarity = Familiarity(tensors["open_set.reference"], tensors["open_set.labels"], head.num_classes)
+            except (KeyError, IndexError, RuntimeError, UserError) as error:
+                raise ClassifierFileError(f"Classifier file {str(path)!r} is inconsistent: {error}") from error
         backbone = _rebuild_backbone(path, ref, tensors, weights_path, meta["preprocess"], head.needs_text_tower)
         head.attach(backbone)  # a head that runs the text tower (CoCoOp) keeps it
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(backbone.to(device), head.to(device), meta)
+        return cls(backbone.to(device), head.to(device), meta, None if familiarity is None else familiarity.to(device))
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +107,15 @@ class Classifier:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities, on the CPU."""
         return self._calibrated(self.logits(batch))
+
+    @torch.no_grad()
+    def scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 3, H, W) preprocessed images -> (B, C) calibrated probabilities and (B,) familiarity (None
+        for a file without a familiarity reference), on the CPU, from one image-encoder pass.
+        """
+        encoded = self.head.encode(self.backbone, batch.to(self.device))  # (B, D)
+        familiarity = None if self.familiarity is None else self.familiarity(encoded).cpu()
+        return self._calibrated(self.head(encoded)), familiarity
 
     def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         return (logits / self.temperature).softmax(dim=-1).cpu()
@@ -133,7 +154,12 @@ class Classifier:
         return torch.cat(probabilities) if probabilities else torch.empty(0, len(self.class_names))
 
     def predict(
-        self, images: Images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
+        self,
+        images: Images,
+        top_k: int = 5,
+        batch_size: int = 64,
+        reject_below: float | None = None,
+        unfamiliar_below: float | None = None,
     ) -> list[Prediction]:
         """Images -> one :class:`Prediction` per image, with the ``top_k`` most likely classes.
 
@@ -143,10 +169,18 @@ class Classifier:
             batch_size: images per image-encoder call.
             reject_below: answer "none of these" when the best calibrated probability is below it
                 (default: the threshold recorded at export, if any; 0 turns it off).
+            unfamiliar_below: answer "none of these" when the image's familiarity is below it
+                (default: the threshold fitted at export, if the file has one; -2 turns it off).
         """
         top_k = check_count(top_k, "top_k")
         threshold = self.reject_below if reject_below is None else check_reject_below(reject_below)
-        return top_predictions(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
+        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else check_unfamiliar_below(unfamiliar_below)
+        parts = [self.scores(batch) for batch in self._batches(images, batch_size)]
+        if not parts:
+            return []
+        probabilities = torch.cat([p for p, _ in parts])
+        familiarity = None if self.familiarity is None else torch.cat([f for _, f in parts if f is not None])
+        return rank(probabilities, self.class_names, top_k, threshold, familiarity, unfamiliar)
 
 
 def _rebuild_backbone(
@@ -210,16 +244,3 @@ def _rebuild_backbone(
             "pass the weights file it was trained with as weights_path."
         )
     return backbone
-
-
-def top_predictions(
-    probabilities: torch.Tensor, class_names: list[str], k: int, reject_below: float | None = None
-) -> list[Prediction]:
-    """(N, C) probabilities -> one :class:`Prediction` per row with its ``k`` most likely classes;
-    "none of these" where the best probability is below ``reject_below``.
-    """
-    top = probabilities.float().topk(min(k, len(class_names)), dim=-1)
-    return [
-        Prediction.from_top(values.tolist(), indices.tolist(), class_names, reject_below)
-        for values, indices in zip(top.values, top.indices, strict=True)
-    ]

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from promptlab.data.images import ImageLoadError, load_image
-from promptlab.deploy.classifier import Classifier, top_predictions
-from promptlab.deploy.prediction import Prediction
+from promptlab.deploy.classifier import Classifier
+from promptlab.deploy.prediction import Prediction, rank
 from promptlab.deploy.progress import progress_bar
 
 
@@ -72,6 +72,7 @@ def classify_files(
     top_k: int = 3,
     reject_below: float | None = None,
     progress: bool = True,
+    unfamiliar_below: float | None = None,
 ) -> Iterator[tuple[str, Prediction] | str]:
     """Classifies image files in batches, yielding ``(path, prediction)`` per image in input order
     within each batch, and the reason (one sentence naming the file) for each unreadable file.
@@ -83,10 +84,12 @@ def classify_files(
         num_workers: decoding processes (0: in this process, as when everything fits one batch;
             default: :func:`default_workers`).
         top_k: classes per prediction.
-        reject_below: "none of these" threshold (default: the classifier's own).
+        reject_below: "none of these" below this top probability (default: the classifier's own).
         progress: show a progress bar on stderr.
+        unfamiliar_below: "none of these" below this familiarity (default: the classifier's own).
     """
     threshold = classifier.reject_below if reject_below is None else reject_below
+    unfamiliar = classifier.unfamiliar_below if unfamiliar_below is None else unfamiliar_below
     workers = default_workers(classifier.device) if num_workers is None else num_workers
     workers = workers if len(paths) > batch_size else 0  # starting workers costs more than one batch
     loader = DataLoader(
@@ -102,7 +105,7 @@ def classify_files(
             for _, reason in batch.failures:
                 yield reason
             if batch.images is not None:
-                probabilities = classifier.probabilities(batch.images)
-                predictions = top_predictions(probabilities, classifier.class_names, top_k, threshold)
+                probabilities, familiarity = classifier.scores(batch.images)
+                predictions = rank(probabilities, classifier.class_names, top_k, threshold, familiarity, unfamiliar)
                 yield from ((paths[i], p) for i, p in zip(batch.indices, predictions, strict=True))
             bar.update(len(batch.indices) + len(batch.failures))

@@ -2,7 +2,9 @@
 
 The graph maps a preprocessed image batch ``images`` (N, 3, H, W) float32 to calibrated class
 probabilities ``probabilities`` (N, C): the image encoder (visual prompts included), the
-normalisation, the head of any kind and ``softmax(logits / temperature)``. It is exported with
+normalisation, the head of any kind and ``softmax(logits / temperature)``; and, for a classifier with a
+familiarity reference, each image's familiarity ``familiarity`` (N,) (:mod:`promptlab.deploy.open_set`,
+the reference features inside the graph). It is exported with
 PyTorch's dynamo-based exporter (``torch.export`` + onnxscript) at opset :data:`OPSET`, with a
 dynamic batch dimension; the TorchScript exporter cannot translate the fused attention of open_clip's
 ViTs in eval mode. Opset 20 ran toy-clip about 10% faster than opset 18 in onnxruntime (its Gelu
@@ -11,7 +13,8 @@ is one op), and is read by onnxruntime 1.17 and newer.
 The model's metadata (``metadata_props``) holds one key, ``promptlab``: JSON with ``format``
 ("promptlab-onnx-classifier"), ``format_version`` (1), ``class_names``, ``preprocess`` (size, mean,
 std, interpolation), ``calibration`` (temperature, where it was fitted, ECE before and after),
-``reject_below``, ``head_kind``, ``method``, ``backbone`` (model name, pretrained tag), ``metrics``,
+``reject_below``, ``open_set`` (the familiarity threshold and where it was fitted; null without
+one), ``head_kind``, ``method``, ``backbone`` (model name, pretrained tag), ``metrics``,
 ``data_version`` and ``created``, copied from the classifier file.
 """
 
@@ -41,16 +44,23 @@ class OnnxExportError(UserError):
 
 
 class ProbabilityGraph(nn.Module):
-    """(N, 3, H, W) preprocessed images -> (N, C) calibrated probabilities: what the ONNX file computes."""
+    """(N, 3, H, W) preprocessed images -> (N, C) calibrated probabilities and, where the classifier has a
+    familiarity reference, (N,) familiarity: what the ONNX file computes.
+    """
 
     def __init__(self, classifier: Classifier) -> None:
         super().__init__()
         self.backbone, self.head = classifier.backbone, classifier.head
+        self.familiarity = classifier.familiarity
         self.temperature = classifier.temperature
 
     @override
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (self.head(self.head.encode(self.backbone, images)) / self.temperature).softmax(dim=-1)
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        features = self.head.encode(self.backbone, images)
+        probabilities = (self.head(features) / self.temperature).softmax(dim=-1)
+        if self.familiarity is None:
+            return probabilities
+        return probabilities, self.familiarity(features)
 
 
 def onnx_metadata(classifier: Classifier) -> dict:
@@ -63,6 +73,7 @@ def onnx_metadata(classifier: Classifier) -> dict:
         "preprocess": classifier.preprocess.to_dict(),
         "calibration": classifier.calibration.to_dict(),
         "reject_below": classifier.reject_below,
+        "open_set": None if classifier.open_set is None else classifier.open_set.to_dict(),
         "head_kind": meta["head"]["kind"],
         "backbone": {k: meta["backbone"][k] for k in ("model_name", "pretrained")},
         **{k: meta.get(k) for k in META_KEYS},
@@ -91,7 +102,7 @@ def export_onnx(classifier: Classifier, path: str | Path) -> Path:
                 dynamo=True,
                 opset_version=OPSET,
                 input_names=["images"],
-                output_names=["probabilities"],
+                output_names=["probabilities"] + (["familiarity"] if classifier.familiarity is not None else []),
                 dynamic_shapes=({0: batch},),
                 verbose=False,
             )

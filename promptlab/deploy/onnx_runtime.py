@@ -28,7 +28,7 @@ from PIL import Image
 
 from promptlab.data.images import ImageLoadError, load_image
 from promptlab.deploy.image_inputs import check_count, image_batches
-from promptlab.deploy.prediction import Images, Prediction, check_reject_below, rank
+from promptlab.deploy.prediction import Images, Prediction, check_reject_below, check_unfamiliar_below, rank
 from promptlab.deploy.prediction_files import FileResult
 from promptlab.deploy.progress import progress_bar
 from promptlab.errors import UserError
@@ -104,7 +104,10 @@ class OnnxClassifier:
         self.preprocess: dict = self.meta["preprocess"]
         self.temperature: float = self.meta["calibration"]["temperature"]  # already applied inside the graph
         self.reject_below: float | None = self.meta.get("reject_below")
+        self.open_set: dict | None = self.meta.get("open_set")  # the familiarity rule, computed in the graph
+        self.unfamiliar_below: float | None = self.open_set["unfamiliar_below"] if self.open_set else None
         self._input = self.session.get_inputs()[0].name
+        self._has_familiarity = len(self.session.get_outputs()) > 1
 
     def to_array(self, image: Image.Image) -> np.ndarray:
         """A PIL image -> (3, H, W) float32, preprocessed as the classifier was trained."""
@@ -113,7 +116,14 @@ class OnnxClassifier:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 preprocessed images -> (B, C) calibrated probabilities."""
-        return self.session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.scores(batch)[0]
+
+    def scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, 3, H, W) float32 preprocessed images -> (B, C) calibrated probabilities and (B,) familiarity
+        (None for a file without a familiarity reference).
+        """
+        outputs = self.session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})
+        return outputs[0], outputs[1] if self._has_familiarity else None
 
     def predict_proba(self, images: Images, batch_size: int = 64) -> np.ndarray:
         """Calibrated class probabilities.
@@ -135,14 +145,27 @@ class OnnxClassifier:
         return np.concatenate(parts) if parts else np.empty((0, len(self.class_names)), np.float32)
 
     def predict(
-        self, images: Images, top_k: int = 5, batch_size: int = 64, reject_below: float | None = None
+        self,
+        images: Images,
+        top_k: int = 5,
+        batch_size: int = 64,
+        reject_below: float | None = None,
+        unfamiliar_below: float | None = None,
     ) -> list[Prediction]:
         """One :class:`~promptlab.deploy.prediction.Prediction` per image; "none of these" below
-        ``reject_below`` (default: the threshold recorded at export; 0 turns it off).
+        ``unfamiliar_below`` familiarity (default: the threshold fitted at export; -2 turns it off) or
+        ``reject_below`` top probability (default: the threshold recorded at export; 0 turns it off).
         """
         top_k = check_count(top_k, "top_k")
         threshold = self.reject_below if reject_below is None else check_reject_below(reject_below)
-        return rank(self.predict_proba(images, batch_size), self.class_names, top_k, threshold)
+        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else check_unfamiliar_below(unfamiliar_below)
+        batches = image_batches(images, batch_size, self.preprocess["size"], self.to_array, np.asarray, np.stack)
+        parts = [self.scores(batch) for batch in batches]
+        if not parts:
+            return []
+        probabilities = np.concatenate([p for p, _ in parts])
+        familiarity = np.concatenate([f for _, f in parts if f is not None]) if self._has_familiarity else None
+        return rank(probabilities, self.class_names, top_k, threshold, familiarity, unfamiliar)
 
     def classify_files(
         self,
@@ -151,11 +174,13 @@ class OnnxClassifier:
         top_k: int = 3,
         reject_below: float | None = None,
         progress: bool = True,
+        unfamiliar_below: float | None = None,
     ) -> Iterator[FileResult]:
         """``promptlab classify`` on an ONNX file: yields ``(path, prediction)`` per image in input order,
         and the reason (one sentence naming the file) for each unreadable file.
         """
         threshold = self.reject_below if reject_below is None else reject_below
+        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else unfamiliar_below
         with progress_bar(len(paths), "classify", progress) as bar:
             for start in range(0, len(paths), batch_size):
                 readable, arrays = [], []
@@ -166,6 +191,7 @@ class OnnxClassifier:
                     except ImageLoadError as error:  # this file's refusal, never the run's end
                         yield str(error)
                 if arrays:
-                    predictions = rank(self.probabilities(np.stack(arrays)), self.class_names, top_k, threshold)
+                    probabilities, familiarity = self.scores(np.stack(arrays))
+                    predictions = rank(probabilities, self.class_names, top_k, threshold, familiarity, unfamiliar)
                     yield from zip(readable, predictions, strict=True)
                 bar.update(len(paths[start : start + batch_size]))

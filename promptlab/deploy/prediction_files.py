@@ -14,7 +14,8 @@ FileResult = tuple[str, Prediction] | str
 
 
 class PredictionWriter:
-    """Streams prediction rows (path, label, probability, top_k, none_of_these) to a CSV or JSON file
+    """Streams prediction rows (path, label, probability, top_k, none_of_these, rejected_by, familiarity)
+    to a CSV or JSON file
     chosen by its suffix, one row at a time, so memory stays flat for any number of images. The rows
     go to a temporary file that replaces ``path`` on a clean close: a run that fails leaves no half file.
     """
@@ -30,7 +31,7 @@ class PredictionWriter:
             self._file.write("[")
         else:
             self._csv = csv.writer(self._file)
-            self._csv.writerow(["path", "label", "probability", "top_k", "none_of_these"])
+            self._csv.writerow(["path", "label", "probability", "top_k", "none_of_these", "rejected_by", "familiarity"])
 
     def write(self, path: str, prediction: Prediction) -> None:
         """Appends one row."""
@@ -39,8 +40,17 @@ class PredictionWriter:
             self._file.write(("," if self.count else "") + "\n  " + json.dumps(row))
         else:
             top_k = ";".join(f"{name}:{prob:.4f}" for name, prob in prediction.top_k)
+            familiarity = "" if prediction.familiarity is None else f"{prediction.familiarity:.4f}"
             self._csv.writerow(
-                [path, prediction.label, f"{prediction.probability:.6f}", top_k, prediction.none_of_these]
+                [
+                    path,
+                    prediction.label,
+                    f"{prediction.probability:.6f}",
+                    top_k,
+                    prediction.none_of_these,
+                    prediction.rejected_by or "",
+                    familiarity,
+                ]
             )
         self.count += 1
 
@@ -91,7 +101,11 @@ def results_to_output(results: Iterable[FileResult], output: str | None) -> list
 
 
 def prediction_line(path: str, prediction: Prediction) -> str:
-    """One tab-separated line: path, label (or "none of these"), probability, the other top classes."""
+    """One tab-separated line: path, label (or "none of these" with the rule that said so), probability,
+    the other top classes.
+    """
     others = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top_k[1:])
-    label = f"{NONE_OF_THESE} (best: {prediction.label})" if prediction.none_of_these else prediction.label
+    label = prediction.label
+    if prediction.none_of_these:
+        label = f"{NONE_OF_THESE} ({prediction.rejected_by}; best: {prediction.label})"
     return f"{path}\t{label}\t{prediction.probability:.1%}" + (f"\t({others})" if others else "")

@@ -3,8 +3,9 @@
 Endpoints (JSON in and out; every error is ``{"detail": "<one sentence>"}`` with a 4xx status):
 
     POST /predict   an image as a multipart upload (field ``image``) or JSON ``{"image": "<base64>"}``;
-                    optional ``top_k`` and ``reject_below`` (form fields or JSON keys).
-                    -> {"label", "probability", "none_of_these", "top_k": [{"label", "probability"}...]}
+                    optional ``top_k``, ``reject_below`` and ``unfamiliar_below`` (form fields or JSON keys).
+                    -> {"label", "probability", "none_of_these", "rejected_by", "familiarity",
+                        "top_k": [{"label", "probability"}...]}
     GET  /health    "ok" once the model is loaded
 
 Connections first meet a request deadline (:mod:`promptlab.deploy.http_timeouts`) and uvicorn's
@@ -46,7 +47,7 @@ from promptlab.data.images import ImageLoadError, decode_image_bytes
 from promptlab.deploy.file_format import ClassifierFormat, classifier_format
 from promptlab.deploy.http_timeouts import protocol_with_request_timeout
 from promptlab.deploy.native_stderr import keep_decoder_messages_in
-from promptlab.deploy.prediction import check_reject_below, rank
+from promptlab.deploy.prediction import check_reject_below, check_unfamiliar_below, rank
 from promptlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class RequestGate:
     request reaches the model (LitServe itself would answer a malformed body with a 500).
 
     Passes ``POST /predict`` on as JSON ``{"image": base64, "name": str, "top_k": int,
-    "reject_below": float | None}``.
+    "reject_below": float | None, "unfamiliar_below": float | None}``.
 
     Args:
         app: the LitServe FastAPI app.
@@ -175,7 +176,7 @@ async def _multipart_fields(scope: Scope, raw: bytes) -> dict | Refusal:
         return Refusal(
             400,
             f"The form has more than {MAX_FORM_PARTS} {'text fields' if limit == 'fields' else 'files'}, the server's "
-            "limit; send one file field 'image' and at most the fields top_k and reject_below.",
+            "limit; send one file field 'image' and at most the fields top_k, reject_below and unfamiliar_below.",
         )
     except Exception:  # starlette's multipart parser raises several types for a malformed body
         return Refusal(400, "The multipart body cannot be parsed; send the image as a file field named 'image'.")
@@ -211,13 +212,22 @@ def _image_request(fields: Any) -> dict | Refusal:
         top_k = int(fields.get("top_k", 5))
         reject_below = fields.get("reject_below")
         reject_below = check_reject_below(None if reject_below in (None, "") else float(reject_below))
+        unfamiliar_below = fields.get("unfamiliar_below")
+        unfamiliar_below = check_unfamiliar_below(None if unfamiliar_below in (None, "") else float(unfamiliar_below))
     except (TypeError, ValueError) as error:
-        detail = str(error) if "reject_below" in str(error) else "top_k must be a whole number such as 3."
+        named = "reject_below" in str(error) or "unfamiliar_below" in str(error)
+        detail = str(error) if named else "top_k must be a whole number such as 3."
         return Refusal(400, detail)
     if top_k < 1:
         return Refusal(400, f"top_k must be at least 1 (got {top_k}).")
     name = str(fields.get("name") or "upload")
-    return {"image": base64.b64encode(image).decode(), "name": name, "top_k": top_k, "reject_below": reject_below}
+    return {
+        "image": base64.b64encode(image).decode(),
+        "name": name,
+        "top_k": top_k,
+        "reject_below": reject_below,
+        "unfamiliar_below": unfamiliar_below,
+    }
 
 
 class ClassifierAPI(ls.LitAPI):
@@ -225,10 +235,11 @@ class ClassifierAPI(ls.LitAPI):
 
     Args:
         classifier_path: the exported classifier.
-        reject_below: default "none of these" threshold (None: the file's own).
+        reject_below: default "none of these" top-probability threshold (None: the file's own).
         weights_path: backbone weights for a ``.safetensors`` file that does not embed them.
         max_batch_size: most requests answered by one model call.
         batch_timeout: seconds to wait for a batch to fill.
+        unfamiliar_below: default "none of these" familiarity threshold (None: the file's own).
     """
 
     def __init__(
@@ -238,8 +249,10 @@ class ClassifierAPI(ls.LitAPI):
         weights_path: str | None = None,
         max_batch_size: int = 16,
         batch_timeout: float = 0.002,
+        unfamiliar_below: float | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        self.default_unfamiliar_below = unfamiliar_below
         self.classifier_path, self.weights_path = classifier_path, weights_path
         self.file_format: ClassifierFormat = classifier_format(classifier_path)
         self.default_reject_below = reject_below
@@ -266,6 +279,8 @@ class ClassifierAPI(ls.LitAPI):
             self._prepare, self._stack = classifier.transform, cast(Any, torch.stack)
         if self.default_reject_below is None:
             self.default_reject_below = self.classifier.reject_below
+        if self.default_unfamiliar_below is None:
+            self.default_unfamiliar_below = self.classifier.unfamiliar_below
         log.info("Serving %s (%d classes) on %s.", self.classifier_path, len(self.classifier.class_names), device)
 
     def decode_request(self, request: dict) -> tuple[Any, dict] | Refusal:
@@ -295,12 +310,17 @@ class ClassifierAPI(ls.LitAPI):
         readable = [i for i, item in enumerate(inputs) if not isinstance(item, Refusal)]
         outputs: list = list(inputs)
         if readable:
-            probabilities = self.classifier.probabilities(self._stack([inputs[i][0] for i in readable])).tolist()
+            probabilities, familiarity = self.classifier.scores(self._stack([inputs[i][0] for i in readable]))
+            scores = [None] * len(readable) if familiarity is None else familiarity.tolist()
             names = self.classifier.class_names
-            for i, row in zip(readable, probabilities, strict=True):
+            for i, row, score in zip(readable, probabilities.tolist(), scores, strict=True):
                 options = inputs[i][1]
                 threshold = self.default_reject_below if options["reject_below"] is None else options["reject_below"]
-                (prediction,) = rank([row], names, options["top_k"], threshold)
+                unfamiliar = options.get("unfamiliar_below")
+                unfamiliar = self.default_unfamiliar_below if unfamiliar is None else unfamiliar
+                (prediction,) = rank(
+                    [row], names, options["top_k"], threshold, None if score is None else [score], unfamiliar
+                )
                 outputs[i] = prediction.to_dict()
         return outputs
 
@@ -417,6 +437,7 @@ def build_server(
     max_batch_size: int = 16,
     batch_timeout: float = 0.002,
     accelerator: str = "auto",
+    unfamiliar_below: float | None = None,
 ) -> ls.LitServer:
     """The LitServer of one classifier file (see the module docstring); ``.run(host=..., port=...)`` starts it.
 
@@ -427,7 +448,8 @@ def build_server(
     if max_batch_size < 1 or batch_timeout < 0:
         raise ServeError("--max_batch_size must be at least 1 and --batch_timeout at least 0 seconds.")
     reject_below = check_reject_below(reject_below, "--reject_below")
-    api = ClassifierAPI(classifier_path, reject_below, weights_path, max_batch_size, batch_timeout)
+    unfamiliar_below = check_unfamiliar_below(unfamiliar_below, "--unfamiliar_below")
+    api = ClassifierAPI(classifier_path, reject_below, weights_path, max_batch_size, batch_timeout, unfamiliar_below)
     return ls.LitServer(
         api,
         accelerator=accelerator,

@@ -17,6 +17,7 @@ from promptlab.deploy.onnx_export import export_onnx
 from promptlab.deploy.prediction import check_reject_below
 from promptlab.errors import UserError
 from promptlab.methods import CLIPClassifier
+from promptlab.methods._open_set import OpenSetFit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def export_classifier(
     data_version: str | None = None,
     calibration: Calibration | None = None,
     reject_below: float | None = None,
+    open_set: OpenSetFit | None = None,
 ) -> Path:
     """Writes ``model`` as a classifier file, ``.safetensors`` or ``.onnx`` by the suffix of ``path``.
 
@@ -54,6 +56,8 @@ def export_classifier(
         calibration: the temperature of calibrated probabilities (default: the one in ``metrics``,
             which a test fitted on the validation split, else none).
         reject_below: answer "none of these" below this calibrated top probability (default: never).
+        open_set: the familiarity rule of "none of these" (reference features and threshold) a test
+            fitted (default: the model's own, where it was tested; none otherwise).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -63,8 +67,9 @@ def export_classifier(
     if calibration is None and metrics and "calibration" in metrics:
         calibration = Calibration.from_dict(metrics["calibration"])
     calibration = calibration or Calibration(fitted_on=f"not calibrated: {NOT_TESTED}")
+    open_set = open_set or model.open_set
     if suffix == ".onnx":
-        return _export_onnx(model, path, metrics, data_version, calibration, reject_below)
+        return _export_onnx(model, path, metrics, data_version, calibration, reject_below, open_set)
     backbone = model.backbone
     if backbone.weights_file is None and not embed_backbone:
         log.info("Backbone %s has random weights: embedding them in the classifier.", backbone.model_name)
@@ -83,6 +88,8 @@ def export_classifier(
         tensors |= {f"visual.{k}": v for k, v in backbone.image_encoder_state().items()}
         if head.needs_text_tower:
             tensors |= {f"text.{k}": v for k, v in backbone.text_encoder_state().items()}
+    if open_set is not None:
+        tensors |= {"open_set.reference": open_set[1], "open_set.labels": open_set[2]}
     lora = backbone.image_lora
     hparams = {k: v for k, v in model.hparams.items() if k != "class_names" and not k.startswith("_")}
     meta = {
@@ -105,6 +112,7 @@ def export_classifier(
         "metrics": _json_safe(metrics or {}),
         "calibration": calibration.to_dict(),
         "reject_below": reject_below,
+        "open_set": None if open_set is None else open_set[0].to_dict(),
         "data_version": data_version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -118,10 +126,11 @@ def _export_onnx(
     data_version: str | None,
     calibration: Calibration,
     reject_below: float | None,
+    open_set: OpenSetFit | None,
 ) -> Path:
     """The ONNX file of exactly the classifier the ``.safetensors`` export would load (image tower embedded)."""
     with tempfile.TemporaryDirectory() as folder:
         file = export_classifier(
-            model, Path(folder) / CLASSIFIER_FILE_NAME, True, metrics, data_version, calibration, reject_below
+            model, Path(folder) / CLASSIFIER_FILE_NAME, True, metrics, data_version, calibration, reject_below, open_set
         )
         return export_onnx(Classifier.load(file, device="cpu"), path)

@@ -12,6 +12,7 @@ import yaml
 from promptlab.deploy.calibration import Calibration
 from promptlab.export.method import CLASSIFIER_FILE_NAME, ExportError, export_classifier
 from promptlab.methods import CLIPClassifier, method_class
+from promptlab.methods._open_set import OpenSetFit, load_open_set
 from promptlab.run_folder import DATA_INFO_FILE_NAME, TEST_METRICS_FILE
 
 
@@ -97,10 +98,27 @@ def export_run(
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     data_version = json.loads(data_file.read_text()).get("data_version") if data_file.is_file() else None
     calibration = Calibration.from_dict(metrics["calibration"]) if metrics and "calibration" in metrics else None
+    open_set = load_open_set(run_dir)
     if classes is not None and list(classes) != model.class_names:
+        open_set = open_set_for_classes(open_set, model.class_names, classes)
         model, metrics, calibration = change_classes(model, classes, metrics, calibration)
     output = output or run_dir / CLASSIFIER_FILE_NAME
-    return export_classifier(model, output, embed_backbone, metrics, data_version, calibration, reject_below)
+    return export_classifier(model, output, embed_backbone, metrics, data_version, calibration, reject_below, open_set)
+
+
+def open_set_for_classes(open_set: OpenSetFit | None, trained: list[str], classes: list[str]) -> OpenSetFit | None:
+    """The familiarity rule for a subset of the trained classes (their reference images, relabelled);
+    None when a class was added, whose images the reference has never seen and would call unfamiliar.
+    """
+    if open_set is None or not set(classes) <= set(trained):
+        return None
+    record, reference, labels = open_set
+    new_label = torch.tensor([classes.index(name) if name in classes else -1 for name in trained])
+    relabelled = new_label[labels]
+    kept = relabelled >= 0
+    if int(kept.sum()) < 2:
+        return None
+    return record, reference[kept], relabelled[kept]
 
 
 def change_classes(

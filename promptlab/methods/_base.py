@@ -27,6 +27,7 @@ from promptlab.deploy.heads import Head, LinearHead
 from promptlab.errors import UserError
 from promptlab.methods._calibration import ECE_BINS, calibrate
 from promptlab.methods._contract import MethodInfo, Panel
+from promptlab.methods._open_set import OpenSetFit, fit_open_set, save_open_set
 from promptlab.methods._reports import save_test_report
 from promptlab.methods._schedule import warmup_cosine_factor
 from promptlab.run_folder import run_dir
@@ -107,6 +108,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         self.test_ece_calibrated = MulticlassCalibrationError(n, n_bins=ECE_BINS)
         self.test_nll, self.test_nll_calibrated = MeanMetric(), MeanMetric()
         self.calibration = Calibration()  # fitted on the validation split when testing starts
+        self.open_set: OpenSetFit | None = None  # the familiarity rule, fitted when testing starts
         self._eval_features: torch.Tensor | None = None
         self.data = None  # the data module, once connect_data linked the two
 
@@ -254,6 +256,7 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._freeze_eval_features()
         self.calibration = self.fit_calibration()
+        self.open_set = fit_open_set(self, self.data)
 
     def on_predict_epoch_start(self) -> None:
         self._freeze_eval_features()
@@ -330,9 +333,19 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         out_dir = run_dir(self.trainer)
         if out_dir is not None:
             accuracy, macro_f1 = float(metrics["test/acc"]), float(metrics["test/f1_macro"])
+            open_set = None if self.open_set is None else self.open_set[0].to_dict()
             save_test_report(
-                out_dir, self.class_names, accuracy, macro_f1, per_class, confusion, self.calibration.to_dict()
+                out_dir,
+                self.class_names,
+                accuracy,
+                macro_f1,
+                per_class,
+                confusion,
+                self.calibration.to_dict(),
+                open_set,
             )
+            if self.open_set is not None:
+                save_open_set(out_dir, self.open_set)
 
     def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C) probabilities and the (B,) indices of the images (the data module knows their paths)."""

@@ -18,6 +18,7 @@ def save_test_report(
     per_class_accuracy: torch.Tensor,
     confusion: torch.Tensor,
     calibration: dict | None = None,
+    open_set: dict | None = None,
 ) -> dict:
     """Writes test_metrics.json, confusion_matrix.json and confusion_matrix.png into ``out_dir``.
 
@@ -30,6 +31,8 @@ def save_test_report(
         confusion: (C, C) counts, rows = true class, columns = predicted class.
         calibration: the temperature, where it was fitted and the test ECE before and after it
             (:class:`promptlab.deploy.calibration.Calibration` as a dict).
+        open_set: the familiarity threshold of "none of these" and where it was fitted
+            (:class:`promptlab.deploy.open_set.OpenSet` as a dict).
 
     Returns:
         The metrics dictionary written to test_metrics.json.
@@ -41,6 +44,7 @@ def save_test_report(
         "num_samples": int(confusion.sum()),
         "per_class_accuracy": dict(zip(class_names, per_class_accuracy.tolist(), strict=True)),
         **({"calibration": calibration} if calibration is not None else {}),
+        **({"open_set": open_set} if open_set is not None else {}),
     }
     (out_dir / TEST_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     (out_dir / CONFUSION_JSON_FILE).write_text(
