@@ -113,7 +113,7 @@ def _text_encoder() -> str:
 
 def _open_set() -> str:
     report = _read("open_set.json")
-    return open_set.table(report["rows"]) + "\n" + measured_at(report.get("commit"))
+    return open_set.table(report) + "\n\n" + measured_at(report.get("commit"))
 
 
 def _speed() -> str:
