@@ -41,6 +41,8 @@ def test_ddp_matches_single_process_training(image_folder, tmp_path):
     assert reports[0]["accuracy"] == reports[1]["accuracy"]  # every test image counted once, none repeated
     confusion = [json.loads((run / "confusion_matrix.json").read_text()) for run in (single, ddp)]
     assert confusion[0] == confusion[1]
-    # The feature cache was filled once and shared: one file per image of the split.
-    n_images = sum(len(json.loads((ddp / "fewshot_split.json").read_text())[s]) for s in ("train", "val", "test"))
-    assert len(list((tmp_path / "ddp" / "cache").rglob("*.safetensors"))) == n_images
+    # The feature cache was filled once and shared: one file per image of the split, and one more per
+    # training image for its test view (the familiarity reference of "none of these").
+    split = json.loads((ddp / "fewshot_split.json").read_text())
+    n_files = sum(len(split[s]) for s in ("train", "val", "test")) + len(split["train"])
+    assert len(list((tmp_path / "ddp" / "cache").rglob("*.safetensors"))) == n_files
