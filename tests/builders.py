@@ -7,7 +7,20 @@ import torch
 import torch.nn.functional as F
 
 from promptlab.deploy.heads import CacheHead, ConditionalHead, LinearHead, MixtureHead
-from promptlab.methods import CLIPLoRA, CoCoOp, CoOp, KgCoOp, LinearProbe, MaPLe, MoCoOp, NoLA, TipAdapter, TipAdapterF
+from promptlab.methods import (
+    CLAP,
+    CLIPLoRA,
+    CoCoOp,
+    CoOp,
+    KgCoOp,
+    LinearProbe,
+    MaPLe,
+    MoCoOp,
+    NoLA,
+    ProLIP,
+    TipAdapter,
+    TipAdapterF,
+)
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 TINY = {"class_names": CLASSES, "backbone": "clip-tiny", "pretrained": None}
@@ -81,6 +94,19 @@ def _linear_probe():
     return model
 
 
+def _clap():
+    model = CLAP(**TINY, epochs=5)
+    model.fit_features(_features(9, model.backbone.embed_dim, views=2), torch.arange(9) % 3)
+    return model
+
+
+def _prolip():
+    model = ProLIP(**TINY)
+    with torch.no_grad():
+        model.projection.add_(torch.randn_like(model.projection) * 0.1)  # the image tower's projection moved
+    return model
+
+
 def _tip_adapter(cls=TipAdapter):
     model = cls(**TINY)
     model.build_cache(_features(9, model.backbone.embed_dim, views=2), torch.arange(9) % 3)
@@ -100,10 +126,12 @@ BUILDERS = {
     "CoCoOp": (_cocoop, ConditionalHead),
     "MaPLe": (_maple, LinearHead),
     "LinearProbe": (_linear_probe, LinearHead),
+    "CLAP": (_clap, LinearHead),
+    "ProLIP": (_prolip, LinearHead),
     "TipAdapter": (_tip_adapter, CacheHead),
     "TipAdapterF": (lambda: _tip_adapter(TipAdapterF), CacheHead),
 }
 
 # One method per kind of exported head (linear, mixture, cache, conditional) and of encoder change (visual
 # prompts, LoRA, deep prompts), and the other methods the field compares against (KgCoOp).
-ONE_PER_HEAD_KIND = ["CoOp", "KgCoOp", "MoCoOp", "NoLA", "CLIPLoRA", "MaPLe", "TipAdapter", "CoCoOp"]
+ONE_PER_HEAD_KIND = ["CoOp", "KgCoOp", "MoCoOp", "NoLA", "CLIPLoRA", "MaPLe", "ProLIP", "TipAdapter", "CoCoOp"]

@@ -22,12 +22,16 @@ def toy_png(shape: str, rng: random.Random, styles: tuple[str, ...] = ("filled",
 
 
 def write_toy_images(
-    folder: Path, per_class: int, seed: int = 0, styles: tuple[str, ...] = ("filled",)
+    folder: Path,
+    per_class: int,
+    seed: int = 0,
+    styles: tuple[str, ...] = ("filled",),
+    shapes: tuple[str, ...] = SHAPES,
 ) -> dict[str, list[Path]]:
     """``folder/<shape>_<i>.png`` for each shape, in random ``styles``; returns the paths per shape."""
     rng, paths = random.Random(seed), {}
     folder.mkdir(parents=True, exist_ok=True)
-    for shape in SHAPES:
+    for shape in shapes:
         paths[shape] = []
         for i in range(per_class):
             path = folder / f"{shape}_{i}.png"

@@ -176,6 +176,41 @@ class FrozenCLIP(nn.Module):
         features = self.model.encode_image(images.to(next(self.model.visual.parameters()).dtype))
         return F.normalize(features, dim=-1) if normalize else features
 
+    @property
+    def image_projection(self) -> nn.Parameter:
+        """The image tower's last projection, (width, D): ViT towers (ProLIP trains it).
+
+        Raises:
+            BackboneError: the tower has none (a ResNet's attention pool, a timm trunk).
+        """
+        projection = getattr(self.model.visual, "proj", None)
+        if not isinstance(projection, nn.Parameter):
+            raise BackboneError(
+                f"Backbone {self.model_name!r} has no final image projection matrix (a ViT's visual.proj); "
+                "use a ViT backbone such as ViT-B-16."
+            )
+        return projection
+
+    def set_image_projection(self, projection: nn.Parameter) -> None:
+        """Makes ``projection`` (width, D) the image tower's last projection: the same tensor, so training it
+        trains the tower's (ProLIP).
+        """
+        if projection.shape != self.image_projection.shape:
+            raise BackboneError(
+                f"A projection of shape {tuple(projection.shape)} does not fit {self.model_name!r}'s "
+                f"{tuple(self.image_projection.shape)}."
+            )
+        self.model.visual.proj = projection
+
+    def encode_image_pre_projection(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, width) pooled features before the last projection."""
+        visual, projection = self.model.visual, self.image_projection
+        visual.proj = None  # open_clip's ViT skips the projection without one
+        try:
+            return self.model.encode_image(images.to(projection.dtype))
+        finally:
+            visual.proj = projection
+
     # -- the image tower as methods change it -------------------------------------------------------
 
     @property

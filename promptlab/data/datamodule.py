@@ -19,7 +19,13 @@ from promptlab.backbone import FrozenCLIP, PreprocessConfig
 from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.dataset_error import DatasetError
 from promptlab.data.datasets import ImageSamples, collate_skipping_none
-from promptlab.data.feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encoder_key
+from promptlab.data.feature_cache import (
+    CachedFeatureKind,
+    CachedFeatures,
+    FeatureCache,
+    default_cache_dir,
+    encoder_key,
+)
 from promptlab.data.prediction_inputs import prediction_samples
 from promptlab.data.sampling import Sample, draw_train_val, subsample_classes
 from promptlab.data.screening import log_summary, screen_splits
@@ -121,6 +127,7 @@ class FewShotDataModule(L.LightningDataModule):
         self.preprocess: PreprocessConfig | None = None  # the backbone's, set by connect_model
         self._encoder: FrozenCLIP | None = None  # a frozen image encoder whose features may be cached
         self._cache: FeatureCache | None = None
+        self._cached_kind: CachedFeatureKind = "projected"
         self.unreadable_images: dict[Sample, str] = {}  # found by screening (skip_bad_images), with the reason
 
     # -- what the model needs at construction (linked by the CLI) --------------------------------
@@ -220,12 +227,20 @@ class FewShotDataModule(L.LightningDataModule):
         content = {name: [list(s) for s in getattr(splits, name)] for name in ("train", "val", "test")}
         path.write_text(json.dumps(content))
 
-    def connect_model(self, preprocess: PreprocessConfig, frozen_encoder: FrozenCLIP | None = None) -> None:
+    def connect_model(
+        self,
+        preprocess: PreprocessConfig,
+        frozen_encoder: FrozenCLIP | None = None,
+        cached_features: CachedFeatureKind = "projected",
+    ) -> None:
         """What the data takes from the model (see ``CLIPClassifier.connect_data``): its preprocessing,
-        and its backbone when the image encoder is frozen (features are then cached).
+        and its backbone when the image encoder is frozen (features are then cached: ``projected``, the
+        image features, or ``pre_projection``, the pooled features before the last projection, cached
+        apart).
         """
         self.preprocess = preprocess
         self._encoder = frozen_encoder
+        self._cached_kind = cached_features
         self._cache = None
 
     def _preprocess(self) -> PreprocessConfig:
@@ -279,10 +294,14 @@ class FewShotDataModule(L.LightningDataModule):
         if not self.cache_features or self._encoder is None:
             return None
         if self._cache is None:
-            backbone = self._encoder
-            key = encoder_key(backbone.model_name, backbone.image_encoder_state(), backbone.model_cfg)
-            root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
-            self._cache = FeatureCache(root, backbone.encode_image, key)
+            backbone, root = self._encoder, Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+            if self._cached_kind == "pre_projection":  # the projection does not change these: not in the key
+                state = {k: v for k, v in backbone.image_encoder_state().items() if k != "proj"}
+                key = encoder_key(backbone.model_name, state, backbone.model_cfg) + "-pre_projection"
+                self._cache = FeatureCache(root, backbone.encode_image_pre_projection, key)
+            else:
+                key = encoder_key(backbone.model_name, backbone.image_encoder_state(), backbone.model_cfg)
+                self._cache = FeatureCache(root, backbone.encode_image, key)
         return self._cache
 
     def _cached_features(

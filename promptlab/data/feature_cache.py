@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 def default_cache_dir() -> Path:
     """``$PROMPTLAB_CACHE_DIR``, else ``~/.cache/promptlab/features``."""
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "promptlab" / "features")
+
+
+CachedFeatureKind = Literal["projected", "pre_projection"]
+"""What a method learns from: the image features, or the pooled features before the last projection (ProLIP)."""
 
 
 def encoder_key(model_name: str, image_encoder: dict[str, torch.Tensor], architecture: dict | None = None) -> str:

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from promptlab.methods._base import ClassChangeError, CLIPClassifier
 from promptlab.methods._contract import Bars, MethodInfo, Panel, Setting, Table, Text, ToyDefaults
 from promptlab.methods._feature_fitted import FeatureFitted
+from promptlab.methods.clap import CLAP
 from promptlab.methods.clip_lora import CLIPLoRA
 from promptlab.methods.cocoop import CoCoOp
 from promptlab.methods.coop import CoOp
@@ -23,6 +24,7 @@ from promptlab.methods.linear_probe import LinearProbe
 from promptlab.methods.maple import MaPLe
 from promptlab.methods.mocoop import MoCoOp
 from promptlab.methods.nola import NoLA
+from promptlab.methods.prolip import ProLIP
 from promptlab.methods.tip_adapter import TipAdapter, TipAdapterF
 from promptlab.methods.zeroshot import ZeroShotCLIP
 
@@ -74,12 +76,27 @@ def method_class(name: str) -> type[CLIPClassifier]:
 
 
 # Grouped on the Train page by what they learn from (promptlab.workspace.method_choice); this order within a group.
-_BUILT_IN = (ZeroShotCLIP, CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, MoCoOp, NoLA, CLIPLoRA, LinearProbe, TipAdapter)
+_BUILT_IN = (
+    ZeroShotCLIP,
+    CoOp,
+    CoCoOp,
+    KgCoOp,
+    MaPLe,
+    IVLP,
+    MoCoOp,
+    NoLA,
+    CLIPLoRA,
+    LinearProbe,
+    CLAP,
+    ProLIP,
+    TipAdapter,
+)
 for _cls in (*_BUILT_IN, TipAdapterF):
     register_method(_cls)
 
 __all__ = [
     "BASELINE_KEY",
+    "CLAP",
     "DEFAULT_METHOD",
     "IVLP",
     "METHODS",
@@ -97,6 +114,7 @@ __all__ = [
     "MoCoOp",
     "NoLA",
     "Panel",
+    "ProLIP",
     "Setting",
     "Table",
     "Text",

@@ -21,6 +21,7 @@ from torchmetrics.classification import (
 )
 
 from promptlab.backbone import FrozenCLIP, PreprocessConfig
+from promptlab.data.feature_cache import CachedFeatureKind
 from promptlab.data.sources import check_class_names, normalise_class_name
 from promptlab.deploy.calibration import Calibration
 from promptlab.deploy.heads import Head, LinearHead
@@ -62,6 +63,9 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
 
     # True where the logits take the image feature unnormalised (NoLA's head); the exported head says so.
     raw_image_features: ClassVar[bool] = False
+    # What the feature cache holds for the method: image features, or the pooled features before the
+    # last projection (ProLIP, which trains that projection).
+    cached_image_features: ClassVar[CachedFeatureKind] = "projected"
 
     @property
     def hparams(self) -> AttributeDict:
@@ -127,7 +131,8 @@ class CLIPClassifier(MethodInfo, L.LightningModule):
         the method keeps the data module for what it reads besides training batches (NoLA's
         unlabelled pool, the feature-fitted baselines' split features).
         """
-        data.connect_model(self.preprocess, self.backbone if self.caches_image_features else None)
+        frozen = self.backbone if self.caches_image_features else None
+        data.connect_model(self.preprocess, frozen, self.cached_image_features)
         self.data = data
 
     @property

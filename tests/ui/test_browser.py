@@ -105,18 +105,19 @@ def app_url(tmp_path):
     server.wait(10)
 
 
-def least_confident(workspace: Path, candidates: list[Path]) -> Path:
-    """The picture whose top probability under the project's newest trained classifier is lowest (below
-    the Try it slider's top, 0.95)."""
+def least_familiar(workspace: Path, candidates: list[Path]) -> Path:
+    """The picture least like the training images under the project's newest trained classifier, which
+    its default familiarity threshold rejects."""
     from promptlab.workspace.project import Workspace
     from promptlab.workspace.results import run_results
 
     runs_dir = Workspace(workspace).open("shapes").runs_dir
     runs = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
     classifier = Classifier.load(run_results(runs[-1]).classifier_file, device="cpu")
-    top = classifier.predict_proba(candidates).max(dim=-1).values
-    assert float(top.min()) < 0.95, f"every candidate picture is classified with more than 0.95 ({top.tolist()})"
-    return candidates[int(top.argmin())]
+    predictions = classifier.predict(candidates)
+    familiarity = [p.familiarity for p in predictions]
+    assert any(p.rejected_by == "unfamiliar" for p in predictions), f"no candidate is unfamiliar ({familiarity})"
+    return candidates[familiarity.index(min(familiarity))]
 
 
 @pytest.mark.slow
@@ -138,6 +139,8 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
     pool = [path for shape in SHAPES for path in pool_images[shape]]  # unlabelled: 3 of each shape
     grey = tmp_path / "grey.png"
     Image.new("RGB", (32, 32), (128, 128, 128)).save(grey)
+    unknown = write_toy_images(tmp_path / "unknown", 2, styles=STYLES, seed=11, shapes=("heart", "cross", "diamond"))
+    unknown_shapes = [path for paths in unknown.values() for path in paths]
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -243,16 +246,16 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             uploader.locator("input[type=file]").set_input_files(str(images["triangle"][0]))
             page.get_by_test_id("stHeading").filter(has_text="%").last.wait_for()
             screenshot("6-try-it")
-            # "None of these": the threshold at its top (0.95), and a picture the trained classifier is less
-            # sure of than that. Not a grey picture of no class: how sure a classifier is of a picture of
-            # nothing is the toy CLIP's property, not the app's (the shipped toy-clip: 0.99).
-            page.get_by_role("slider").focus()
-            page.keyboard.press("End")
-            settle()
-            unsure = least_confident(workspace, [grey, *pool])
-            uploader.locator("input[type=file]").set_input_files(str(unsure))
-            page.get_by_test_id("stHeading").filter(has_text="None of these").wait_for()
-            screenshot("6b-try-it-none-of-these")
+            # "None of these" at the default thresholds: for a blank picture, and for a shape the project
+            # has no class for (the least familiar of a few: the rule rejects about three in four).
+            uploader.locator("input[type=file]").set_input_files(str(grey))
+            page.get_by_text("Why: It looks like none of the training images").wait_for()
+            screenshot("6b-try-it-blank-picture")
+            unknown = least_familiar(workspace, unknown_shapes)
+            uploader.locator("input[type=file]").set_input_files(str(unknown))
+            page.get_by_text(unknown.name).wait_for()
+            page.get_by_text("Why: It looks like none of the training images").wait_for()
+            screenshot("6c-try-it-unknown-shape")
 
             go("Export")
             with page.expect_download() as download:

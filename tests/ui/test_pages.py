@@ -251,7 +251,11 @@ def test_inspect_page_shows_accuracy_confusion_matrix_and_what_each_method_learn
 def test_try_it_and_export_pages_offer_the_finished_run(trained_workspace):
     at = open_page("try_it")
     assert not at.error and [r.label for r in at.radio] == ["Image from"]
-    assert [s.label for s in at.slider] == ['Answer "none of these" below'] and at.slider[0].value == 0.0
+    assert [s.label for s in at.slider] == [
+        'Answer "none of these" below',
+        'Answer "none of these" to images unlike the training images, below familiarity',
+    ]
+    assert at.slider[0].value == 0.0 and 0 < at.slider[1].value < 2  # the threshold fitted when the run was tested
     assert len(at.selectbox[-1].options) == 3  # the finished runs only
     at = open_page("export")
     assert "Classifier.load" in texts(at) and "promptlab classify" in texts(at) and "promptlab serve" in texts(at)
