@@ -7,9 +7,13 @@ held-out share is set so that exactly 9 are held out). Every run goes through th
 zero-shot baseline on the same held-out images). Besides each method's row, the table gives the
 app's default choice for that many images (:func:`promptlab.workspace.defaults.default_run`), and
 that choice with the run's own fallback (zero-shot's classifier when it did better on validation).
+The configurations are every method the registry offers that learns from labelled images, at the
+app's standard preset (200 epochs, or one fit for methods fitted in one go), and CoOp's shared
+context at the quick preset (50 epochs).
 
     python benchmarks/app_presets.py                         # every configuration, seeds 1-3
     python benchmarks/app_presets.py --sizes 1 2 --seeds 1   # a subset
+    python benchmarks/app_presets.py --configs clap prolip --keep_others   # rerun some, keep the other rows
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.ui_support draws the images
 
 from benchmarks.provenance import current_commit
+from promptlab.methods import registered_methods
 from promptlab.toy.render import STYLES
 from promptlab.workspace.defaults import default_run
 from promptlab.workspace.project import Workspace
@@ -35,15 +40,24 @@ from tests.ui_support import SHAPES, toy_png, wait_for_run
 OUT = Path(__file__).resolve().parent
 HELD_OUT = 9  # per class
 SIZES = (1, 2, 4, 10, 30)
-# name -> (method, epochs, extra init args): what the app offers, with the context choice for CoOp.
-CONFIGS = {
-    "coop, one context per class, 200 epochs": ("coop", 200, {"class_specific": True}),
-    "coop, shared context, 50 epochs": ("coop", 50, {"class_specific": False}),
-    "mocoop, 200 epochs": ("mocoop", 200, {}),
-    "linear_probe": ("linear_probe", 1, {}),
-    "tip_adapter": ("tip_adapter", 1, {}),
-    "tip_adapter_f, 200 epochs": ("tip_adapter_f", 200, {}),
-}
+STANDARD_EPOCHS = 200  # the app's presets (ui/pages/train.py): standard 200, quick 50
+
+
+def _configs() -> dict[str, tuple[str, int, dict]]:
+    """name -> (method, epochs, extra init args): what the app offers, with the context choice for CoOp."""
+    configs = {
+        "coop, one context per class, 200 epochs": ("coop", 200, {"class_specific": True}),
+        "coop, shared context, 50 epochs": ("coop", 50, {"class_specific": False}),
+    }
+    for key, cls in registered_methods().items():
+        if key == "coop" or cls.learns_from != "labels" or not cls.trains():
+            continue
+        name = f"{key}, {STANDARD_EPOCHS} epochs" if cls.uses_epochs else key
+        configs[name] = (key, STANDARD_EPOCHS if cls.uses_epochs else 1, {})
+    return configs
+
+
+CONFIGS = _configs()
 
 
 def project_with(root: Path, train: int, seed: int):
@@ -78,8 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--keep_others", action="store_true", help="keep the rows of app_presets.json this run does not redo"
+    )
     args = parser.parse_args(argv)
     rows: list[dict] = []
+    if args.keep_others and (OUT / "app_presets.json").is_file():
+        redone = {(size, seed, name) for size in args.sizes for seed in args.seeds for name in args.configs}
+        previous = json.loads((OUT / "app_presets.json").read_text())
+        rows = [r for r in previous if (r["train_per_class"], r["seed"], r["config"]) not in redone]
     commit = current_commit()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # seed by seed: a partial run already covers every size
