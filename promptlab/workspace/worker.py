@@ -163,7 +163,10 @@ def train(run_dir: Path) -> None:
         baseline_cli = lightning_cli(["test", "-c", str(_write_config(run_dir, config, "baseline_config.yaml"))])
         baseline_metrics = read_json(run_dir / BASELINE_DIR / TEST_METRICS_FILE)
         baseline = baseline_metrics.get("accuracy")
-        validation = compare_on_validation(run_dir, cli, baseline_cli, learned_validation, baseline_metrics)
+        if cli.model.learns_from == "unlabelled":  # it saw no label: every labelled image measures it
+            validation = compare_on_labelled(run_dir, metrics, baseline_cli, baseline_metrics)
+        else:
+            validation = compare_on_validation(run_dir, cli, baseline_cli, learned_validation, baseline_metrics)
     update_run(
         run_dir,
         status="finished",
@@ -207,6 +210,31 @@ def compare_on_validation(
         )
     images = len(learned_cli.datamodule.splits.val)
     return {"images": images, "learned": learned, "zero_shot": zero_shot, "zero_shot_better": better}
+
+
+def compare_on_labelled(run_dir: Path, metrics: dict, baseline_cli, baseline_metrics: dict) -> dict | None:
+    """A label-free run against zero-shot CLIP on the project's labelled images, which it never trained on
+    (they only measure it); when zero-shot does better, its classifier is exported next to the learned
+    one, to offer it, as for runs that learn from labels.
+
+    Returns:
+        The :func:`compare_on_validation` record with ``measured_on: "labelled"``, or None without
+        labelled images.
+    """
+    learned, zero_shot = metrics.get("accuracy"), baseline_metrics.get("accuracy")
+    if learned is None or zero_shot is None:
+        return None
+    better = zero_shot > learned
+    if better:
+        export_classifier(baseline_cli.model, run_dir / ZERO_SHOT_CLASSIFIER_FILE, metrics=baseline_metrics or None)
+    images = int(metrics.get("num_samples", 0))
+    return {
+        "images": images,
+        "learned": learned,
+        "zero_shot": zero_shot,
+        "zero_shot_better": better,
+        "measured_on": "labelled",
+    }
 
 
 def one_line_error(error: BaseException) -> str:

@@ -77,3 +77,21 @@ def test_gradients_reach_the_projection_only_and_resnets_are_refused():
     assert [name for name, p in model.named_parameters() if p.grad is not None] == ["projection"]
     with pytest.raises(ValueError, match="ProLIP trains a ViT's last image projection"):
         ProLIP(class_names=CLASSES, backbone="RN50", pretrained=None)
+
+
+def test_the_feature_cache_keeps_features_before_the_projection_apart(image_folder, tmp_path):
+    from promptlab.data import FewShotDataModule
+    from promptlab.methods import CoOp
+
+    shapes = {}
+    for method in (prolip(), CoOp(class_names=CLASSES, backbone="clip-tiny", pretrained=None)):
+        data = FewShotDataModule(
+            root=str(image_folder), num_workers=0, cache_dir=str(tmp_path / "cache"), cache_views=2
+        )
+        data.setup("fit")
+        method.connect_data(data)
+        shapes[type(method).__name__] = tuple(data.split_features("train", augmented=True)[0].shape)
+    width, dim = prolip().projection.shape
+    assert shapes["ProLIP"][-1] == width and shapes["CoOp"][-1] == dim
+    keys = sorted(folder.name for folder in (tmp_path / "cache").iterdir())
+    assert len(keys) == 2 and sum(key.endswith("-pre_projection") for key in keys) == 1

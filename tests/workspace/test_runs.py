@@ -217,7 +217,14 @@ def test_a_mocoop_run_shows_its_experts_per_class(finished_run):
 
 @pytest.mark.slow
 def test_a_nola_run_shows_its_stages_and_refuses_new_classes(finished_run):
-    _, results = finished_run("nola")
+    record, results = finished_run("nola")
+    # Compared with zero-shot on the labelled images, which it never trained on; zero-shot's classifier
+    # is offered exactly when it did better.
+    comparison = record["validation"]
+    assert comparison["measured_on"] == "labelled" and comparison["images"] == 9
+    assert comparison["learned"] == record["accuracy"] and comparison["zero_shot"] == record["zero_shot_accuracy"]
+    offered = (results.run_dir / ZERO_SHOT_CLASSIFIER_FILE).is_file()
+    assert offered == comparison["zero_shot_better"] == (record["zero_shot_accuracy"] > record["accuracy"])
     counts, stages, agreement = results.panels
     assert sum(counts.values.values()) == 12 and "the DINO labeller trained on its picks" in stages.text
     assert "the final classifier agrees with the DINO labeller (its teacher) on" in agreement.text

@@ -25,9 +25,10 @@ st.download_button(
 zero_shot_path = path.parent / ZERO_SHOT_CLASSIFIER_FILE
 if zero_shot_path.is_file():
     validation = record.get("validation") or {}
+    images = "labelled" if validation.get("measured_on") == "labelled" else "validation"
     st.warning(
         f"Zero-shot CLIP did better than this run's learned classifier on its {validation.get('images', '')} "
-        f"validation images ({validation.get('zero_shot', 0):.1%} against {validation.get('learned', 0):.1%}); "
+        f"{images} images ({validation.get('zero_shot', 0):.1%} against {validation.get('learned', 0):.1%}); "
         "you may prefer it."
     )
     st.download_button(

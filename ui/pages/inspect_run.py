@@ -48,6 +48,13 @@ if metrics:
                 "(its 95% interval includes 0): more held-out images would tell them apart"
             )
     st.caption(note + ".")
+validation = results.record.get("validation") or {}
+if validation.get("measured_on") == "labelled" and validation.get("zero_shot_better"):
+    st.warning(
+        f"This label-free run did worse than zero-shot CLIP on your {validation['images']} labelled images "
+        f"({validation['learned']:.1%} against {validation['zero_shot']:.1%}); the Export page offers the "
+        "zero-shot classifier."
+    )
 st.caption(
     f"{method_label(record['method'])} on {record.get('backbone')} · data version `{record.get('data_version')}` "
     "(a DVC snapshot of the project's images, kept with the run)"

@@ -71,11 +71,19 @@ def show_validation(validation: dict | None) -> None:
     if not validation or validation.get("zero_shot") is None:
         return
     learned, zero_shot, images = validation["learned"], validation["zero_shot"], validation["images"]
-    compared = (
-        f"on {images} validation images (a share of your training images): learned {learned:.1%}, "
-        f"zero-shot CLIP {zero_shot:.1%}"
+    label_free = validation.get("measured_on") == "labelled"
+    where = (
+        "labelled images (it never saw their labels)"
+        if label_free
+        else "validation images (a share of your training images)"
     )
-    if validation["zero_shot_better"]:
+    compared = f"on {images} {where}: learned {learned:.1%}, zero-shot CLIP {zero_shot:.1%}"
+    if validation["zero_shot_better"] and label_free:
+        st.warning(
+            f"Zero-shot CLIP did better than the label-free classifier {compared}. Learning without labels did "
+            "not help on this project: the Export page offers the zero-shot classifier."
+        )
+    elif validation["zero_shot_better"]:
         st.warning(
             f"Zero-shot CLIP did better than the learned classifier {compared}. With this little data, learning "
             "did not help: the Export page offers the zero-shot classifier. More images per class usually change this."
