@@ -31,6 +31,9 @@ JSON metadata::
                     num_images, ece_before, ece_after (test ECE with T = 1 and with T; null if unmeasured);
                     absent in version 1 files: T = 1
     reject_below    answer "none of these" below this calibrated top probability (null: never)
+    open_set        the familiarity rule of "none of these" (promptlab.deploy.open_set): unfamiliar_below (the
+                    threshold), fitted_on (a sentence), reference_images, keep, score; null or absent for none
+                    (older readers ignore it and its tensors)
     method, hparams, metrics, data_version, created
 
 Tensors (float32)::
@@ -55,6 +58,8 @@ Tensors (float32)::
                                                                their place before block i
     text.*                                                     the text tower, when embedded and the head
                                                                runs it (conditional)
+    open_set.reference (N, D), open_set.labels (N,) int64      normalised training-image features and their
+                                                               classes: the familiarity's reference
 
 Version 1 files (``class_features`` (C, D) or (E, C, D), ``router.weight`` / ``router.bias``,
 ``logit_scale``; the head implied by the keys present, MoCoOp's ``top_k`` in ``hparams``) are read
