@@ -5,7 +5,7 @@ This layer sits between :mod:`promptlab.methods` (what was trained) and :mod:`pr
 """
 
 from promptlab.export.method import CLASSIFIER_FILE_NAME, ExportError, export_classifier
-from promptlab.export.run import change_classes, export_run, latest_checkpoint, load_method
+from promptlab.export.run import change_classes, export_run, latest_checkpoint, load_method, open_set_for_classes
 
 __all__ = [
     "CLASSIFIER_FILE_NAME",
@@ -15,4 +15,5 @@ __all__ = [
     "export_run",
     "latest_checkpoint",
     "load_method",
+    "open_set_for_classes",
 ]

@@ -13,8 +13,9 @@ from pathlib import Path
 import yaml
 
 from promptlab.deploy.classifier_file import read_classifier_file
-from promptlab.export import change_classes, export_classifier, export_run
+from promptlab.export import change_classes, export_classifier, export_run, open_set_for_classes
 from promptlab.methods import CLIPClassifier
+from promptlab.methods._open_set import load_open_set
 from promptlab.workspace.run_record import CHANGED_CLASSIFIER_FILE, CLASSIFIER_FILE, LIGHTNING_DIR, read_json
 
 
@@ -31,8 +32,9 @@ def export_with_classes(run_dir: Path, class_names: list[str]) -> Path:
         return export_run(lightning, output, classes=class_names)
     model = _untrained_model(run_dir)  # zero-shot: nothing learned, the config rebuilds it
     metrics = read_json(lightning / "test_metrics.json") or None
+    open_set = open_set_for_classes(load_open_set(lightning), model.class_names, class_names)
     model, metrics, _ = change_classes(model, class_names, metrics, None)
-    return export_classifier(model, output, metrics=metrics)
+    return export_classifier(model, output, metrics=metrics, open_set=open_set)
 
 
 def _untrained_model(run_dir: Path) -> CLIPClassifier:
