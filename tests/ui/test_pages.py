@@ -165,10 +165,10 @@ def test_train_page_explains_what_is_missing(workspace):
 
 @pytest.mark.parametrize(
     ("per_class", "method", "epochs", "words"),
-    [(4, "zeroshot", None, "fewer than 4 training images"), (8, "coop", 50, "shared by every class")],
+    [(4, "zeroshot", None, "nothing learned measured above"), (8, "mocoop", 200, "mixture of prompts")],
 )
 def test_train_page_preselects_by_the_images_each_class_has(tmp_path, monkeypatch, per_class, method, epochs, words):
-    """4 images per class leave 3 to train on (zero-shot), 8 leave 6 (shared context)."""
+    """4 images per class leave 3 to train on (zero-shot), 8 leave 6 (MoCoOp)."""
     monkeypatch.setenv("PROMPTLAB_WORKSPACE", str(tmp_path))
     toy_project(tmp_path, per_class=per_class)
     at = open_page("train")
