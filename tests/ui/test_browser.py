@@ -1,7 +1,7 @@
 """The app end to end in a real browser: Playwright driving Debian's chromium against `streamlit run`.
 
 Create a project, upload images of three toy-world classes (plus a file that is not an image), label
-two pool images the app suggests, train CoOp on toy-clip, read the accuracy and the confusion
+two pool images the app suggests, train the preselected MoCoOp on toy-clip, read the accuracy and the confusion
 matrix, try an image (and get "none of these" for a grey one), download the classifier and one
 with a class added by name, and check that they classify. Screenshots of every page go to
 ``test-artifacts/screenshots/`` (``PROMPTLAB_SCREENSHOTS`` overrides). Without chromium or
@@ -219,8 +219,8 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             assert pool_left == len(pool) - 2
 
             go("Train")
-            page.get_by_text("Your labelled images", exact=True).click()  # the methods that learn from labels
-            page.get_by_text("CoOp", exact=True).click()
+            # The preselected method for 7 training images per class: MoCoOp, whose prompts take new classes.
+            page.get_by_text("MoCoOp", exact=True).wait_for()
             page.get_by_role("button", name="Start training").click()
             page.get_by_text("Training 20").wait_for()
             try:  # catch it mid-training, with its curves, unless it finishes first
@@ -249,12 +249,15 @@ def test_from_uploads_to_a_downloaded_classifier(app_url, tmp_path):
             # "None of these" at the default thresholds: for a blank picture, and for a shape the project
             # has no class for (the least familiar of a few: the rule rejects about three in four).
             uploader.locator("input[type=file]").set_input_files(str(grey))
+            settle()
             page.get_by_text("Why: It looks like none of the training images").wait_for()
+            page.wait_for_timeout(1500)  # the picture and the bars drawn
             screenshot("6b-try-it-blank-picture")
             unknown = least_familiar(workspace, unknown_shapes)
             uploader.locator("input[type=file]").set_input_files(str(unknown))
-            page.get_by_text(unknown.name).wait_for()
+            settle()
             page.get_by_text("Why: It looks like none of the training images").wait_for()
+            page.wait_for_timeout(1500)  # the picture and the bars drawn
             screenshot("6c-try-it-unknown-shape")
 
             go("Export")
