@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable, Sized
 from functools import cached_property
 from pathlib import Path
@@ -380,16 +381,19 @@ class FewShotDataModule(L.LightningDataModule):
             return None
         return self._cached_loader(samples, False, shard=False) or self._loader(samples, train=False, shard=False)
 
-    def reference_dataloader(self) -> DataLoader | None:
+    def reference_dataloader(self, max_images: int | None = None) -> DataLoader | None:
         """The training images (the unlabelled pool when learning without labels), test view, every
-        image on every process, for the familiarity reference of "none of these"; None without any.
+        image on every process, for the familiarity reference of "none of these"; at most ``max_images``
+        of them (a seeded draw, in order); None without any.
         """
-        if self.label_free:
-            root, samples = self.unlabelled_pool
-            return self._loader(samples, False, root=root, skip_bad_images=True, shard=False) if samples else None
-        samples = self.splits.train
+        root, samples = self.unlabelled_pool if self.label_free else (None, self.splits.train)
+        if max_images is not None and len(samples) > max_images:
+            chosen = sorted(random.Random(0).sample(range(len(samples)), max_images))
+            samples = [samples[i] for i in chosen]
         if not samples:
             return None
+        if self.label_free:
+            return self._loader(samples, False, root=root, skip_bad_images=True, shard=False)
         return self._cached_loader(samples, False, shard=False) or self._loader(samples, train=False, shard=False)
 
     @override

@@ -106,25 +106,29 @@ class Familiarity(nn.Module):
         return nearest_class + nearest_image
 
 
-def held_out_familiarity(reference: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def held_out_familiarity(reference: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """The familiarity of each reference image against the others: leave-one-out, its own feature
     removed from its nearest neighbours and from its class mean, so training images count as held out.
 
     Args:
         reference: (N, D) features.
         labels: (N,) their classes.
+        chunk: rows compared at once (bounds the (chunk, N) similarity held in memory).
 
     Returns:
         (N,) familiarity; images alone in their class are scored against the other classes only.
     """
     reference, labels = F.normalize(reference.float(), dim=-1), labels.long()
     num_classes = int(labels.max()) + 1
-    similarity = reference @ reference.T  # (N, N)
-    nearest_image = similarity.fill_diagonal_(-float("inf")).amax(dim=-1)
-    sums = torch.zeros(num_classes, reference.shape[1]).index_add_(0, labels, reference)  # (K, D)
+    nearest_image = reference.new_empty(len(reference))
+    for start in range(0, len(reference), chunk):
+        rows = torch.arange(start, min(start + chunk, len(reference)), device=reference.device)
+        similarity = reference[rows] @ reference.T  # (chunk, N)
+        similarity[torch.arange(len(rows), device=reference.device), rows] = -float("inf")  # not its own neighbour
+        nearest_image[rows] = similarity.amax(dim=-1)
+    sums = reference.new_zeros(num_classes, reference.shape[1]).index_add_(0, labels, reference)  # (K, D)
     counts = torch.bincount(labels, minlength=num_classes)  # (K,)
-    means = F.normalize(sums, dim=-1)
-    to_means = reference @ means.T  # (N, K)
+    to_means = reference @ F.normalize(sums, dim=-1).T  # (N, K)
     own_without_self = F.normalize(sums[labels] - reference, dim=-1)  # (N, D)
     own = torch.where(counts[labels] > 1, (reference * own_without_self).sum(-1), -float("inf"))
     others = to_means.scatter(1, labels[:, None], -float("inf"))

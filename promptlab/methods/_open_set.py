@@ -3,7 +3,8 @@ tested, and the run folder's file that carries it to export.
 
 The reference is the training images (the unlabelled pool, labelled by the method's own predictions,
 for a method that learns without labels) encoded by the method's image encoder, test view, at most
-:data:`~promptlab.deploy.open_set.MAX_REFERENCE_PER_CLASS` per class. The threshold is fitted on
+:data:`~promptlab.deploy.open_set.MAX_REFERENCE_PER_CLASS` per class (drawn from at most twice as many
+images per class on average). The threshold is fitted on
 known images the reference does not hold: the validation split, the training images left out of
 the reference, and each reference image against the others (leave-one-out). Never the test images.
 """
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from promptlab.deploy.open_set import (
+    MAX_REFERENCE_PER_CLASS,
     Familiarity,
     OpenSet,
     fit_threshold,
@@ -54,7 +56,9 @@ def fit_open_set(model: Any, data: Any) -> OpenSetFit | None:
     """The familiarity reference and threshold of ``model`` (a method being tested) from ``data`` (its
     data module); None without at least 2 training images.
     """
-    loader = data.reference_dataloader() if data is not None else None
+    # Twice what the reference keeps: a large training set or pool is not encoded whole at test time.
+    most = 2 * MAX_REFERENCE_PER_CLASS * len(model.class_names)
+    loader = data.reference_dataloader(most) if data is not None else None
     if loader is None:
         return None
     features, labels = _encode(model, loader, predicted_labels=model.learns_from == "unlabelled")

@@ -39,11 +39,12 @@ def test_familiarity_is_the_nearest_class_mean_plus_the_nearest_reference_image(
     assert torch.allclose(got, expected, atol=1e-6)
 
 
-def test_held_out_familiarity_scores_each_reference_image_without_it():
-    reference, labels = _reference(n=13)  # class 0 has 5 images, 1 and 2 have 4
-    labels[12] = 2  # a class of one image is scored against the others only
+@pytest.mark.parametrize("chunk", [4096, 5])  # every row at once, and a few at a time
+def test_held_out_familiarity_scores_each_reference_image_without_it(chunk):
+    reference, labels = _reference(n=13)
     labels[:3] = torch.tensor([0, 1, 1])
-    got = held_out_familiarity(reference, labels)
+    labels[12] = 3  # a class of one image is scored against the other classes only
+    got = held_out_familiarity(reference, labels, chunk=chunk)
     for i in range(len(reference)):
         others = torch.arange(len(reference)) != i
         expected = _brute_force(reference[i], reference[others], labels[others])
@@ -131,3 +132,15 @@ def test_removing_classes_keeps_their_reference_and_adding_one_drops_the_rule(te
         tested_run, tmp_path / "four.safetensors", classes=["blue_triangle", "green_circle", "red_square", "cat"]
     )
     assert Classifier.load(added).familiarity is None  # the new class's images would all look unfamiliar
+
+
+def test_the_reference_is_drawn_from_at_most_the_asked_number_of_training_images(image_folder):
+    from promptlab.data import FewShotDataModule
+    from promptlab.methods import CoOp
+
+    data = FewShotDataModule(root=str(image_folder), num_workers=0, cache_features=False)
+    data.setup("fit")
+    CoOp(class_names=sorted(data.class_names), backbone="clip-tiny", pretrained=None).connect_data(data)
+    everything = sum(len(batch[1]) for batch in data.reference_dataloader())
+    assert everything == len(data.splits.train) > 4
+    assert sum(len(batch[1]) for batch in data.reference_dataloader(max_images=4)) == 4
