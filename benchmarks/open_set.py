@@ -179,16 +179,21 @@ def _mean(rows: list[dict], *keys: str) -> float:
     return statistics.mean(values)
 
 
+def _grouped(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """Rows by their values of ``keys``, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
 def calibration_table(rows: list[dict]) -> str:
     """Mean over seeds per task and method."""
     lines = [
         "| task | method | accuracy | T | ECE before / after | NLL before / after |",
         "|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["task"], row["method"]), []).append(row)
-    for (task, method), group in groups.items():
+    for (task, method), group in _grouped(rows, "task", "method").items():
         lines.append(
             f"| {task} | {method} | {_mean(group, 'accuracy'):.1%} | {_mean(group, 'temperature'):.2f} | "
             f"{_mean(group, 'ece_before'):.3f} / {_mean(group, 'ece_after'):.3f} | "
@@ -204,10 +209,7 @@ def candidates_table(rows: list[dict]) -> str:
         "| method | " + " | ".join(CANDIDATES) + " |",
         "|---|" + "---|" * len(CANDIDATES),
     ]
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["method"], []).append(row)
-    for method, group in groups.items():
+    for (method,), group in _grouped(rows, "method").items():
         cells = [
             f"{_mean(group, name, 'auroc'):.3f} ({_mean(group, name, 'unknown_rejected'):.0%} / "
             f"{_mean(group, name, 'content_free_rejected'):.0%})"
@@ -223,10 +225,7 @@ def default_table(rows: list[dict]) -> str:
         "| task | method | AUROC | known kept | known acc. all / kept | unknown rejected | content-free rejected |",
         "|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["task"], row["method"]), []).append(row)
-    for (task, method), group in groups.items():
+    for (task, method), group in _grouped(rows, "task", "method").items():
         lines.append(
             f"| {task} | {method} | {_mean(group, 'familiarity', 'auroc'):.3f} | "
             f"{_mean(group, 'default', 'known_kept'):.1%} | {_mean(group, 'default', 'known_accuracy_all'):.1%} / "

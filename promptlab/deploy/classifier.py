@@ -14,7 +14,7 @@ from promptlab.deploy.classifier_file import ClassifierFileError, read_classifie
 from promptlab.deploy.heads import Head, HeadError, head_from_file
 from promptlab.deploy.image_inputs import check_count, image_batches
 from promptlab.deploy.open_set import Familiarity, OpenSet
-from promptlab.deploy.prediction import Images, Prediction, check_reject_below, check_unfamiliar_below, rank
+from promptlab.deploy.prediction import Images, Prediction, rank
 from promptlab.errors import UserError
 
 __all__ = ["Classifier", "Prediction"]
@@ -173,14 +173,10 @@ class Classifier:
                 (default: the threshold fitted at export, if the file has one; -2 turns it off).
         """
         top_k = check_count(top_k, "top_k")
-        threshold = self.reject_below if reject_below is None else check_reject_below(reject_below)
-        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else check_unfamiliar_below(unfamiliar_below)
-        parts = [self.scores(batch) for batch in self._batches(images, batch_size)]
-        if not parts:
-            return []
-        probabilities = torch.cat([p for p, _ in parts])
-        familiarity = None if self.familiarity is None else torch.cat([f for _, f in parts if f is not None])
-        return rank(probabilities, self.class_names, top_k, threshold, familiarity, unfamiliar)
+        threshold = self.reject_below if reject_below is None else reject_below  # rank checks both
+        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else unfamiliar_below
+        scored = (self.scores(batch) for batch in self._batches(images, batch_size))
+        return [p for probs, fam in scored for p in rank(probs, self.class_names, top_k, threshold, fam, unfamiliar)]
 
 
 def _rebuild_backbone(

@@ -28,7 +28,7 @@ from PIL import Image
 
 from promptlab.data.images import ImageLoadError, load_image
 from promptlab.deploy.image_inputs import check_count, image_batches
-from promptlab.deploy.prediction import Images, Prediction, check_reject_below, check_unfamiliar_below, rank
+from promptlab.deploy.prediction import Images, Prediction, rank
 from promptlab.deploy.prediction_files import FileResult
 from promptlab.deploy.progress import progress_bar
 from promptlab.errors import UserError
@@ -157,15 +157,11 @@ class OnnxClassifier:
         ``reject_below`` top probability (default: the threshold recorded at export; 0 turns it off).
         """
         top_k = check_count(top_k, "top_k")
-        threshold = self.reject_below if reject_below is None else check_reject_below(reject_below)
-        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else check_unfamiliar_below(unfamiliar_below)
+        threshold = self.reject_below if reject_below is None else reject_below  # rank checks both
+        unfamiliar = self.unfamiliar_below if unfamiliar_below is None else unfamiliar_below
         batches = image_batches(images, batch_size, self.preprocess["size"], self.to_array, np.asarray, np.stack)
-        parts = [self.scores(batch) for batch in batches]
-        if not parts:
-            return []
-        probabilities = np.concatenate([p for p, _ in parts])
-        familiarity = np.concatenate([f for _, f in parts if f is not None]) if self._has_familiarity else None
-        return rank(probabilities, self.class_names, top_k, threshold, familiarity, unfamiliar)
+        scored = (self.scores(batch) for batch in batches)
+        return [p for probs, fam in scored for p in rank(probs, self.class_names, top_k, threshold, fam, unfamiliar)]
 
     def classify_files(
         self,

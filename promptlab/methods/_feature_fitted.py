@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from promptlab.data.dataset_error import DatasetError
@@ -25,3 +27,6 @@ class FeatureFitted(CLIPClassifier):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         return None  # fitted in on_fit_start
+
+    def configure_optimizers(self) -> Any:
+        return None  # fitted in on_fit_start, with the method's own optimiser where it has one

@@ -44,9 +44,10 @@ def _encode(model: Any, loader, predicted_labels: bool) -> tuple[torch.Tensor, t
         if batch is None:  # every image of the batch was unreadable and skipped
             continue
         images, batch_labels, _ = batch
-        images = images.to(model.device)
-        features.append(F.normalize(model.encode_images(images).float(), dim=-1).cpu())
-        labels.append(model(images).argmax(-1).cpu() if predicted_labels else batch_labels.cpu())
+        encoded = model.encode_images(images.to(model.device))
+        features.append(F.normalize(encoded.float(), dim=-1).cpu())
+        # The method's forward takes encoded features as they are: one image-encoder pass, not two.
+        labels.append(model(encoded).argmax(-1).cpu() if predicted_labels else batch_labels.cpu())
     if not features:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(features), torch.cat(labels).long()

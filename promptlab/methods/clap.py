@@ -150,10 +150,6 @@ class CLAP(FeatureFitted):
         return multipliers
 
     @override
-    def configure_optimizers(self) -> None:
-        return None  # fitted in one go when fit starts (fit_features), with its own optimiser and schedule
-
-    @override
     def on_fit_start(self) -> None:
         views, labels = self.split_features("train", augmented=True)  # (N, V, D)
         self.fit_features(views, labels)

@@ -116,10 +116,6 @@ class ProLIP(FeatureFitted):
         return {"loss": ce + self.regularisation_weight * penalty, "logits": logits, "ce": ce, "penalty": penalty}
 
     @override
-    def configure_optimizers(self) -> None:
-        return None  # fitted in one go when fit starts (fit_features), with its own optimiser and schedule
-
-    @override
     def on_fit_start(self) -> None:
         views, labels = self.split_features("train", augmented=True)  # (N, V, width)
         self.fit_features(views, labels)
