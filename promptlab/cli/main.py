@@ -33,6 +33,8 @@ COMMANDS = {  # name -> "module:function"
     "backbones": "promptlab.cli.listing:backbones",
     "methods": "promptlab.cli.listing:methods",
     "quickstart": "promptlab.cli.quickstart:quickstart",
+    "data list": "promptlab.cli.data:list_datasets",
+    "data fetch": "promptlab.cli.data:fetch",
 }
 ONNX_ONLY_COMMANDS = ("classify",)  # run in the ONNX-only install (onnxruntime, numpy, pillow), on .onnx files
 
@@ -78,6 +80,12 @@ def main(args: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("promptlab").setLevel(logging.INFO)
     name = args[0] if args else "--help"
+    if len(args) > 1 and f"{name} {args[1]}" in COMMANDS:  # a command of two words: `data fetch`
+        name = f"{name} {args.pop(1)}"
+    group = [command for command in COMMANDS if command.startswith(f"{name} ")]
+    if group:  # `promptlab data` (or `data --help`): the group's commands
+        print("\n".join(f"  {sub:<12} {summary(command(sub))}" for sub in group))
+        return 0
     if name not in COMMANDS and name not in LIGHTNING_COMMANDS and not name.startswith("-") and name != "help":
         print(f"error: unknown command {name!r}; run `promptlab --help` for the list.", file=sys.stderr)
         return 2

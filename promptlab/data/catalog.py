@@ -1,7 +1,8 @@
-"""Where the 11 standard few-shot datasets live and how CoOp reads them.
+"""Where the 11 standard few-shot datasets and the 4 ImageNet variants live and how CoOp reads them.
 
 Paths follow CoOp's DATASETS.md: ``<root>/<folder>/`` holds the images and the ``split_zhou_*.json``
-file. Class-name rewrites and prompt templates are those of the reference code.
+file (ImageNet and its variants: the images and ``classnames.txt``). Class-name rewrites and prompt
+templates are those of the reference code.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ class DatasetInfo:
     Attributes:
         folder: dataset folder under the data root.
         image_dir: folder (inside ``folder``) that split paths are relative to.
-        layout: ``split`` (a CoOp split JSON), ``imagenet`` or ``fgvc_aircraft`` (their own files).
+        layout: ``split`` (a CoOp split JSON), ``imagenet`` or ``fgvc_aircraft`` (their own files),
+            ``imagenet_v2`` (class folders ``0``..``999`` in ImageNet's label order) or
+            ``imagenet_wnids`` (class folders named by WordNet id; ImageNet-A and -R hold 200 of them).
         split_file: name of the split JSON inside ``folder``.
         template: the dataset's hand-written prompt (CoOp's ``CUSTOM_TEMPLATES``).
         renames: class-name rewrites applied when reading (reference ``NEW_CNAMES``).
@@ -25,7 +28,7 @@ class DatasetInfo:
 
     folder: str
     image_dir: str
-    layout: Literal["split", "imagenet", "fgvc_aircraft"] = "split"
+    layout: Literal["split", "imagenet", "fgvc_aircraft", "imagenet_v2", "imagenet_wnids"] = "split"
     split_file: str | None = None
     template: str = "a photo of a {}."
     renames: dict[str, str] = field(default_factory=dict)
@@ -81,6 +84,29 @@ STANDARD_DATASETS: dict[str, DatasetInfo] = {
         "ucf101", "UCF-101-midframes", split_file="split_zhou_UCF101.json", template="a photo of a person doing {}."
     ),
 }
+
+# Domain generalisation: test sets of ImageNet's classes under shift, read as CoOp reads them (the
+# classifier is ImageNet's; A and R keep the 200 classes they have, labelled in their sorted order).
+IMAGENET_VARIANTS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+STANDARD_DATASETS |= {
+    "imagenet_v2": DatasetInfo("imagenetv2", "imagenetv2-matched-frequency-format-val", layout="imagenet_v2"),
+    "imagenet_sketch": DatasetInfo("imagenet-sketch", "images", layout="imagenet_wnids"),
+    "imagenet_a": DatasetInfo("imagenet-adversarial", "imagenet-a", layout="imagenet_wnids"),
+    "imagenet_r": DatasetInfo("imagenet-rendition", "imagenet-r", layout="imagenet_wnids"),
+}
+# The 10 datasets an ImageNet-trained classifier is tested on in the cross-dataset protocol.
+CROSS_DATASET_TARGETS = (
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+)
 
 # The offline toy world (`promptlab.toy.world`), under <root>/toy/: shape classification in the main
 # style, under a style shift (train filled, test photo) and over a mixture of styles.

@@ -146,12 +146,19 @@ def read_split_file(
     return SplitSamples(image_root, class_names, splits["train"], splits["val"], splits["test"])
 
 
-def _read_imagenet(folder: Path, info: DatasetInfo) -> SplitSamples:
-    """CoOp's ImageNet: ``images/{train,val}/<wnid>/``, names from ``classnames.txt`` ("wnid name")."""
+def read_classnames_file(folder: Path) -> dict[str, str]:
+    """``classnames.txt`` of ImageNet or a variant: ``{wnid: class name}`` in ImageNet's label order."""
     names_file = folder / "classnames.txt"
     if not names_file.is_file():
-        raise DatasetError(f"{str(names_file)!r} is missing; download it as described in CoOp's DATASETS.md.")
-    wnid_to_name = dict(line.strip().split(" ", 1) for line in names_file.read_text().splitlines() if line.strip())
+        raise DatasetError(
+            f"{str(names_file)!r} is missing; `promptlab data fetch` writes it (or copy it from the imagenet folder)."
+        )
+    return dict(line.strip().split(" ", 1) for line in names_file.read_text().splitlines() if line.strip())
+
+
+def _read_imagenet(folder: Path, info: DatasetInfo) -> SplitSamples:
+    """CoOp's ImageNet: ``images/{train,val}/<wnid>/``, names from ``classnames.txt`` ("wnid name")."""
+    wnid_to_name = read_classnames_file(folder)
     image_root = folder / info.image_dir
     wnids = sorted(os.listdir(image_root / "train"))
     class_names = [wnid_to_name[w] for w in wnids]
@@ -160,6 +167,24 @@ def _read_imagenet(folder: Path, info: DatasetInfo) -> SplitSamples:
     train = [Sample(f"train/{s.path}", s.label, class_names[s.label]) for s in train]
     test = [Sample(f"val/{s.path}", s.label, class_names[s.label]) for s in test]
     return SplitSamples(image_root, class_names, train, list(test), test)  # CoOp validates on the test set
+
+
+def _read_imagenet_variant(folder: Path, info: DatasetInfo) -> SplitSamples:
+    """A test-only ImageNet variant: every image is in the test split (and, as in CoOp, in the training
+    and validation splits, which the protocol never uses). V2's folders are ImageNet's labels ``0``..``999``; the
+    others are named by WordNet id, labelled in their sorted order (200 classes for A and R).
+    """
+    wnid_to_name = read_classnames_file(folder)
+    image_root = folder / info.image_dir
+    if info.layout == "imagenet_v2":
+        folders = [str(label) for label in range(len(wnid_to_name))]
+        class_names = list(wnid_to_name.values())
+    else:
+        folders = [p.name for p in _class_folders(image_root)]
+        class_names = [wnid_to_name[wnid] for wnid in folders]
+    _, samples = _read_class_folders(image_root, folders)
+    test = [Sample(s.path, s.label, class_names[s.label]) for s in samples]
+    return SplitSamples(image_root, class_names, list(test), list(test), test)
 
 
 def _read_fgvc_aircraft(folder: Path, info: DatasetInfo) -> SplitSamples:
@@ -180,14 +205,16 @@ def read_standard_dataset(name: str, root: str | Path) -> SplitSamples:
     folder = Path(root) / info.folder
     if not folder.is_dir():
         raise DatasetError(
-            f"Dataset {name!r} not found at {str(folder)!r}; download it as in CoOp's DATASETS.md "
-            "or point --data.root at the folder that contains it."
+            f"Dataset {name!r} not found at {str(folder)!r}; fetch it with `promptlab data fetch {name} "
+            f"--root {root}` or point --data.root at the folder that contains it."
         )
     try:
         if info.layout == "imagenet":
             return _read_imagenet(folder, info)
         if info.layout == "fgvc_aircraft":
             return _read_fgvc_aircraft(folder, info)
+        if info.layout in ("imagenet_v2", "imagenet_wnids"):
+            return _read_imagenet_variant(folder, info)
     except (OSError, KeyError, ValueError) as error:
         if isinstance(error, DatasetError):
             raise
