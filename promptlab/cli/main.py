@@ -33,6 +33,7 @@ COMMANDS = {  # name -> "module:function"
     "backbones": "promptlab.cli.listing:backbones",
     "methods": "promptlab.cli.listing:methods",
     "quickstart": "promptlab.cli.quickstart:quickstart",
+    "benchmark": "promptlab.cli.benchmark:benchmark",
     "data list": "promptlab.cli.data:list_datasets",
     "data fetch": "promptlab.cli.data:fetch",
 }

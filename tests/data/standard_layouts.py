@@ -34,6 +34,7 @@ def write_standard_dataset(name: str, root: Path) -> Path:
     info = STANDARD_DATASETS[name]
     folder = root / info.folder
     images = folder / info.image_dir
+    folder.mkdir(parents=True, exist_ok=True)
     if info.layout == "split":
         splits: dict[str, list] = {"train": [], "val": [], "test": []}
         for label, class_name in enumerate(_class_names(name)):

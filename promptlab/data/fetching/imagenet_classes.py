@@ -13,6 +13,10 @@ from pathlib import Path
 from promptlab.data.dataset_error import DatasetError
 
 CLASSNAMES_FILE = "classnames.txt"
+# CLIP's list (and CoOp's classnames.txt, copied from it) names two pairs of classes alike, which
+# promptlab refuses (their prompts would be identical): ImageNet's own names tell them apart. This
+# differs from the papers on 2 of 1,000 classes.
+DISAMBIGUATED = {"n04008634": "projectile", "n04355933": "sunglass"}
 IMAGENET_HELP = (
     "ImageNet's licence does not allow promptlab to download it: register at "
     "https://image-net.org/download-images.php, download ILSVRC2012's train and validation images, "
@@ -31,7 +35,8 @@ def write_classnames(folder: Path) -> Path:
     """Writes ``folder/classnames.txt`` for ImageNet's 1,000 classes; returns its path."""
     from promptlab.backbone import IMAGENET_CLASSNAMES  # open_clip, only when a file is written
 
-    lines = [f"{wnid} {name}" for wnid, name in zip(imagenet_wnids(), IMAGENET_CLASSNAMES, strict=True)]
+    names = zip(imagenet_wnids(), IMAGENET_CLASSNAMES, strict=True)
+    lines = [f"{wnid} {DISAMBIGUATED.get(wnid, name)}" for wnid, name in names]
     path = folder / CLASSNAMES_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
