@@ -199,7 +199,6 @@ class ProtocolRunner:
                     shots = protocol.base_to_new_shots if trained else 0
                     results.append(self.run_base_to_new(label, dataset, shots, seed))
                     r = results[-1]
-                    self.say(
-                        f"{label} {task_name(dataset)} base-to-new seed {seed}: base {r['base']:.1%}, new {r['new']:.1%}"
-                    )
+                    scores = f"base {r['base']:.1%}, new {r['new']:.1%}"
+                    self.say(f"{label} {task_name(dataset)} base-to-new seed {seed}: {scores}")
         return results
