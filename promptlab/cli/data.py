@@ -71,10 +71,16 @@ def fetch(
         print(f"{name}:")
         try:
             folder, fetched = fetch_dataset(
-                name, Path(root), imagenet_dir=Path(imagenet_dir) if imagenet_dir else None, keep_archives=keep_archives
+                name,
+                Path(root),
+                say=print,
+                imagenet_dir=Path(imagenet_dir) if imagenet_dir else None,
+                keep_archives=keep_archives,
             )
             print(f"  {'fetched and verified' if fetched else 'already fetched and verified, nothing to do'}: {folder}")
-            if dvc:
+            if dvc and name == "imagenet":  # a link to the user's copy: DVC would copy all of it into its cache
+                print("  not tracked with DVC: ImageNet is linked to your copy, not fetched")
+            elif dvc:
                 print(f"  tracked with DVC: {track_with_dvc(folder)}")
         except UserError as error:
             print(f"  error: {error}", file=sys.stderr)

@@ -233,3 +233,26 @@ def test_fetched_dataset_trains_and_is_tracked_with_dvc(hub, tmp_path, capsys):
     )
     (metrics,) = runs.rglob("test_metrics.json")
     assert 0.0 <= json.loads(metrics.read_text())["accuracy"] <= 1.0
+
+
+def test_a_disk_too_small_is_refused_before_downloading(hub, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**6, 10**6 - 100, 100))
+    with pytest.raises(FetchError, match=r"caltech-101.zip needs about 0.0 GB free under .* and 0.0 GB are"):
+        fetch_dataset("caltech101", tmp_path / "data", say=lambda _: None)
+    assert hub.gets(f"{MIRROR}/caltech-101.zip") == []
+
+
+def test_imagenet_keeps_a_users_classnames_and_is_not_copied_into_dvc(tmp_path, capsys):
+    from promptlab.data.fetching.imagenet_classes import imagenet_wnids
+
+    folder = tmp_path / "data" / "imagenet"
+    for split in ("train", "val"):
+        for wnid in imagenet_wnids():
+            (folder / "images" / split / wnid).mkdir(parents=True)
+    (folder / "classnames.txt").write_text("mine\n")
+    assert main(["data", "fetch", "imagenet", "--root", str(tmp_path / "data"), "--dvc"]) == 0
+    out = capsys.readouterr().out
+    assert "kept the classnames.txt" in out and "not tracked with DVC" in out
+    assert (folder / "classnames.txt").read_text() == "mine\n" and not (tmp_path / "data" / ".dvc").exists()

@@ -22,10 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from promptlab.data.catalog import STANDARD_DATASETS
 from promptlab.data.dataset_error import DatasetError
 from promptlab.data.fetching.archives import extract_archive
-from promptlab.data.fetching.imagenet_classes import IMAGENET_HELP, check_imagenet_folder, write_classnames
+from promptlab.data.fetching.imagenet_classes import (
+    CLASSNAMES_FILE,
+    IMAGENET_HELP,
+    check_imagenet_folder,
+    write_classnames,
+)
 from promptlab.data.fetching.remote import DATASET_SOURCES, DatasetSource, RemoteFile
 
 MANIFEST = ".promptlab-fetch.json"
@@ -106,6 +113,16 @@ def _verify(path: Path, file: RemoteFile, size: int | None, sha256: str | None, 
     return f"{algorithm}:{expected.lower()}"
 
 
+def _check_free_space(folder: Path, needed: int, file: RemoteFile) -> None:
+    """Refuses to start a download that the disk cannot hold with its extraction (about as large again)."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise FetchError(
+            f"{file.filename} needs about {needed / 1e9:.1f} GB free under {str(folder)!r} (download and "
+            f"extraction) and {free / 1e9:.1f} GB are; free space or pass another --root."
+        )
+
+
 def _published_checksum(file: RemoteFile) -> tuple[int | None, str | None, str | None]:
     """(size, SHA-256, commit) the hub publishes for ``file`` at its revision, read before downloading;
     the pinned values where the catalog has them.
@@ -139,6 +156,7 @@ def _download_resumable(file: RemoteFile, downloads: Path, say: Say) -> Verified
         partial = path.with_name(path.name + ".incomplete")
         with partial.open("ab") as stream:
             done = stream.tell()
+            _check_free_space(downloads, 2 * (size or 0) - done, file)
             say(
                 f"  downloading {file.url} ({'resuming at byte ' + format(done, ',') + ', ' if done else ''}"
                 f"{'sha256:' + sha256 if sha256 else file.checksum})"
@@ -249,7 +267,10 @@ def _link_imagenet(root: Path, imagenet_dir: Path | None, say: Say) -> Path:
         images.symlink_to(imagenet_dir.resolve(), target_is_directory=True)
         say(f"  linked {images} -> {imagenet_dir.resolve()}")
     check_imagenet_folder(images)
-    write_classnames(folder)
+    if (folder / CLASSNAMES_FILE).is_file():
+        say(f"  kept the {CLASSNAMES_FILE} already in {folder}")
+    else:
+        write_classnames(folder)
     manifest = {"dataset": "imagenet", "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": []}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return folder
@@ -304,7 +325,15 @@ def fetch_dataset(
     """
     if name not in DATASET_SOURCES:
         raise DatasetError(f"Unknown dataset {name!r}; `promptlab data list` names the {len(DATASET_SOURCES)} known.")
-    source = DATASET_SOURCES[name]
+    (root / DOWNLOADS).mkdir(parents=True, exist_ok=True)
+    with FileLock(root / DOWNLOADS / f"{name}.lock"):  # two fetches of one dataset take turns
+        return _fetch_locked(DATASET_SOURCES[name], root, say, imagenet_dir, keep_archives)
+
+
+def _fetch_locked(
+    source: DatasetSource, root: Path, say: Say, imagenet_dir: Path | None, keep_archives: bool
+) -> tuple[Path, bool]:
+    name = source.name
     if fetched_manifest(name, root) is not None:
         return dataset_folder(name, root), False
     if not source.files:
