@@ -10,7 +10,7 @@ Writes ``<out>/accuracy.json`` (every run), ``accuracy.md`` (mean and std over s
 ``accuracy.png`` (accuracy against shots, like the CoOp paper's figure) and ``summary.json`` (flat
 metrics for ``dvc metrics show``) plus ``curves.csv`` (for ``dvc plots show``).
 
-    python benchmarks/accuracy.py            # the full grid (about 40 minutes on 2 CPU cores)
+    python benchmarks/accuracy.py            # the full grid (577 runs, about 100 minutes on 2 CPU cores)
     python benchmarks/accuracy.py --quick    # one task, 2 shot counts, 1 seed, few epochs (CI)
 """
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.keep_others and (out / "accuracy.json").is_file():
         kept = [r for r in json.loads((out / "accuracy.json").read_text())["runs"] if r["method"] not in args.methods]
         results = kept + results
-    print(write_report(results, args.shots, out, "accuracy", vars(args)))
+    print(write_report(results, args.shots, out, "accuracy", vars(args), link_runs=False))
     print(f"wrote {out}/accuracy.{{json,md,png,csv}}, summary.json, curves.csv")
 
 

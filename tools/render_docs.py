@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the benchmark scripts' own table functions
 
 from benchmarks import (  # noqa: E402
-    accuracy,
     active_learning,
     app_presets,
     deploy,
@@ -34,6 +33,7 @@ from benchmarks import (  # noqa: E402
     speed,
 )
 from benchmarks.provenance import measured_at  # noqa: E402
+from promptlab.cli import results_table  # noqa: E402
 from tools.import_graph import mermaid  # noqa: E402
 
 BENCHMARKS, DOCS = ROOT / "benchmarks", ROOT / "docs"
@@ -54,9 +54,9 @@ def _accuracy() -> str:
     summary = report["summary"]
     by_shots = [r for r in summary if "base" not in r]
     return (
-        accuracy.markdown(by_shots, report["args"]["shots"])
-        + accuracy.label_free_markdown(summary)
-        + (accuracy.base_to_new_markdown(summary))
+        results_table.markdown(by_shots, report["args"]["shots"])
+        + results_table.label_free_markdown(summary)
+        + results_table.base_to_new_markdown(summary)
     )
 
 

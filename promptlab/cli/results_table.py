@@ -185,7 +185,9 @@ def runs_markdown(results: list[dict], relative_to: Path) -> str:
     return _table("runs", "each run's folder", ["method", "dataset", "shots", "seed", "accuracy", "files"], rows)
 
 
-def write_report(results: list[dict], shots: list[int], out: Path, stem: str, args: dict) -> str:
+def write_report(
+    results: list[dict], shots: list[int], out: Path, stem: str, args: dict, link_runs: bool = True
+) -> str:
     """Writes ``<stem>.json`` (every run), ``<stem>.md``, ``<stem>.png``, ``<stem>.csv`` (one row per run),
     ``summary.json`` (flat metrics for ``dvc metrics show``) and ``curves.csv`` (for ``dvc plots show``)
     into ``out``; returns the Markdown tables.
@@ -197,7 +199,7 @@ def write_report(results: list[dict], shots: list[int], out: Path, stem: str, ar
     by_shots = [r for r in summary if "base" not in r]
     table = markdown(by_shots, shots) + label_free_markdown(summary) + base_to_new_markdown(summary)
     tasks = list(dict.fromkeys(r["task"] for r in results if "base" not in r))  # the protocol's order
-    report = table + paper_markdown(summary, tasks) + runs_markdown(results, out)
+    report = table + paper_markdown(summary, tasks) + (runs_markdown(results, out) if link_runs else "")
     (out / f"{stem}.json").write_text(json.dumps({"args": args, "runs": results, "summary": summary}, indent=2))
     (out / f"{stem}.md").write_text(report)
     plot(by_shots, out / f"{stem}.png")
