@@ -120,12 +120,13 @@ class ProtocolRunner:
             "run": str(run),
         }
 
-    def run_few_shot(self, label: str, dataset: str, shots: int, seed: int) -> dict:
-        """One method trained and tested on one dataset."""
-        name = f"{label}_{task_name(dataset)}_{shots}shot_seed{seed}".replace(" ", "")
+    def run_few_shot(self, label: str, dataset: str, shots: int, seed: int, extra: tuple[str, ...] = ()) -> dict:
+        """One method trained and tested on one dataset (``extra``: more options, named in the run's name)."""
+        name = f"{label}_{task_name(dataset)}_{shots}shot_seed{seed}{'_shared' if extra else ''}".replace(" ", "")
         args, _ = self._base_args(label, dataset, seed)
         start = time.time()
-        run, metrics = run_cli(args + self._training_args(label, dataset, shots), self.runs, name, self.resume)
+        args += self._training_args(label, dataset, shots) + list(extra)
+        run, metrics = run_cli(args, self.runs, name, self.resume)
         row = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
         if (run / "nola_stages.json").is_file():  # label-free stages on the same test images
             stages = json.loads((run / "nola_stages.json").read_text())
@@ -155,7 +156,7 @@ class ProtocolRunner:
         source = self.protocol.train_on
         assert source is not None  # load_protocol requires it for these kinds
         start = time.time()
-        trained = self.run_few_shot(label, source, shots, seed)
+        trained = self.run_few_shot(label, source, shots, seed, tuple(SHARED_CONTEXT_ARGS.get(label, [])))
         rows = [trained]
         checkpoints = list((Path(trained["run"]) / "checkpoints").glob("*.ckpt"))
         for dataset in self.protocol.datasets:
@@ -176,6 +177,9 @@ class ProtocolRunner:
             shot_counts = [0] if untrained or cls.learns_from == "unlabelled" else protocol.shots
             seeds = protocol.seeds[:1] if untrained else protocol.seeds
             if protocol.kind != "few_shot":
+                if not cls.transfers_to_new_classes:
+                    self.say(f"{label} skipped: what it learns is tied to the training classes, not transferred")
+                    continue
                 for shots in shot_counts:
                     for seed in seeds:
                         results += self.run_transfer(label, shots, seed)

@@ -84,3 +84,14 @@ def test_a_protocol_with_an_unknown_key_says_which(tmp_path):
     path.write_text("name: x\nmethods: {}\ndatasets: []\nshot: [1]\n")
     with pytest.raises(ProtocolError, match=r"unknown keys \['shot'\]"):
         load_protocol(path)
+
+
+def test_transfer_skips_methods_whose_learning_is_tied_to_the_training_classes(tmp_path):
+    from promptlab.cli.benchmark_runs import ProtocolRunner
+
+    path = protocol_file(tmp_path, name="x", kind="cross_dataset", train_on="imagenet", datasets=["dtd"])
+    protocol = load_protocol(path)
+    protocol.methods = {"Linear probe": "configs/tiny/linear_probe.yaml"}
+    said: list[str] = []
+    assert ProtocolRunner(protocol, tmp_path / "runs", say=said.append).run_all() == []
+    assert said == ["Linear probe skipped: what it learns is tied to the training classes, not transferred"]
