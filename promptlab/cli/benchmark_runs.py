@@ -57,6 +57,12 @@ def run_cli(args: list[str], runs: Path, name: str, resume: bool = True) -> tupl
     return run, json.loads((run / TEST_METRICS_FILE).read_text())
 
 
+def dataset_sets_epochs(dataset: str) -> bool:
+    """Whether the dataset's shipped config sets the epochs (ImageNet's 50, whatever the shot count)."""
+    config = shipped_config(f"datasets/{dataset}.yaml")
+    return config is not None and "max_epochs" in (yaml.safe_load(config.read_text()).get("trainer") or {})
+
+
 def task_name(dataset: str) -> str:
     """A dataset as the tables name it (a toy task by its task: ``toy_shapes`` -> ``shapes``)."""
     return dataset.removeprefix(TOY_PREFIX)
@@ -83,17 +89,13 @@ class ProtocolRunner:
         subcommand = "fit" if cls.trains() else "test"
         root = self.protocol.data_root
         args = [subcommand, "-c", config_file]
-        dataset_config = shipped_config(f"datasets/{dataset}.yaml")
+        dataset_config = shipped_config(f"datasets/{dataset}.yaml")  # the standard datasets' settings
         args += ["-c", str(dataset_config)] if dataset_config else []
         args += [f"--data.dataset={dataset}", f"--data.root={root}", f"--data.seed={seed}"]
         return args, subcommand
 
     def _training_args(self, label: str, dataset: str, shots: int) -> list[str]:
         cls, epochs = self.method(label), self.protocol.epochs
-        dataset_config = shipped_config(f"datasets/{dataset}.yaml")
-        dataset_epochs = dataset_config and "max_epochs" in yaml.safe_load(dataset_config.read_text()).get(
-            "trainer", {}
-        )
         if cls.learns_from == "unlabelled":
             toy = Path(self.protocol.data_root) / "toy"
             extra = []
@@ -105,7 +107,7 @@ class ProtocolRunner:
             return []
         args = [f"--data.shots={shots}", "--trainer.check_val_every_n_epoch=100000"]
         # The method's epochs for the shot count, unless the dataset has its own (ImageNet: 50 at every count).
-        if cls.uses_epochs and (epochs or (cls.epochs_by_shots and not dataset_epochs)):
+        if cls.uses_epochs and (epochs or (cls.epochs_by_shots and not dataset_sets_epochs(dataset))):
             args.append(f"--trainer.max_epochs={epochs or cls.epochs_by_shots[shots]}")
         return args
 

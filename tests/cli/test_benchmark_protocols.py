@@ -95,3 +95,11 @@ def test_transfer_skips_methods_whose_learning_is_tied_to_the_training_classes(t
     said: list[str] = []
     assert ProtocolRunner(protocol, tmp_path / "runs", say=said.append).run_all() == []
     assert said == ["Linear probe skipped: what it learns is tied to the training classes, not transferred"]
+
+
+def test_imagenet_keeps_its_own_epochs_other_datasets_take_the_methods_by_shots():
+    from promptlab.cli.benchmark_runs import ProtocolRunner
+
+    runner = ProtocolRunner(load_protocol("protocols/coop_few_shot.yaml"), Path("unused"))
+    assert not [a for a in runner._training_args("CoOp", "imagenet", 16) if "max_epochs" in a]  # its config's 50
+    assert "--trainer.max_epochs=200" in runner._training_args("CoOp", "dtd", 16)
