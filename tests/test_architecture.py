@@ -35,7 +35,11 @@ def test_only_the_backbone_imports_open_clip():
     assert importers and all(layer(p.replace("/", ".").removesuffix(".py")) == "backbone" for p in importers), importers
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["export"], ["serve"]], ids=lambda c: " ".join(c) or "promptlab")
+@pytest.mark.parametrize(
+    "command",
+    [[], ["classify"], ["export"], ["serve"], ["data", "fetch"], ["benchmark"]],
+    ids=lambda c: " ".join(c) or "promptlab",
+)
 def test_help_imports_neither_lightning_nor_open_clip(command):
     code = (
         "import sys\nfrom promptlab.cli import main\n"
