@@ -20,7 +20,14 @@ def list_datasets(*, root: str = DEFAULT_ROOT, checksums: bool = False) -> int:
 
     rows = [("dataset", "size", "source", "on disk", "licence")]
     for name, source in DATASET_SOURCES.items():
-        host = source.files[0].url.split("/")[2] if source.files else "you (licence)"
+        file = source.files[0] if source.files else None
+        host = (
+            "you (its licence)"
+            if file is None
+            else f"hub: {file.repo}"
+            if file.host == "hub"
+            else file.url.split("/")[2]
+        )
         if fetched_manifest(name, Path(root)) is not None:
             state = "fetched, verified"
         elif dataset_folder(name, Path(root)).exists():
