@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from promptlab.data.catalog import STANDARD_DATASETS, DatasetInfo
+from promptlab.data.catalog import STANDARD_DATASETS, TOY_TASKS, DatasetInfo
 from promptlab.data.dataset_error import DatasetError
 from promptlab.data.images import list_images
 from promptlab.data.sampling import Sample, split_folder_samples
 from promptlab.data.screening import find_unreadable
 
 SPLITS = ("train", "val", "test")
+TOY_DATASETS = {f"toy_{task}" for task in TOY_TASKS}
 
 
 @dataclass
@@ -204,9 +205,14 @@ def read_standard_dataset(name: str, root: str | Path) -> SplitSamples:
     info = STANDARD_DATASETS[name]
     folder = Path(root) / info.folder
     if not folder.is_dir():
+        get_it = (
+            f"generate the toy world with `python -m promptlab.toy.world --out {folder}`"
+            if name in TOY_DATASETS
+            else f"fetch it with `promptlab data fetch {name} --root {root}`"
+        )
         raise DatasetError(
-            f"Dataset {name!r} not found at {str(folder)!r}; fetch it with `promptlab data fetch {name} "
-            f"--root {root}` or point --data.root at the folder that contains it."
+            f"Dataset {name!r} not found at {str(folder)!r}; {get_it} or point --data.root at the folder that "
+            "contains it."
         )
     try:
         if info.layout == "imagenet":

@@ -222,8 +222,14 @@ def test_imagenet_layout(tmp_path):
 
 
 def test_missing_standard_dataset_says_where(tmp_path):
-    with pytest.raises(DatasetError, match=r"Dataset 'dtd' not found at '.*dtd'"):
+    with pytest.raises(
+        DatasetError, match=r"Dataset 'dtd' not found at '.*dtd'; fetch it with `promptlab data fetch dtd"
+    ):
         _ = datamodule(tmp_path, dataset="dtd").class_names
+    with pytest.raises(
+        DatasetError, match=r"'toy_shapes' not found .*; generate the toy world with `python -m promptlab"
+    ):
+        _ = datamodule(tmp_path, dataset="toy_shapes").class_names
 
 
 def test_dvc_data_version(image_folder):
