@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from promptlab.errors import UserError
 
@@ -19,6 +20,8 @@ def export(
     embed_backbone: bool = False,
     reject_below: float | None = None,
     classes: list[str] | None = None,
+    quantize: Literal["int8", "int8-static"] | None = None,
+    quantize_images: str | None = None,
 ) -> int:
     """Write a classifier file (.safetensors or .onnx) from a run, checkpoint, config (zero-shot) or classifier.
 
@@ -35,6 +38,10 @@ def export(
         reject_below: answer "none of these" below this calibrated top probability (0-1).
         classes: other class names for the learned prompts, without retraining (zero-shot,
             shared-context CoOp, MoCoOp).
+        quantize: write the ONNX file's image encoder in int8 for CPUs (int8: dynamic; int8-static:
+            activation scales fixed on training images); reports top-1 agreement with float32.
+        quantize_images: images to measure that agreement on (and calibrate int8-static) instead of the
+            run's or config's validation and training images.
     """
     sources = {"--run": run, "--checkpoint": checkpoint, "-c": config, "--classifier": classifier}
     given = [flag for flag, value in sources.items() if value]
@@ -42,6 +49,8 @@ def export(
         raise UserError(f"Pass exactly one of --run, --checkpoint, -c or --classifier (got {len(given)}).")
     if overrides and not config:
         raise UserError(f"Options {' '.join(overrides)} apply to -c configs only; remove them.")
+    if quantize and Path(output or "").suffix.lower() != ".onnx":
+        raise UserError("--quantize writes an ONNX classifier: pass -o with a .onnx name.")
     if classes and classifier:
         raise UserError("--classes needs the learned prompts: export from --run, --checkpoint or -c, not --classifier.")
     # Imported here, not at the top, so that `promptlab --help` does not import torch and Lightning.
@@ -52,6 +61,7 @@ def export(
     from promptlab.methods._open_set import fit_open_set
 
     configs = config or []
+    split_paths: dict[str, list[Path]] = {}
     saved_run = run_of_saved_config(configs, overrides)
     if saved_run is not None:
         print(f"{configs[0]} is the config a run saved: exporting the run {saved_run} (as --run does).")
@@ -78,6 +88,8 @@ def export(
             config_args += [f"--model.init_args.weights_path={weights_path}"] if weights_path else []
             cli = lightning_cli([*config_args, "--trainer.logger=false"], run=False)
         calibration = cli.model.fit_calibration()  # on the config's validation split, where there is one
+        splits, image_root = cli.datamodule.splits, cli.datamodule.splits.image_root
+        split_paths = {name: [image_root / s.path for s in getattr(splits, name)] for name in ("val", "train")}
         open_set = fit_open_set(cli.model, cli.datamodule)  # on its training split, where there is one
         path = export_classifier(
             cli.model.with_classes(classes) if classes else cli.model,
@@ -88,6 +100,10 @@ def export(
             reject_below=reject_below,
             open_set=open_set if not classes else None,
         )
+    if quantize:
+        from promptlab.cli.quantize import quantize_written_file
+
+        print(quantize_written_file(Path(path), quantize, run, split_paths, quantize_images))
     print(f"Wrote classifier {path}")
     return 0
 
