@@ -12,7 +12,6 @@ from promptlab.deploy.onnx_runtime import OnnxClassifier
 from promptlab.export import export_classifier
 from tests.builders import BUILDERS, ONE_PER_HEAD_KIND
 
-
 CASES = [(name, "dynamic") for name in ONE_PER_HEAD_KIND] + [("CoOp", "static"), ("TipAdapter", "static")]
 
 
