@@ -58,3 +58,21 @@ def test_method_costs_benchmark_quick_mode(tmp_path):
     assert all(r["step_s"] > 0 for r in results["training"])
     assert results["cocoop_inference"]["max_probability_difference"] < 1e-5  # the stand-in computes the same
     assert "| clip_lora |" in out.with_suffix(".md").read_text()
+
+
+def test_int8_benchmark_quick_mode(tmp_path):
+    """Both quantization modes run on toy-clip and on each head kind asked for; timings are not asserted."""
+    import json
+
+    from benchmarks.int8 import main
+    from promptlab.toy.world import generate
+
+    generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=1, pretrain_images=0)
+    out = tmp_path / "int8.json"
+    args = ["--quick", "--methods", "Zero-shot CLIP", "--data_root", str(tmp_path / "data"), "--out", str(out)]
+    main([*args, "--runs", str(tmp_path / "runs")])
+    results = json.loads(out.read_text())
+    (speed,) = results["throughput"]
+    assert speed["backbone"] == "toy-clip" and speed["int8_dynamic_per_s"] > 0
+    (head,) = results["heads"]
+    assert head["method"] == "Zero-shot CLIP" and 0 <= head["int8_dynamic_agreement"] <= 1
