@@ -28,6 +28,7 @@ NOT_RUN_HERE = (  # what a block's title may say to be skipped: each needs somet
     "needs a weights file",
     "needs your",
     "needs a GPU",
+    "needs several machines",
     "opens the app",
     "opens the server to the network",
     "serves the manual",

@@ -46,3 +46,47 @@ def test_ddp_matches_single_process_training(image_folder, tmp_path):
     split = json.loads((ddp / "fewshot_split.json").read_text())
     n_files = sum(len(split[s]) for s in ("train", "val", "test")) + len(split["train"])
     assert len(list((tmp_path / "ddp" / "cache").rglob("*.safetensors"))) == n_files
+
+
+def test_two_nodes_of_one_process_match_one_node_of_two(image_folder, tmp_path):
+    """``--trainer.num_nodes 2`` on loopback: two ``promptlab fit`` processes, each a node with one
+    process, joined by the environment variables torchrun or a cluster sets (MASTER_ADDR, MASTER_PORT,
+    NODE_RANK, WORLD_SIZE), learn what one node with two processes learns."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ddp = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--data.batch_size", "6"]
+    one_node = fit(image_folder, tmp_path / "one_node", *ddp, "--trainer.devices", "2")
+    out = tmp_path / "two_nodes"
+    command = [
+        sys.executable, "-m", "promptlab", "fit", "-c", "configs/tiny/coop.yaml",
+        "--data.root", str(image_folder), "--data.cache_views", "1", "--data.cache_dir", str(out / "cache"),
+        "--trainer.max_epochs", "5", "--trainer.logger.init_args.save_dir", str(out / "runs"),
+        "--seed_everything", "7", *ddp, "--trainer.devices", "1", "--trainer.num_nodes", "2",
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            command,
+            env=os.environ
+            | {"PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            | {"NODE_RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for rank, node in enumerate(nodes):
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr[-3000:]
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in stderr  # one process group of two
+    two_nodes = out / "runs" / "lightning_logs" / "version_0"
+    contexts = [
+        torch.load(next((run / "checkpoints").glob("*.ckpt")), weights_only=True)["state_dict"]["ctx"]
+        for run in (one_node, two_nodes)
+    ]
+    assert torch.allclose(contexts[0], contexts[1], atol=1e-6)
+    reports = [json.loads((run / "test_metrics.json").read_text()) for run in (one_node, two_nodes)]
+    assert reports[0]["accuracy"] == reports[1]["accuracy"]
