@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from promptlab.errors import UserError
 
@@ -26,6 +27,8 @@ def classify(
     output: str | None = None,
     no_progress: bool = False,
     decoder_log: str | None = None,
+    engine: Literal["local", "ray"] = "local",
+    concurrency: int | None = None,
 ) -> int:
     """Classify images or folders of images (recursively) with an exported classifier file.
 
@@ -45,6 +48,9 @@ def classify(
         no_progress: no progress bar.
         decoder_log: file for the image decoders' own warnings, kept off the terminal (default: one
             in the temp folder).
+        engine: local (this process) or ray (Ray Data: an actor pool on the cluster at RAY_ADDRESS, or
+            a local one; install with pip install 'promptlab-clip[ray]').
+        concurrency: actors in the ray engine's pool (default: one per GPU, else 2).
 
     Exit status:
         0 every image classified, 3 some files skipped (named on stderr), 1 nothing classified,
@@ -64,11 +70,26 @@ def classify(
     unfamiliar = check_unfamiliar_below(unfamiliar_below, "--unfamiliar_below")
     file_format = classifier_format(classifier)
     paths = [sample.path for sample in prediction_samples(images)]
-    if file_format == "onnx":
+    if file_format == "onnx" and weights_path:
+        raise UserError("--weights_path is for .safetensors classifiers; an ONNX file holds its image encoder.")
+    if engine == "ray":
+        from promptlab.deploy.ray_engine import ray_classify_files
+
+        results = ray_classify_files(
+            classifier,
+            paths,
+            batch_size,
+            concurrency,
+            top_k,
+            threshold,
+            unfamiliar,
+            weights_path,
+            device,
+            not no_progress,
+        )
+    elif file_format == "onnx":
         from promptlab.deploy.onnx_runtime import OnnxClassifier
 
-        if weights_path:
-            raise UserError("--weights_path is for .safetensors classifiers; an ONNX file holds its image encoder.")
         results = OnnxClassifier(classifier).classify_files(
             paths, batch_size, top_k, threshold, not no_progress, unfamiliar
         )
