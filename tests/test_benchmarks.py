@@ -76,3 +76,17 @@ def test_int8_benchmark_quick_mode(tmp_path):
     assert speed["backbone"] == "toy-clip" and speed["int8_dynamic_per_s"] > 0
     (head,) = results["heads"]
     assert head["method"] == "Zero-shot CLIP" and 0 <= head["int8_dynamic_agreement"] <= 1
+
+
+def test_bulk_benchmark_quick_mode(tmp_path):
+    """Local and ray classify write identical CSVs; timings are not asserted."""
+    import json
+
+    from benchmarks.bulk import main
+    from promptlab.toy.world import generate
+
+    generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=1, pretrain_images=0)
+    out = tmp_path / "bulk.json"
+    main(["--quick", "--images", "100", "--data_root", str(tmp_path / "data"), "--out", str(out)])
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["identical_csv"] and run["rows"] == 100 and run["ray_peak_mb"] > 0
