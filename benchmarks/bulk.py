@@ -12,6 +12,7 @@ would reach if each added its actors' rate (Ray Data's own scheduling overhead a
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -63,6 +64,20 @@ def run_classify(classifier: Path, images: Path, output: Path, engine: str, conc
     return {"seconds": seconds, "peak_mb": peak / 2**20, "rows": len(output.read_text().splitlines()) - 1}
 
 
+def compare_csv(local: Path, ray: Path) -> dict:
+    """Row-by-row agreement of two prediction CSVs: same paths, same top-1, largest probability gap."""
+    rows = [list(csv.DictReader(path.open())) for path in (local, ray)]
+    same_paths = [a["path"] for a in rows[0]] == [b["path"] for b in rows[1]]
+    same_top1 = sum(a["label"] == b["label"] for a, b in zip(*rows, strict=True)) / max(len(rows[0]), 1)
+    gap = max((abs(float(a["probability"]) - float(b["probability"])) for a, b in zip(*rows, strict=True)), default=0.0)
+    return {
+        "identical_csv": local.read_bytes() == ray.read_bytes(),
+        "same_paths_in_order": same_paths,
+        "same_top1": same_top1,
+        "max_probability_difference": gap,
+    }
+
+
 def measure(name: str, data_root: Path, workdir: Path, n_images: int | None, concurrency: int) -> dict:
     """Local against ray on one backbone."""
     architecture, pretrained, default_n = BACKBONES[name]
@@ -74,7 +89,7 @@ def measure(name: str, data_root: Path, workdir: Path, n_images: int | None, con
     images = image_list(data_root, n, workdir / f"images-{architecture}")
     local = run_classify(classifier, images, workdir / "local.csv", "local", None)
     ray = run_classify(classifier, images, workdir / "ray.csv", "ray", concurrency)
-    identical = (workdir / "local.csv").read_bytes() == (workdir / "ray.csv").read_bytes()
+    agreement = compare_csv(workdir / "local.csv", workdir / "ray.csv")
     per_actor = n / ray["seconds"] / concurrency
     return {
         "backbone": name,
@@ -86,7 +101,7 @@ def measure(name: str, data_root: Path, workdir: Path, n_images: int | None, con
         "ray_peak_mb": ray["peak_mb"],
         "actors": concurrency,
         "per_actor_per_s": per_actor,
-        "identical_csv": identical,
+        **agreement,
         "rows": ray["rows"],
         "projected_per_s": {str(nodes): per_actor * concurrency * nodes for nodes in (1, 4, 16)},
     }
@@ -95,15 +110,16 @@ def measure(name: str, data_root: Path, workdir: Path, n_images: int | None, con
 def table(results: dict) -> str:
     """The Markdown table."""
     lines = [
-        "| backbone | images | local img/s | ray img/s | ray / local | peak MB local / ray | identical CSV | "
-        "per actor img/s | projected img/s, 1 / 4 / 16 nodes of this size |",
+        "| backbone | images | local img/s | ray img/s | ray / local | peak MB local / ray | identical CSV "
+        "(same top-1, largest probability gap) | per actor img/s | projected img/s, 1 / 4 / 16 nodes of this size |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         projected = " / ".join(f"{v:.4g}" for v in r["projected_per_s"].values())
         lines.append(
             f"| {r['backbone']} | {r['images']:,} | {r['local_per_s']:.4g} | {r['ray_per_s']:.4g} | "
-            f"{r['ray_vs_local']:.2f}x | {r['local_peak_mb']:.0f} / {r['ray_peak_mb']:.0f} | {r['identical_csv']} | "
+            f"{r['ray_vs_local']:.2f}x | {r['local_peak_mb']:.0f} / {r['ray_peak_mb']:.0f} | {r['identical_csv']} "
+            f"({r['same_top1']:.1%}, {r['max_probability_difference']:.1e}) | "
             f"{r['per_actor_per_s']:.4g} ({r['actors']} actors) | {projected} |"
         )
     return "\n".join(lines)

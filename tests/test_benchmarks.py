@@ -89,4 +89,4 @@ def test_bulk_benchmark_quick_mode(tmp_path):
     out = tmp_path / "bulk.json"
     main(["--quick", "--images", "100", "--data_root", str(tmp_path / "data"), "--out", str(out)])
     (run,) = json.loads(out.read_text())["runs"]
-    assert run["identical_csv"] and run["rows"] == 100 and run["ray_peak_mb"] > 0
+    assert run["same_paths_in_order"] and run["same_top1"] == 1.0 and run["rows"] == 100 and run["ray_peak_mb"] > 0

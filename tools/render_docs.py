@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))  # the benchmark scripts' own table functions
 from benchmarks import (  # noqa: E402
     active_learning,
     app_presets,
+    bulk,
     deploy,
+    int8,
     method_costs,
     new_classes,
     open_set,
@@ -155,11 +157,19 @@ def _new_classes(method: str) -> Callable[[], str]:
     return lambda: new_classes.render(_read(f"new_classes_{method}.json"), method)
 
 
+def _table_with_commit(table: Callable[[dict], str], name: str) -> str:
+    report = _read(name)
+    assert isinstance(report, dict)
+    return table(report) + "\n" + measured_at(report.get("commit"))
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "accuracy": _accuracy,
     "active-learning": _active_learning,
     "app-presets": _app_presets,
+    "bulk": lambda: _table_with_commit(bulk.table, "bulk.json"),
     "deploy": lambda: deploy.table(_read("deploy.json")),
+    "int8": lambda: _table_with_commit(int8.table, "int8.json"),
     "method-costs": _method_costs,
     "new-classes-coop": _new_classes("coop"),
     "new-classes-mocoop": _new_classes("mocoop"),
