@@ -234,25 +234,27 @@ def _place(source: DatasetSource, staging: Path, files: list[VerifiedFile], root
         )
     if source.imagenet_classes:
         write_classnames(found)
-    manifest = {
-        "dataset": source.name,
-        "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": [
-            {
-                "url": file.url,
-                "size": verified.size,
-                "checksum": verified.checksum,
-                "checksum_origin": file.origin,
-                **({"revision": verified.revision} if verified.revision else {}),
-            }
-            for file, verified in zip(source.files, files, strict=True)
-        ],
-    }
-    (found / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    files_fetched = [
+        {
+            "url": file.url,
+            "size": verified.size,
+            "checksum": verified.checksum,
+            "checksum_origin": file.origin,
+            **({"revision": verified.revision} if verified.revision else {}),
+        }
+        for file, verified in zip(source.files, files, strict=True)
+    ]
+    _write_manifest(found, source.name, files_fetched)
     destination = dataset_folder(source.name, root)
     destination.parent.mkdir(parents=True, exist_ok=True)
     found.rename(destination)
     return destination
+
+
+def _write_manifest(folder: Path, name: str, files: list[dict]) -> None:
+    """Writes ``folder/.promptlab-fetch.json``: what was fetched, when, from where, with which checksums."""
+    manifest = {"dataset": name, "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _link_imagenet(root: Path, imagenet_dir: Path | None, say: Say) -> Path:
@@ -271,8 +273,7 @@ def _link_imagenet(root: Path, imagenet_dir: Path | None, say: Say) -> Path:
         say(f"  kept the {CLASSNAMES_FILE} already in {folder}")
     else:
         write_classnames(folder)
-    manifest = {"dataset": "imagenet", "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": []}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_manifest(folder, "imagenet", [])
     return folder
 
 
