@@ -33,7 +33,9 @@ def classify(
     """Classify images or folders of images (recursively) with an exported classifier file.
 
     Args:
-        images: image files or folders of images (sub-folders included).
+        images: image files, folders of images (sub-folders included), CSV or Parquet lists of images
+            (a column named path, or the only column; relative to the list's folder), or URIs
+            (s3://, gs://, https://... through fsspec and its package for the scheme).
         classifier: a .safetensors or .onnx file written by `promptlab export` (.onnx runs with
             onnxruntime, also in the ONNX-only install).
         weights_path: local backbone weights, if the file does not embed them.
@@ -44,7 +46,7 @@ def classify(
         unfamiliar_below: "none of these" below this familiarity, how much an image looks like the
             training images (-2 to 2; default: the threshold fitted at export; -2 turns it off).
         device: cpu or cuda (default: cuda when available).
-        output: stream predictions to a .csv or .json file.
+        output: stream predictions to a .csv, .json or .parquet file.
         no_progress: no progress bar.
         decoder_log: file for the image decoders' own warnings, kept off the terminal (default: one
             in the temp folder).
@@ -64,8 +66,10 @@ def classify(
     from promptlab.deploy.file_format import classifier_format
     from promptlab.deploy.native_stderr import decoder_messages_to
     from promptlab.deploy.prediction import check_reject_below, check_unfamiliar_below
-    from promptlab.deploy.prediction_files import results_to_output
+    from promptlab.deploy.prediction_files import check_output, results_to_output
 
+    if output:
+        check_output(output)
     threshold = check_reject_below(reject_below, "--reject_below")
     unfamiliar = check_unfamiliar_below(unfamiliar_below, "--unfamiliar_below")
     file_format = classifier_format(classifier)

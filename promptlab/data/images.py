@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from promptlab.data.uris import UriReadError, is_uri, read_uri
 from promptlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,18 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
 def load_image(path: str | Path) -> Image.Image:
     """Opens an image as RGB, fully decoded, so truncated files fail here and not mid-batch.
 
+    Args:
+        path: a file, or a URI (``s3://``, ``https://``...) read with :mod:`promptlab.data.uris`.
+
     Raises:
         ImageLoadError: the file is missing, not one of the formats promptlab reads, truncated or
             corrupt, larger than :data:`MAX_IMAGE_PIXELS`, or its decoder failed in any other way.
     """
+    if isinstance(path, str) and is_uri(path):
+        try:
+            return decode_image_bytes(read_uri(path), path)[0]
+        except UriReadError as error:
+            raise ImageLoadError(str(error)) from error
     if not Path(path).is_file():
         what = "is a folder, not an image file" if Path(path).is_dir() else "not found"
         raise ImageLoadError(f"Image {str(path)!r} {what}; check the path.")

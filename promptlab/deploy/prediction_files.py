@@ -1,4 +1,6 @@
-"""Prediction tables: (path, prediction) rows streamed to a CSV or JSON file or to the terminal (imports no torch)."""
+"""Prediction tables: (path, prediction) rows streamed to a CSV, JSON or Parquet file or to the terminal
+(imports no torch).
+"""
 
 from __future__ import annotations
 
@@ -6,38 +8,60 @@ import csv
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from promptlab.deploy.prediction import NONE_OF_THESE, Prediction
+from promptlab.errors import UserError
 
 FileResult = tuple[str, Prediction] | str
 """What a batched classification yields per file: (path, prediction), or the reason it was unreadable."""
 
 
+COLUMNS = ("path", "label", "probability", "top_k", "none_of_these", "rejected_by", "familiarity")
+OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
+PARQUET_ROWS_PER_GROUP = 8192  # rows buffered before a row group is written: memory stays flat
+
+
 class PredictionWriter:
-    """Streams prediction rows (path, label, probability, top_k, none_of_these, rejected_by, familiarity)
-    to a CSV or JSON file
-    chosen by its suffix, one row at a time, so memory stays flat for any number of images. The rows
-    go to a temporary file that replaces ``path`` on a clean close: a run that fails leaves no half file.
+    """Streams prediction rows (the :data:`COLUMNS`) to a CSV, JSON or Parquet file chosen by its
+    suffix, so memory stays flat for any number of images. The rows go to a temporary file that
+    replaces ``path`` on a clean close: a run that fails leaves no half file.
+
+    CSV writes ``top_k`` as ``name:probability;...``; JSON and Parquet keep it a list of
+    ``{label, probability}`` and leave ``rejected_by`` and ``familiarity`` null where there are none.
+
+    Raises:
+        PredictionOutputError: another suffix, or Parquet without pyarrow.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.kind = check_output(self.path)
+        if self.kind == ".parquet":
+            self._parquet = _parquet_module(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.json = self.path.suffix.lower() == ".json"
         self.count = 0
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
-        self._file = self._tmp.open("w", newline="")
-        if self.json:
+        self._rows: list[dict] = []
+        self._parquet_writer: Any = None
+        self._file: Any = None  # the CSV or JSON text file; Parquet goes through its writer
+        if self.kind != ".parquet":
+            self._file = self._tmp.open("w", newline="")
+        if self.kind == ".json":
             self._file.write("[")
-        else:
+        elif self.kind == ".csv":
             self._csv = csv.writer(self._file)
-            self._csv.writerow(["path", "label", "probability", "top_k", "none_of_these", "rejected_by", "familiarity"])
+            self._csv.writerow(COLUMNS)
 
     def write(self, path: str, prediction: Prediction) -> None:
         """Appends one row."""
-        if self.json:
+        if self.kind == ".json":
             row = {"path": path, **prediction.to_dict()}
             self._file.write(("," if self.count else "") + "\n  " + json.dumps(row))
+        elif self.kind == ".parquet":
+            self._rows.append({"path": path, **prediction.to_dict()})
+            if len(self._rows) >= PARQUET_ROWS_PER_GROUP:
+                self._flush_parquet()
         else:
             top_k = ";".join(f"{name}:{prob:.4f}" for name, prob in prediction.top_k)
             familiarity = "" if prediction.familiarity is None else f"{prediction.familiarity:.4f}"
@@ -54,11 +78,25 @@ class PredictionWriter:
             )
         self.count += 1
 
+    def _flush_parquet(self) -> None:
+        pyarrow = self._parquet["pyarrow"]
+        table = pyarrow.Table.from_pylist(self._rows, schema=self._parquet["schema"])
+        if self._parquet_writer is None:
+            self._parquet_writer = self._parquet["parquet"].ParquetWriter(self._tmp, self._parquet["schema"])
+        self._parquet_writer.write_table(table)
+        self._rows = []
+
     def close(self, keep: bool = True) -> None:
         """Finishes the file and moves it into place (``keep``), or drops it."""
-        if self.json:
-            self._file.write("\n]\n")
-        self._file.close()
+        if self.kind == ".parquet":
+            if keep and (self._rows or self._parquet_writer is None):
+                self._flush_parquet()  # an empty table still has its columns
+            if self._parquet_writer is not None:
+                self._parquet_writer.close()
+        else:
+            if self.kind == ".json":
+                self._file.write("\n]\n")
+            self._file.close()
         if keep:
             self._tmp.replace(self.path)
         else:
@@ -71,15 +109,60 @@ class PredictionWriter:
         self.close(keep=exc_type is None)
 
 
+class PredictionOutputError(UserError):
+    """An output file promptlab cannot write predictions to."""
+
+
+def check_output(path: str | Path) -> str:
+    """The output's kind (``.csv``, ``.json`` or ``.parquet``), checked before any work starts.
+
+    Raises:
+        PredictionOutputError: another suffix, or Parquet without pyarrow.
+    """
+    kind = Path(path).suffix.lower()
+    if kind not in OUTPUT_SUFFIXES:
+        names = ", ".join(OUTPUT_SUFFIXES)
+        raise PredictionOutputError(f"Cannot write predictions to {str(path)!r}: name a {names} file.")
+    if kind == ".parquet":
+        _parquet_module(Path(path))
+    return kind
+
+
+def _parquet_module(path: Path) -> dict[str, Any]:
+    """pyarrow, its Parquet module and the prediction table's schema; one sentence without pyarrow."""
+    try:
+        import pyarrow
+        import pyarrow.parquet as parquet
+    except ImportError as error:
+        raise PredictionOutputError(
+            f"Writing {str(path)!r} needs pyarrow: install it with pip install pyarrow, or name a .csv file."
+        ) from error
+    ranked = pyarrow.struct([("label", pyarrow.string()), ("probability", pyarrow.float64())])
+    schema = pyarrow.schema(
+        [
+            ("path", pyarrow.string()),
+            ("label", pyarrow.string()),
+            ("probability", pyarrow.float64()),
+            ("top_k", pyarrow.list_(ranked)),
+            ("none_of_these", pyarrow.bool_()),
+            ("rejected_by", pyarrow.string()),
+            ("familiarity", pyarrow.float64()),
+        ]
+    )
+    return {"pyarrow": pyarrow, "parquet": parquet, "schema": schema}
+
+
 def write_predictions(rows: list[tuple[str, Prediction]], path: Path) -> None:
-    """Writes (image path, prediction) rows as CSV or JSON by the file suffix."""
+    """Writes (image path, prediction) rows as CSV, JSON or Parquet by the file suffix."""
     with PredictionWriter(path) as writer:
         for image_path, prediction in rows:
             writer.write(image_path, prediction)
 
 
 def results_to_output(results: Iterable[FileResult], output: str | None) -> list[str]:
-    """Streams predictions to ``output`` (a .csv or .json file) or stdout; returns the unreadable files' reasons."""
+    """Streams predictions to ``output`` (a .csv, .json or .parquet file) or stdout; returns the
+    unreadable files' reasons.
+    """
     writer = PredictionWriter(output) if output else None
     unreadable: list[str] = []
     try:

@@ -47,3 +47,19 @@ def test_without_ray_the_engine_says_how_to_install_it(image_folder, tmp_path, m
     monkeypatch.setattr(builtins, "__import__", no_ray)
     assert main(["classify", "--classifier", str(classifier), str(image_folder), "--engine", "ray"]) == 2
     assert "--engine ray needs Ray Data: install it with pip install 'promptlab-clip[ray]'." in capsys.readouterr().err
+
+
+def test_ray_reads_a_parquet_list_and_writes_parquet_like_the_local_path(ray_cluster, image_folder, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow
+
+    classifier = export_classifier(BUILDERS["CoOp"][0]().eval(), tmp_path / "c.onnx")
+    listed = tmp_path / "list.parquet"
+    pq.write_table(pyarrow.table({"path": sorted(str(p) for p in image_folder.rglob("*.png"))}), listed)
+    tables = {}
+    for engine in ("local", "ray"):
+        output = tmp_path / f"{engine}.parquet"
+        args = ["classify", "--classifier", str(classifier), str(listed), "-o", str(output), "--engine", engine]
+        assert main([*args, "--batch_size", "7", "--no_progress"]) == 0
+        tables[engine] = pq.read_table(output).to_pylist()
+    assert len(tables["local"]) == 30 and tables["local"] == tables["ray"]
