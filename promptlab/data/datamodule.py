@@ -71,6 +71,10 @@ class FewShotDataModule(L.LightningDataModule):
             image features once, keep them on disk and train on them (see :mod:`promptlab.data.feature_cache`).
         cache_views: augmented views cached per training image; each epoch draws one per image.
         cache_dir: the feature cache folder (default ``$PROMPTLAB_CACHE_DIR`` or ``~/.cache/promptlab/features``).
+        engine: where bulk encoding runs (the feature cache's views, NoLA's unlabelled pool): ``local``
+            (this process) or ``ray`` (a Ray Data actor pool on the cluster at ``RAY_ADDRESS``, or a
+            local one; the same features; pip install 'promptlab-clip[ray]').
+        ray_actors: actors in the ray engine's pool (default: one per GPU, else 2).
     """
 
     def __init__(
@@ -95,6 +99,8 @@ class FewShotDataModule(L.LightningDataModule):
         cache_features: bool = True,
         cache_views: int = 16,
         cache_dir: str | None = None,
+        engine: Literal["local", "ray"] = "local",
+        ray_actors: int | None = None,
     ) -> None:
         super().__init__()
         known = ("folder", "split", *STANDARD_DATASETS)
@@ -125,6 +131,12 @@ class FewShotDataModule(L.LightningDataModule):
         self.cache_features = cache_features
         self.cache_views = cache_views
         self.cache_dir = cache_dir
+        if engine not in ("local", "ray") or (ray_actors is not None and ray_actors < 1):
+            raise DatasetError(
+                f"--data.engine is local or ray and --data.ray_actors at least 1 (got {engine!r}, {ray_actors})."
+            )
+        self.engine = engine
+        self.ray_actors = ray_actors
         self.preprocess: PreprocessConfig | None = None  # the backbone's, set by connect_model
         self._encoder: FrozenCLIP | None = None  # a frozen image encoder whose features may be cached
         self._cache: FeatureCache | None = None
@@ -328,6 +340,8 @@ class FewShotDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             barrier=trainer.strategy.barrier if trainer else lambda: None,
+            engine=self.engine,
+            ray_actors=self.ray_actors,
         )
         return features, torch.tensor([samples[i].label for i in kept.tolist()], dtype=torch.long), kept
 

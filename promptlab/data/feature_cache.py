@@ -14,6 +14,7 @@ draws one of the cached views of each image per epoch and never runs the image e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -81,6 +83,21 @@ def _digest_or_skip(path: Path, skip: bool) -> str:
     return read_or_skip(lambda: file_digest(path), skip) or ""
 
 
+def seeded_views(image: Image.Image, transform: Callable, views: int, seed: int) -> torch.Tensor:
+    """(views, 3, H, W): view v drawn with seed ``seed + v``, the global RNG left as it was."""
+    with torch.random.fork_rng(devices=[]):  # leave the training RNG alone
+        stack = []
+        for view in range(views):
+            torch.manual_seed(seed + view)
+            stack.append(transform(image))
+    return torch.stack(stack)
+
+
+def view_seed(digest: str) -> int:
+    """The seed of an image's first view, from the SHA-256 of its content."""
+    return int(digest[:15], 16)
+
+
 class _Views(Dataset):
     """(views, 3, H, W) tensors of the images to encode; view v of an image is seeded by (content, v)."""
 
@@ -94,13 +111,7 @@ class _Views(Dataset):
         image = read_or_skip(lambda: load_image(self.paths[index]), self.skip_bad)
         if image is None:
             return None
-        seed = int(self.digests[index][:15], 16)
-        with torch.random.fork_rng(devices=[]):  # leave the training RNG alone
-            views = []
-            for view in range(self.views):
-                torch.manual_seed(seed + view)
-                views.append(self.transform(image))
-        return torch.stack(views), index
+        return seeded_views(image, self.transform, self.views, view_seed(self.digests[index])), index
 
 
 class FeatureCache:
@@ -127,12 +138,16 @@ class FeatureCache:
         rank: int = 0,
         world_size: int = 1,
         barrier: Callable[[], None] = lambda: None,
+        engine: Literal["local", "ray"] = "local",
+        ray_actors: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of every image, computed where missing.
 
         Under data-parallel training every process calls this: each encodes its share of the
         missing images, all wait at ``barrier``, then all read the whole set (the images are
-        encoded once, and the features shared through the disk).
+        encoded once, and the features shared through the disk). With ``engine="ray"`` the first
+        process hands all the missing images to a Ray Data actor pool
+        (:func:`promptlab.data.ray_encoding.ray_encode`, the same views and features) while the others wait.
 
         Returns:
             (N', views, D) features and the (N',) indices into ``paths`` they belong to (N' < N
@@ -145,6 +160,9 @@ class FeatureCache:
         @torch.no_grad()
         def encode(todo: list[int]) -> None:
             if not todo:
+                return
+            if engine == "ray":
+                encode_on_ray(todo)
                 return
             dataset = _Views([paths[i] for i in todo], [digests[i] for i in todo], transform, views, skip_bad_images)
             # Its own generator: a loader draws a base seed when iterated, and drawing it from the global
@@ -165,9 +183,29 @@ class FeatureCache:
                     "%s: done in %.1f s; later runs with this encoder read them.", desc, time.monotonic() - started
                 )
 
+        def encode_on_ray(todo: list[int]) -> None:
+            from promptlab.data.ray_encoding import ray_encode
+
+            log.info("Caching image features of %d images x %d views on Ray Data.", len(todo), views)
+            encoded, errors = ray_encode(
+                {"features": self.encoder},
+                [str(paths[i]) for i in todo],
+                [view_seed(digests[i]) for i in todo],
+                transform,
+                views,
+                batch_size,
+                ray_actors,
+            )
+            for j, i in enumerate(todo):
+                if errors[j]:
+                    read_or_skip(functools.partial(_refuse, errors[j]), skip_bad_images)
+                else:
+                    _atomic_save(encoded["features"][j].contiguous(), cast(Path, files[i]))
+
         barrier()  # every process sees the cache in the same state, so the shares below cover all
         missing = [i for i, f in enumerate(files) if f is not None and not f.is_file()]
-        encode(missing[rank::world_size])
+        share = (missing if rank == 0 else []) if engine == "ray" else missing[rank::world_size]
+        encode(share)
         barrier()
         # Normally nothing: what another process could not write (a crash, a concurrent job's race).
         encode([i for i in missing if not cast(Path, files[i]).is_file()])
@@ -178,6 +216,11 @@ class FeatureCache:
             else torch.empty(0, views, 0)
         )
         return features, torch.tensor(kept, dtype=torch.long)
+
+
+def _refuse(reason: str) -> None:
+    """Raises an image's refusal again (as the local loader would have raised it)."""
+    raise ImageLoadError(reason)
 
 
 def _atomic_save(features: torch.Tensor, path: Path) -> None:

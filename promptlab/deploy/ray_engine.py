@@ -16,25 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from promptlab.data.ray_cluster import actor_pool_plan, import_ray
 from promptlab.deploy.file_format import classifier_format
 from promptlab.deploy.prediction import Prediction
-from promptlab.errors import UserError
-
-RAY_INSTALL = "pip install 'promptlab-clip[ray]'"
-
-
-class RayMissingError(UserError):
-    """``--engine ray`` without Ray installed."""
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or a one-sentence error saying how to install it."""
-    try:
-        import ray
-        import ray.data  # Ray Data is an extra of ray: its import is the check
-    except ImportError as error:
-        raise RayMissingError(f"--engine ray needs Ray Data: install it with {RAY_INSTALL}.") from error
-    return ray
 
 
 class ClassifyActor:
@@ -151,13 +135,12 @@ def ray_classify_files(
         ``(path, prediction)`` per classified image and the reason per unreadable file, in input order.
     """
     ray = import_ray()
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = progress
-    dataset = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
+    blocks, pool = actor_pool_plan(len(paths), batch_size, concurrency, gpus)
+    dataset = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)], override_num_blocks=blocks)
     results = dataset.map_batches(
         ClassifyActor,
         fn_constructor_kwargs={
@@ -169,7 +152,7 @@ def ray_classify_files(
             "unfamiliar_below": unfamiliar_below,
         },
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=concurrency or max(gpus, 2)),
+        compute=ray.data.ActorPoolStrategy(size=pool),
         num_gpus=1 if gpus else 0,
         batch_format="numpy",
     )

@@ -200,18 +200,11 @@ class NoLA(CLIPClassifier):
             log.info(note)
         view = test_transform(self.preprocess)  # CLIP's test view, for CLIP and DINO alike (the reference)
         n = len(samples)
-        probabilities, valid = torch.zeros(n, len(self.class_names)), torch.zeros(n, dtype=torch.bool)
-        features = None
-        for batch in data.pool_dataloader(view):
-            if batch is None:
-                continue
-            images, _, indices = batch
-            dino_features = dino(images.to(self.device)).float().cpu()
-            features = torch.zeros(n, dino_features.shape[1]) if features is None else features
-            features[indices] = dino_features
-            probabilities[indices] = self._stage1_logits(images).softmax(-1).float().cpu()
-            valid[indices] = True
-        if features is None:
+        if getattr(data, "engine", "local") == "ray":
+            probabilities, features, valid = self._pool_scores_on_ray(data, dino, view)
+        else:
+            probabilities, features, valid = self._pool_scores(data, dino, view)
+        if not valid.any():
             raise DatasetError(f"No image of the unlabelled pool in {str(root)!r} could be read; check the files.")
         if not valid.all():
             bad = [samples[i].path for i in torch.nonzero(~valid).flatten().tolist()]
@@ -245,6 +238,40 @@ class NoLA(CLIPClassifier):
         if out_dir is not None:
             (out_dir / STAGES_FILE).write_text(json.dumps(self.stage_report, indent=2))
         return pool_labels
+
+    def _pool_scores(self, data, dino: nn.Module, view) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 1's (N, C) probabilities and DINO's (N, D) features of the pool, and which of its
+        (N,) images were readable (zeros for the others).
+        """
+        n = len(data.unlabelled_pool[1])
+        probabilities, valid = torch.zeros(n, len(self.class_names)), torch.zeros(n, dtype=torch.bool)
+        features = torch.zeros(n, 0)
+        for batch in data.pool_dataloader(view):
+            if batch is None:
+                continue
+            images, _, indices = batch
+            dino_features = dino(images.to(self.device)).float().cpu()
+            features = torch.zeros(n, dino_features.shape[1]) if not features.shape[1] else features
+            features[indices] = dino_features
+            probabilities[indices] = self._stage1_logits(images).softmax(-1).float().cpu()
+            valid[indices] = True
+        return probabilities, features, valid
+
+    def _pool_scores_on_ray(self, data, dino: nn.Module, view) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_pool_scores` computed by a Ray Data actor pool (``--data.engine ray``)."""
+        from promptlab.data.ray_encoding import BoundEncoder, ray_encode
+
+        root, samples = data.unlabelled_pool
+        encoders = {"dino": dino, "clip": BoundEncoder(self.backbone, "encode_image", "without_visual_prompts")}
+        paths = [str(root / sample.path) for sample in samples]
+        encoded, errors = ray_encode(encoders, paths, [0] * len(paths), view, 1, data.test_batch_size, data.ray_actors)
+        valid = torch.tensor([not error for error in errors], dtype=torch.bool)
+        for error in filter(None, errors):
+            log.debug("Skipping unreadable image: %s", error)
+        clip_features = encoded["clip"][:, 0].to(self.device)  # (N, D), normalised by encode_image
+        logits = self.backbone.logit_scale * clip_features @ self.stage1_weights.T
+        probabilities = torch.where(valid[:, None], logits.softmax(-1).float().cpu(), 0.0)
+        return probabilities, encoded["dino"][:, 0], valid
 
     def _stage1_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.logit_scale * self.backbone.encode_image(images.to(self.device)) @ self.stage1_weights.T
