@@ -90,3 +90,19 @@ def test_bulk_benchmark_quick_mode(tmp_path):
     main(["--quick", "--images", "100", "--data_root", str(tmp_path / "data"), "--out", str(out)])
     (run,) = json.loads(out.read_text())["runs"]
     assert run["same_paths_in_order"] and run["same_top1"] == 1.0 and run["rows"] == 100 and run["ray_peak_mb"] > 0
+
+
+def test_cache_sharing_benchmark_quick_mode(tmp_path):
+    """Two gloo ranks: once per rank each encodes every image, shared each encodes half; same features."""
+    import json
+
+    from benchmarks.cache_sharing import main
+    from promptlab.toy.world import generate
+
+    generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=1, pretrain_images=0)
+    out = tmp_path / "cache_sharing.json"
+    main(["--quick", "--images", "20", "--no_ray", "--data_root", str(tmp_path / "data"), "--out", str(out)])
+    (run,) = json.loads(out.read_text())["runs"]
+    assert [rank["unshared_encoded"] for rank in run["ranks"]] == [20, 20]
+    assert [rank["shared_encoded"] for rank in run["ranks"]] == [10, 10]
+    assert all(rank["identical"] for rank in run["ranks"])
