@@ -106,3 +106,18 @@ def test_cache_sharing_benchmark_quick_mode(tmp_path):
     assert [rank["unshared_encoded"] for rank in run["ranks"]] == [20, 20]
     assert [rank["shared_encoded"] for rank in run["ranks"]] == [10, 10]
     assert all(rank["identical"] for rank in run["ranks"])
+
+
+def test_nola_prompt_cost_benchmark_runs_on_one_task(tmp_path):
+    """Zero prompts of any scale change nothing; the table has a row per prompt count."""
+    import json
+
+    from benchmarks.nola_prompt_cost import main
+    from promptlab.toy.world import generate
+
+    generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=1, pretrain_images=0)
+    out = tmp_path / "cost.json"
+    main(["--tasks", "shapes", "--prompts", "0", "4", "--data_root", str(tmp_path / "data"), "--out", str(out)])
+    none, four = json.loads(out.read_text())["runs"]
+    assert set(none["accuracy"].values()) == {none["accuracy"]["no prompts"]}
+    assert four["prompts"] == 4 and 0 <= four["accuracy"]["x1"] <= 1
