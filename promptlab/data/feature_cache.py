@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Literal, cast
 
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from promptlab.data.datasets import collate_skipping_none, read_or_skip
 from promptlab.data.images import ImageLoadError, load_image
+from promptlab.data.seeded_views import seeded_views, view_seed
 from promptlab.files import atomic_write
 
 CACHE_DIR_ENV = "PROMPTLAB_CACHE_DIR"
@@ -81,21 +81,6 @@ def file_digest(path: Path) -> str:
 def _digest_or_skip(path: Path, skip: bool) -> str:
     """:func:`file_digest`, or "" for an unreadable file when skipping those."""
     return read_or_skip(lambda: file_digest(path), skip) or ""
-
-
-def seeded_views(image: Image.Image, transform: Callable, views: int, seed: int) -> torch.Tensor:
-    """(views, 3, H, W): view v drawn with seed ``seed + v``, the global RNG left as it was."""
-    with torch.random.fork_rng(devices=[]):  # leave the training RNG alone
-        stack = []
-        for view in range(views):
-            torch.manual_seed(seed + view)
-            stack.append(transform(image))
-    return torch.stack(stack)
-
-
-def view_seed(digest: str) -> int:
-    """The seed of an image's first view, from the SHA-256 of its content."""
-    return int(digest[:15], 16)
 
 
 class _Views(Dataset):

@@ -3,7 +3,7 @@ training set and NoLA's pass over its unlabelled pool are one bulk map, images t
 by a pool of actors (a GPU each where the cluster has GPUs) that each hold a copy of the encoders.
 
 Each actor decodes with promptlab's decoder and draws an image's views with the same seeds as the
-local path (:func:`promptlab.data.feature_cache.seeded_views`), so the features equal the local ones
+local path (:func:`promptlab.data.seeded_views.seeded_views`), so the features equal the local ones
 (the same top-1 and pseudo-labels, values to floating-point noise of the batch shapes).
 """
 
@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from promptlab.data.images import ImageLoadError, load_image
 from promptlab.data.ray_cluster import actor_pool_plan, import_ray
+from promptlab.data.seeded_views import seeded_views
 
 
 class BoundEncoder(nn.Module):
@@ -72,8 +73,6 @@ class EncodeActor:
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{"index", "path", "seed"}`` -> ``{"index", "error", <name>: (B, V, D) for each encoder}``."""
-        from promptlab.data.feature_cache import seeded_views
-
         errors, stacks, readable = [""] * len(batch["path"]), [], []
         for row, (path, seed) in enumerate(zip(batch["path"], batch["seed"], strict=True)):
             try:
