@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny generated image folder and the random-weights tiny CLIP."""
+"""Shared fixtures: a tiny generated image folder, an unlabelled pool, the random-weights tiny CLIP and a
+local Ray cluster."""
 
 import atexit
 import os
@@ -36,6 +37,27 @@ def make_image_folder(root: Path, images_per_class: int = 10, seed: int = 0) -> 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture
+def unlabelled_pool(image_folder: Path, tmp_path: Path) -> Path:
+    """A flat folder of the image folder's 30 images, unlabelled, and one file that is not an image."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        (pool / f"{i}.png").write_bytes(path.read_bytes())
+    (pool / "broken.png").write_bytes(b"not an image")
+    return pool
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs for one test module (skipped without Ray Data)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

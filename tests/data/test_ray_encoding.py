@@ -15,15 +15,6 @@ from promptlab.data.images import ImageLoadError, list_images
 pytest.importorskip("ray.data")
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def test_cached_views_on_ray_equal_the_local_ones(ray_cluster, tiny_backbone, image_folder, tmp_path):
     key = encoder_key(tiny_backbone.model_name, tiny_backbone.image_encoder_state())
     paths = list_images(image_folder / "blue_triangle") + list_images(image_folder / "red_square")[:3]
@@ -44,12 +35,8 @@ def test_cached_views_on_ray_equal_the_local_ones(ray_cluster, tiny_backbone, im
     assert not torch.allclose(local[:, 0], local[:, 1])  # three distinct augmented views, the same on both
 
 
-def test_nola_pseudo_labels_on_ray_equal_the_local_ones(ray_cluster, image_folder, tmp_path):
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    for i, path in enumerate(sorted(image_folder.rglob("*.png"))):
-        (pool / f"{i}.png").write_bytes(path.read_bytes())
-    (pool / "broken.png").write_bytes(b"not an image")
+def test_nola_pseudo_labels_on_ray_equal_the_local_ones(ray_cluster, image_folder, unlabelled_pool, tmp_path):
+    pool = unlabelled_pool
     labels, stages = {}, {}
     for engine in ("local", "ray"):
         runs = tmp_path / engine

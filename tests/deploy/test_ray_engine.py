@@ -12,15 +12,6 @@ from tests.builders import BUILDERS
 pytest.importorskip("ray.data")
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("suffix", [".safetensors", ".onnx"])
 def test_ray_rows_equal_the_local_rows(ray_cluster, image_folder, tmp_path, suffix, capsys):
     classifier = export_classifier(BUILDERS["CoOp"][0]().eval(), tmp_path / f"c{suffix}")

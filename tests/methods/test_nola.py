@@ -113,12 +113,8 @@ def test_real_dino_offline_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_label_free_fit_reports_stages_and_exports(image_folder, tmp_path, capsys):
-    unlabelled = tmp_path / "pool"
-    unlabelled.mkdir()
-    for i, path in enumerate(sorted(image_folder.rglob("*.png"))):
-        (unlabelled / f"{i}.png").write_bytes(path.read_bytes())
-    (unlabelled / "broken.png").write_bytes(b"not an image")
+def test_cli_label_free_fit_reports_stages_and_exports(image_folder, unlabelled_pool, tmp_path, capsys):
+    unlabelled = unlabelled_pool
     runs = tmp_path / "runs"
     args = ["fit", "-c", "configs/tiny/nola.yaml", f"--data.root={image_folder}", f"--data.unlabelled={unlabelled}"]
     assert main([*args, f"--trainer.logger.init_args.save_dir={runs}"]) == 0
