@@ -121,3 +121,41 @@ def test_nola_prompt_cost_benchmark_runs_on_one_task(tmp_path):
     none, four = json.loads(out.read_text())["runs"]
     assert set(none["accuracy"].values()) == {none["accuracy"]["no prompts"]}
     assert four["prompts"] == 4 and 0 <= four["accuracy"]["x1"] <= 1
+
+
+def test_nola_loss_signals_band_separates_losing_runs():
+    """Runs lost below and above a band of agreement: the fitted band lies between them, ends at midpoints,
+    and is checked on the other world.
+    """
+    from benchmarks.nola_loss_signals import FIGURES, analyse, choose
+
+    def run(world: str, value: float, gain: float) -> dict:
+        figures, images = dict.fromkeys(FIGURES, value), {"pool": 100, "mixed_test": 50}
+        return {"world": world, "figures": figures, "pool_gain": gain, "test_gain": {"mixed": gain}, "images": images}
+
+    runs = [run("a", 0.6, -0.05), run("a", 0.7, 0.01), run("a", 0.8, 0.02), run("a", 0.9, -0.03)]
+    runs += [run("b", 0.62, 0.02), run("b", 0.75, 0.01), run("b", 0.95, -0.01)]
+    rule = analyse(runs, "a", "b")["final_vs_dino"]
+    assert (rule["low"], rule["high"]) == (pytest.approx(0.65), pytest.approx(0.85)) and rule["misclassified"] == 0
+    assert (rule["held_out_right"], rule["held_out_runs"]) == (2, 3)  # 0.62 won although below the band
+    one_sided = analyse([r for r in runs if r["figures"]["final_vs_dino"] < 0.85], "a", "b")
+    assert one_sided["final_vs_dino"]["high"] == 1.0  # nothing lost above: that end stays open
+    assert choose(one_sided) in FIGURES
+
+
+def test_nola_loss_signals_benchmark_quick_mode(tmp_path):
+    """One short NoLA run on a small world: every figure is an agreement, gains are against zero-shot."""
+    import json
+
+    from benchmarks.nola_loss_signals import FIGURES, main
+    from promptlab.toy.world import generate
+
+    generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=4, pretrain_images=0)
+    out = tmp_path / "signals.json"
+    main(["--quick", "--data_root", str(tmp_path / "data"), "--out", str(out)])
+    (run,) = json.loads(out.read_text())["runs"]
+    assert set(run["figures"]) == set(FIGURES) and all(0 <= v <= 1 for v in run["figures"].values())
+    assert run["nola_reported"] == pytest.approx(run["figures"], abs=1e-6)  # the app shows what was measured
+    pool = run["pool_accuracy"]
+    assert run["pool_gain"] == pytest.approx(pool["final"] - pool["zero_shot"])
+    assert run["images"]["pool"] == 4 * 8 * 4 and run["images"]["mixed_test"] == 4 * 8 * 5

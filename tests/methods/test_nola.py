@@ -3,6 +3,7 @@
 import json
 import urllib.error
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from promptlab.methods._labeller import (
     note_foreign_normalisation,
     select_pseudo_labels,
 )
-from promptlab.methods.nola import agreement_panel
+from promptlab.methods.nola import LABELLER_VS_ZERO_SHOT_BAND, agreement_panel, zero_shot_panel
 
 CLASSES = ["blue_triangle", "green_circle", "red_square"]
 
@@ -124,8 +125,11 @@ def test_cli_label_free_fit_reports_stages_and_exports(image_folder, unlabelled_
     assert {"stage1_accuracy", "stage2_accuracy", "stage3_accuracy"} <= set(stages)
     labels_file = run / "nola_pseudo_labels.safetensors"
     assert labels_file.is_file()
-    # The final classifier's agreement with its teacher, measured on the pool.
-    assert 0 <= stages["pool_agreement_final_vs_dino"] <= 1 and 0 <= stages["pool_agreement_final_vs_stage1"] <= 1
+    # The final classifier's agreement with its teacher, the description classifier and zero-shot, on the pool
+    # (tests/test_benchmarks.py checks the zero-shot ones against ZeroShotCLIP's own predictions).
+    for other in ("dino", "stage1", "zero_shot"):
+        assert 0 <= stages[f"pool_agreement_final_vs_{other}"] <= 1
+    assert 0 <= stages["pool_agreement_dino_vs_zero_shot"] <= 1
     saved = load_file(str(labels_file))
     assert saved["stage1_labels"].shape == saved["pool_labels"].shape == (31,)
     assert main(["export", "--run", str(run)]) == 0
@@ -213,3 +217,20 @@ def test_the_inspect_panel_warns_when_the_classifier_disagrees_with_its_teacher(
     weak = agreement_panel(stages | {"pool_agreement_final_vs_dino": 0.55, "pool_agreement_final_vs_stage1": 0.5})
     assert "disagrees with the labels it was trained on for 45% of the pool" in weak.warning
     assert "and with the description classifier on 50%" in weak.text
+
+
+@pytest.mark.parametrize(("agreement", "sign"), [(0.6, "more than a labeller"), (0.75, ""), (0.9, "adds little")])
+def test_a_run_without_labels_says_whether_it_shows_the_sign_of_a_loss(agreement, sign):
+    panel = zero_shot_panel(agreement)
+    assert f"changed zero-shot CLIP's answer on {1 - agreement:.0%} of your unlabelled images" in panel.text
+    assert "not a measurement" in panel.text and "Not measured" in panel.title
+    assert (
+        (sign in panel.warning and "probably did worse than zero-shot" in panel.warning) if sign else not panel.warning
+    )
+
+
+def test_the_band_is_the_one_the_benchmark_chose():
+    chosen = json.loads(Path("benchmarks/nola_loss_signals.json").read_text())["chosen"]
+    assert chosen["reported_as"] == "pool_agreement_dino_vs_zero_shot"
+    low, high = LABELLER_VS_ZERO_SHOT_BAND
+    assert low == pytest.approx(chosen["low"], abs=1e-3) and high == pytest.approx(chosen["high"], abs=1e-3)

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from promptlab.methods._contract import panels_to_json
+from promptlab.methods.nola import zero_shot_panel
 from promptlab.workspace.labelling import set_aside
 from promptlab.workspace.project import UploadReport, Workspace
-from promptlab.workspace.run_record import RunSettings
+from promptlab.workspace.run_record import INSPECTION_FILE, RUN_FILE, RunSettings, write_json
 from promptlab.workspace.runs import cancel_run, start_run
 from tests.ui_support import toy_project, wait_for_run
 
@@ -223,6 +225,19 @@ def test_train_page_refuses_a_second_run_started_from_another_tab(tmp_path, monk
 def test_train_page_reports_the_last_run(trained_workspace):
     at = open_page("train")
     assert "failed" in texts(at) and "weights_path" in texts(at)
+
+
+def test_train_page_says_a_label_free_run_without_labels_is_unmeasured(workspace):
+    """A finished NoLA run with no labelled images: the Train page says it is not measured and repeats the
+    run's own warning of a likely loss to zero-shot CLIP.
+    """
+    run_dir = Workspace(workspace).create("shapes").runs_dir / "20261207-000000-nola"
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / RUN_FILE, {"id": run_dir.name, "method": "nola", "status": "finished", "accuracy": None})
+    write_json(run_dir / INSPECTION_FILE, {"panels": panels_to_json([zero_shot_panel(0.95)])})
+    shown = texts(open_page("train"))
+    assert "Not measured against zero-shot CLIP: this run had no labelled images" in shown
+    assert "This run probably did worse than zero-shot CLIP: its labeller changed only 5%" in shown
 
 
 def test_inspect_page_shows_accuracy_confusion_matrix_and_what_each_method_learned(trained_workspace):

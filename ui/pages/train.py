@@ -109,6 +109,15 @@ if latest and latest.get("status") == "finished":
         shown += f" (zero-shot CLIP: {latest['zero_shot_accuracy']:.1%})"
     st.success(f"Last run {latest['id']} ({method_label(latest['method'])}) finished: {shown}.")
     show_validation(latest.get("validation"))
+    warnings = [p.warning for p in run_results(project.runs_dir / latest["id"]).panels if getattr(p, "warning", "")]
+    for warning in warnings:  # what the method itself warns about (NoLA: weak labels, a likely loss)
+        st.warning(warning)
+    learns_from = getattr(registered_methods().get(latest.get("method", "")), "learns_from", None)
+    if not latest.get("validation") and learns_from == "unlabelled":
+        st.caption(
+            "Not measured against zero-shot CLIP: this run had no labelled images. Inspect shows what it can tell "
+            "about itself; labelled images (they only measure it) would measure it."
+        )
     st.page_link("pages/inspect_run.py", label="Inspect the classifier", icon=":material/search_insights:")
 elif latest and latest.get("status") == "cancelled":
     st.info(f"Last run {latest['id']} was cancelled.")
