@@ -133,7 +133,14 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[valid] == b[valid]).float().mean())
 
 
-def run_once(world: Path, labeller: Callable[[], torch.nn.Module], seed: int, epochs: int, zero_shot: dict) -> dict:
+def run_once(
+    world: Path,
+    labeller: Callable[[], torch.nn.Module],
+    seed: int,
+    epochs: int,
+    zero_shot: dict,
+    n_prompts: int = 16,
+) -> dict:
     """One NoLA run; its label-free figures and its accuracy against zero-shot's on hidden labels."""
     L.seed_everything(seed, verbose=False)
     data = FewShotDataModule(
@@ -153,6 +160,7 @@ def run_once(world: Path, labeller: Callable[[], torch.nn.Module], seed: int, ep
         dino="toy-dino",
         descriptions_file=str(world / "toy" / "descriptions.json"),
         templates=TEMPLATES,
+        n_prompts=n_prompts,
         label_smoothing=0.1,
         lr=0.004,
         weight_decay=0.01,

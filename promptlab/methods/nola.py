@@ -427,11 +427,10 @@ def zero_shot_panel(labeller_vs_zero_shot: float) -> Text:
     changed = 1 - labeller_vs_zero_shot
     fact = f"NoLA's DINO labeller changed zero-shot CLIP's answer on {changed:.0%} of your unlabelled images."
     caveat = (
-        f"On generated test worlds, runs that changed between {1 - high:.0%} and {1 - low:.0%} beat zero-shot "
-        "and the others lost to it. That band comes from worlds where zero-shot is right on about 70% of the "
-        "images (where zero-shot is less accurate, a good labeller changes more of its answers), so this is a sign, "
-        "not a measurement: "
-        "label a few images per class and train again to measure it (the run then offers zero-shot when it wins)."
+        f"On generated test worlds, runs that changed between {1 - high:.0%} and {1 - low:.0%} beat zero-shot and "
+        "the others lost to it. There zero-shot is right on about 70% of the images, and where it is less accurate "
+        "a good labeller changes more of its answers: this is a sign, not a measurement. Label a few images per "
+        "class and train again to measure it (the run then offers zero-shot when zero-shot does better)."
     )
     if labeller_vs_zero_shot > high:
         warning = (
@@ -441,7 +440,7 @@ def zero_shot_panel(labeller_vs_zero_shot: float) -> Text:
     elif labeller_vs_zero_shot < low:
         warning = (
             f"This run probably did worse than zero-shot CLIP: its labeller changed {changed:.0%} of zero-shot's "
-            "answers, more than a labeller that only corrects zero-shot's mistakes does."
+            "answers; on generated worlds, labellers that changed that many were wrong more often than zero-shot."
         )
     else:
         warning = ""
