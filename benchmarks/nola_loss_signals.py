@@ -133,15 +133,8 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[valid] == b[valid]).float().mean())
 
 
-def run_once(
-    world: Path,
-    labeller: Callable[[], torch.nn.Module],
-    seed: int,
-    epochs: int,
-    zero_shot: dict,
-    n_prompts: int = 16,
-) -> dict:
-    """One NoLA run; its label-free figures and its accuracy against zero-shot's on hidden labels."""
+def toy_nola(world: Path, seed: int, n_prompts: int = 16) -> tuple[NoLA, FewShotDataModule]:
+    """NoLA as configs/toy/nola.yaml sets it up on ``world``'s pool, seeded, connected to its data."""
     L.seed_everything(seed, verbose=False)
     data = FewShotDataModule(
         root=str(world),
@@ -166,6 +159,19 @@ def run_once(
         weight_decay=0.01,
     )
     model.connect_data(data)
+    return model, data
+
+
+def run_once(
+    world: Path,
+    labeller: Callable[[], torch.nn.Module],
+    seed: int,
+    epochs: int,
+    zero_shot: dict,
+    n_prompts: int = 16,
+) -> dict:
+    """One NoLA run; its label-free figures and its accuracy against zero-shot's on hidden labels."""
+    model, data = toy_nola(world, seed, n_prompts)
     trainer = L.Trainer(
         max_epochs=epochs,
         logger=False,

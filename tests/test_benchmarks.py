@@ -159,3 +159,19 @@ def test_nola_loss_signals_benchmark_quick_mode(tmp_path):
     pool = run["pool_accuracy"]
     assert run["pool_gain"] == pytest.approx(pool["final"] - pool["zero_shot"])
     assert run["images"]["pool"] == 4 * 8 * 4 and run["images"]["mixed_test"] == 4 * 8 * 5
+
+
+def test_nola_fit_benchmark_runs_without_prompts_for_one_epoch(tmp_path):
+    """NoLA with no visual prompts trains (head and layer norms only); the linear bound uses the same labeller."""
+    import json
+
+    from benchmarks.nola_fit import main
+    from promptlab.toy.world import generate
+
+    generate(tmp_path / "data" / "toy", per_class_and_style=10, unlabelled_per_class=4, pretrain_images=0)
+    out = tmp_path / "fit.json"
+    main(["--prompts", "0", "--epochs", "1", "--data_root", str(tmp_path / "data"), "--out", str(out)])
+    results = json.loads(out.read_text())
+    (run,) = results["runs"]
+    assert run["prompts"] == 0 and 0 <= run["figures"]["final_vs_dino"] <= 1
+    assert results["linear_bound"]["teacher_accuracy"] == pytest.approx(run["pool_accuracy"]["dino"])
