@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.nola_loss_signals import agreement, gain, pool_truth, run_once, toy_nola, zero_shot_reference
+from benchmarks.nola_loss_signals import gain, pool_truth, run_once, toy_nola, zero_shot_reference
 from benchmarks.provenance import current_commit
 from promptlab.data.transforms import test_transform
+from promptlab.methods.nola import pool_agreement
 from promptlab.toy.dino import load_toy_dino
 
 OUT = Path(__file__).parent / "nola_fit.json"
@@ -51,9 +52,9 @@ def linear_bound(world: Path, seed: int, steps: int = 2000) -> dict:
         fitted = head(x).argmax(-1)
     truth = pool_truth(data, world)[keep]
     return {
-        "agreement_with_dino": agreement(fitted, y),
-        "teacher_accuracy": agreement(y, truth),
-        "head_accuracy": agreement(fitted, truth),
+        "agreement_with_dino": pool_agreement(fitted, y),
+        "teacher_accuracy": pool_agreement(y, truth),
+        "head_accuracy": pool_agreement(fitted, truth),
     }
 
 

@@ -41,6 +41,7 @@ from benchmarks.provenance import current_commit
 from promptlab.data.datamodule import FewShotDataModule
 from promptlab.data.transforms import test_transform
 from promptlab.methods import NoLA, ZeroShotCLIP
+from promptlab.methods.nola import pool_agreement
 from promptlab.toy.dino import build_toy_dino, load_toy_dino
 from promptlab.toy.render import SHAPES
 from promptlab.toy.world import TASKS, generate
@@ -134,15 +135,9 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(torch.corrcoef(torch.stack([rx, ry]))[0, 1])
 
 
-def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    valid = (a >= 0) & (b >= 0)
-    return float((a[valid] == b[valid]).float().mean())
-
-
-def toy_nola(world: Path, seed: int, n_prompts: int = 16) -> tuple[NoLA, FewShotDataModule]:
-    """NoLA as configs/toy/nola.yaml sets it up on ``world``'s pool, seeded, connected to its data."""
-    L.seed_everything(seed, verbose=False)
-    data = FewShotDataModule(
+def pool_data(world: Path, seed: int = 1) -> FewShotDataModule:
+    """``world``'s unlabelled pool as configs/toy/nola.yaml reads it (class names from ``toy_mixed``)."""
+    return FewShotDataModule(
         root=str(world),
         dataset="toy_mixed",
         label_free=True,
@@ -152,6 +147,12 @@ def toy_nola(world: Path, seed: int, n_prompts: int = 16) -> tuple[NoLA, FewShot
         num_workers=0,
         seed=seed,
     )
+
+
+def toy_nola(world: Path, seed: int, n_prompts: int = 16) -> tuple[NoLA, FewShotDataModule]:
+    """NoLA as configs/toy/nola.yaml sets it up on ``world``'s pool, seeded, connected to its data."""
+    L.seed_everything(seed, verbose=False)
+    data = pool_data(world, seed)
     model = NoLA(
         class_names=list(SHAPES),
         backbone="toy-clip",
@@ -193,13 +194,17 @@ def run_once(
     dino, stage1 = model.pool_labels.cpu(), model.stage1_pool_labels.cpu()
     truth, zs = zero_shot["truth"], zero_shot["pool"]
     figures = {
-        "final_vs_dino": agreement(final, dino),
-        "final_vs_stage1": agreement(final, stage1),
-        "final_vs_zero_shot": agreement(final, zs),
-        "stage1_vs_dino": agreement(stage1, dino),
-        "dino_vs_zero_shot": agreement(dino, zs),
+        "final_vs_dino": pool_agreement(final, dino),
+        "final_vs_stage1": pool_agreement(final, stage1),
+        "final_vs_zero_shot": pool_agreement(final, zs),
+        "stage1_vs_dino": pool_agreement(stage1, dino),
+        "dino_vs_zero_shot": pool_agreement(dino, zs),
     }
-    pool = {"final": agreement(final, truth), "dino": agreement(dino, truth), "zero_shot": agreement(zs, truth)}
+    pool = {
+        "final": pool_agreement(final, truth),
+        "dino": pool_agreement(dino, truth),
+        "zero_shot": pool_agreement(zs, truth),
+    }
     tests = {task: test_accuracy(model, world, task) for task in TASKS}
     return {
         "figures": figures,
@@ -215,13 +220,7 @@ def run_once(
 
 def zero_shot_reference(world: Path) -> dict:
     """Zero-shot CLIP's pool predictions, the pool's hidden labels and zero-shot's test accuracy per task."""
-    data = FewShotDataModule(
-        root=str(world),
-        dataset="toy_mixed",
-        label_free=True,
-        unlabelled=str(world / "toy" / "unlabelled"),
-        num_workers=0,
-    )
+    data = pool_data(world)
     model = ZeroShotCLIP(
         class_names=list(SHAPES), backbone="toy-clip", pretrained="promptlab", templates=[ZERO_SHOT_TEMPLATE]
     )

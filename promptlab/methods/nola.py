@@ -240,9 +240,7 @@ class NoLA(CLIPClassifier):
             "unlabelled_images": n,
             "unreadable_images": int((~valid).sum()),
             "pseudo_labels_stage1": len(labels),
-            "pool_label_agreement_stage1_vs_dino": float(
-                (pool_labels[valid] == probabilities[valid].argmax(-1)).float().mean()
-            ),
+            "pool_label_agreement_stage1_vs_dino": pool_agreement(pool_labels, self.stage1_pool_labels),
         }
         labelled = data.labelled_dataloader(view)
         if labelled is not None:  # report each stage on labelled images, when there are some
