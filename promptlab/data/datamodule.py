@@ -423,14 +423,18 @@ class FewShotDataModule(L.LightningDataModule):
         return unlabelled_pool(self.unlabelled, self.splits)
 
     def pool_dataloader(self, transform: Callable) -> DataLoader:
-        """The unlabelled pool in order, (image, -1, pool index) batches; unreadable images are skipped."""
+        """The whole unlabelled pool in order, also under DDP, (image, -1, pool index) batches; unreadable
+        images are skipped.
+        """
         root, samples = self.unlabelled_pool
-        return self._loader(samples, False, transform, root, skip_bad_images=True)
+        return self._loader(samples, False, transform, root, skip_bad_images=True, shard=False)
 
     def labelled_dataloader(self, transform: Callable) -> DataLoader | None:
-        """The test split (else val) with another transform, to report label-free stages; None if absent."""
+        """The whole test split (else val), also under DDP, with another transform, to report label-free
+        stages; None if absent.
+        """
         samples = self.splits.test or self.splits.val
-        return self._loader(samples, False, transform) if samples else None
+        return self._loader(samples, False, transform, shard=False) if samples else None
 
     @cached_property
     def prediction_samples(self) -> list[Sample]:

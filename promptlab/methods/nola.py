@@ -152,26 +152,46 @@ class NoLA(CLIPClassifier):
                 raise DatasetError(problem)
             log.info("NoLA: %s does not exist yet; stages 1-2 compute the pool's labels and write them there.", cached)
         cached = cached or (out_dir / LABELS_FILE if out_dir else None)
-        n_pool = len(data.unlabelled_pool[1])
-        if cached is not None and cached.is_file():
-            saved = load_file(str(cached))
-            if len(saved["pool_labels"]) == n_pool:
-                log.info("NoLA: reusing the pseudo-labels of %s.", cached)
-                self.pool_labels = saved["pool_labels"].to(self.device)
-                self.stage1_pool_labels = saved.get("stage1_labels")
-                self.zero_shot_pool_labels = saved.get("zero_shot_labels")
-                return
-        with self.backbone.without_visual_prompts():  # stages 1-2 use plain CLIP
-            self.pool_labels = self._stage2(data, out_dir).to(self.device)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            saved = {"pool_labels": self.pool_labels.cpu().contiguous()}
-            for key, labels in (
-                ("stage1_labels", self.stage1_pool_labels),
-                ("zero_shot_labels", self.zero_shot_pool_labels),
-            ):
-                saved |= {key: labels.contiguous()} if labels is not None else {}
-            save_file(saved, str(cached))
+        # Under data-parallel training the main process alone reads or computes the pool's labels (one pass
+        # over the pool, one Ray job with --data.engine ray, one writer of the labels file) and hands the
+        # others its result.
+        outcome: dict[str, torch.Tensor] | BaseException | None = None
+        if self.trainer.is_global_zero:
+            try:
+                outcome = self._saved_pool_labels(cached, len(data.unlabelled_pool[1]))
+                if outcome is None:
+                    with self.backbone.without_visual_prompts():  # stages 1-2 use plain CLIP
+                        outcome = self._stage2_outcome(data, out_dir)
+                    if cached is not None:
+                        cached.parent.mkdir(parents=True, exist_ok=True)
+                        save_file({key: labels.contiguous() for key, labels in outcome.items()}, str(cached))
+            except Exception as error:  # the other processes raise it too, instead of waiting forever
+                outcome = error
+        shared = self.trainer.strategy.broadcast(outcome)
+        if isinstance(shared, BaseException):
+            raise outcome if isinstance(outcome, BaseException) else shared
+        assert shared is not None
+        self.pool_labels = shared["pool_labels"].to(self.device)
+        self.stage1_pool_labels = shared.get("stage1_labels")
+        self.zero_shot_pool_labels = shared.get("zero_shot_labels")
+
+    @staticmethod
+    def _saved_pool_labels(path: Path | None, n_pool: int) -> dict[str, torch.Tensor] | None:
+        """The pseudo-labels file's labels when it exists and covers a pool of ``n_pool`` images, else None."""
+        if path is None or not path.is_file():
+            return None
+        saved = load_file(str(path))
+        if len(saved["pool_labels"]) != n_pool:
+            return None
+        log.info("NoLA: reusing the pseudo-labels of %s.", path)
+        return saved
+
+    def _stage2_outcome(self, data, out_dir: Path | None) -> dict[str, torch.Tensor]:
+        """Stages 1-2's (N,) labels of the pool, as the pseudo-labels file stores them (-1: unreadable)."""
+        pool_labels = self._stage2(data, out_dir).cpu()
+        stage1, zero_shot = self.stage1_pool_labels, self.zero_shot_pool_labels
+        assert stage1 is not None and zero_shot is not None  # set by _stage2
+        return {"pool_labels": pool_labels, "stage1_labels": stage1.cpu(), "zero_shot_labels": zero_shot.cpu()}
 
     @torch.no_grad()
     def on_fit_end(self) -> None:

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from safetensors.torch import load_file
 
 
 def fit(image_folder: Path, out: Path, *args: str) -> Path:
@@ -90,3 +92,36 @@ def test_two_nodes_of_one_process_match_one_node_of_two(image_folder, tmp_path):
     assert torch.allclose(contexts[0], contexts[1], atol=1e-6)
     reports = [json.loads((run / "test_metrics.json").read_text()) for run in (one_node, two_nodes)]
     assert reports[0]["accuracy"] == reports[1]["accuracy"]
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_nola_under_ddp_labels_its_pool_once_as_one_process_does(engine, image_folder, unlabelled_pool, tmp_path):
+    """The main process alone runs stages 1-2 (one pass over the whole pool, one Ray job with the ray
+    engine, one writer of the pseudo-labels file) and hands the other process its labels."""
+    if engine == "ray":
+        pytest.importorskip("ray.data")
+
+    def fit_nola(out: Path, *args: str) -> tuple[Path, str]:
+        command = [
+            sys.executable, "-m", "promptlab", "fit", "-c", "configs/tiny/nola.yaml",
+            "--data.root", str(image_folder), "--data.unlabelled", str(unlabelled_pool),
+            "--trainer.logger.init_args.save_dir", str(out / "runs"), "--seed_everything", "7",
+            "--data.engine", engine, "--data.ray_actors", "1", *args,
+        ]  # fmt: skip
+        env = os.environ | {"PYTHONWARNINGS": "ignore"}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return out / "runs" / "lightning_logs" / "version_0", result.stderr
+
+    single, _ = fit_nola(tmp_path / "single", "--data.batch_size", "8")
+    ddp, log = fit_nola(
+        tmp_path / "ddp", "--data.batch_size", "4",
+        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+    )  # fmt: skip
+    assert log.count("NoLA stages 1-2:") == 1, log[-3000:]
+    labels = [load_file(str(run / "nola_pseudo_labels.safetensors")) for run in (single, ddp)]
+    assert labels[0].keys() == labels[1].keys()
+    for key in labels[0]:
+        assert torch.equal(labels[0][key], labels[1][key]), key
+    stages = [json.loads((run / "nola_stages.json").read_text()) for run in (single, ddp)]
+    assert stages[0]["pool_label_agreement_stage1_vs_dino"] == stages[1]["pool_label_agreement_stage1_vs_dino"]
