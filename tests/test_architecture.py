@@ -1,6 +1,7 @@
 """The package's shape: layers import only the layers before them, no modules import one another in a
 cycle (function-level imports included), only backbone/ imports open_clip, and the command line's
-help imports neither torch's training stack nor open_clip."""
+help imports neither torch's training stack nor open_clip; files over 350 lines say why on the
+architecture page."""
 
 import subprocess
 import sys
@@ -33,6 +34,15 @@ def test_only_the_backbone_imports_open_clip():
         )
     ]
     assert importers and all(layer(p.replace("/", ".").removesuffix(".py")) == "backbone" for p in importers), importers
+
+
+def test_every_file_over_350_lines_is_explained_on_the_architecture_page():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text().split("## Files over 350 lines")[1]
+    explained = {line.split("`")[1] for line in page.splitlines() if line.startswith("| `")}
+    long = {
+        str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if len(path.read_text().splitlines()) > 350
+    }
+    assert long == explained
 
 
 @pytest.mark.parametrize(
