@@ -9,8 +9,10 @@
    shapes from the 3 unknown ones (cross, diamond, heart): its AUROC, and at the threshold that keeps
    95% of the known validation images, the share of known test images kept, of unknown ones and of
    content-free pictures rejected. The candidates: the calibrated top probability (``msp``), MCM on
-   the zero-shot text features (``mcm``, Ming et al. 2022, temperature 1), the cosine to the nearest
-   training image (``knn``), to the nearest class mean (``prototype``), and the sum of the last two,
+   the zero-shot text features (``mcm``, Ming et al. 2022, temperature 1), GL-MCM (``gl_mcm``, Miyai et
+   al. 2023: MCM plus the largest MCM over the patch tokens, each projected as the CLS token is), the
+   cosine to the nearest training image (``knn``), to the nearest class mean (``prototype``), and the
+   sum of the last two,
    the familiarity promptlab's classifiers carry (``familiarity``), for which the table also reports
    the classifier file's own default threshold: known test images kept, accuracy on all known images
    and on the kept ones, unknown and content-free pictures rejected. NoLA is left out: it learns from
@@ -24,9 +26,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +47,7 @@ OUT = Path(__file__).parent / "open_set.json"
 KNOWN = 5  # labels 0-4 of the toy splits are the known shapes
 KEEP_KNOWN = 0.95
 SHOTS = 16
-CANDIDATES = ("msp", "mcm", "knn", "prototype", "familiarity")
+CANDIDATES = ("msp", "mcm", "gl_mcm", "knn", "prototype", "familiarity")
 CALIBRATED = ("Zero-shot CLIP", "CoOp")  # the calibration table's methods
 
 
@@ -59,24 +63,53 @@ def known_split(data_root: Path, task: str, out: Path) -> Path:
 
 def candidate_scores(
     features: torch.Tensor,
+    local: torch.Tensor,
     probabilities: torch.Tensor,
     reference: torch.Tensor,
     labels: torch.Tensor,
     text: torch.Tensor,
 ) -> dict[str, np.ndarray]:
-    """Every candidate score of (N, D) normalised features and (N, C) probabilities, higher = more known."""
+    """Every candidate score of (N, D) normalised features, (N, P, D) normalised patch features and (N, C)
+    probabilities, higher = more known."""
     from promptlab.deploy.open_set import class_means
 
     to_reference = features @ reference.T  # (N, R)
     prototypes = class_means(reference, labels, int(labels.max()) + 1)
     knn, prototype = to_reference.amax(-1), (features @ prototypes.T).amax(-1)
+    mcm = (features @ text.T).softmax(-1).amax(-1)  # temperature 1 on cosines
+    local_mcm = (local @ text.T).softmax(-1).amax(-1).amax(-1)  # (N, P, C) -> the most confident patch
     return {
         "msp": probabilities.amax(-1).numpy(),
-        "mcm": (features @ text.T).softmax(-1).amax(-1).numpy(),  # temperature 1 on cosines
+        "mcm": mcm.numpy(),
+        "gl_mcm": (mcm + local_mcm).numpy(),
         "knn": knn.numpy(),
         "prototype": prototype.numpy(),
         "familiarity": (knn + prototype).numpy(),
     }
+
+
+@contextlib.contextmanager
+def patch_features(classifier) -> Iterator[list[torch.Tensor]]:
+    """Collects the (B, P, D) normalised patch features of every image the classifier encodes meanwhile:
+    the image transformer's patch tokens through its final LayerNorm and projection, as GL-MCM takes them
+    (the classifier's own encoder changes included: NoLA's visual prompts sit between the CLS token and
+    the patches, MaPLe's deep prompts after the patches).
+    """
+    visual = classifier.backbone.model.visual
+    patches = visual.grid_size[0] * visual.grid_size[1]
+    first = 1 + (visual.visual_prompts.shape[0] if getattr(visual, "visual_prompts", None) is not None else 0)
+    collected: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, tokens: torch.Tensor) -> None:  # (B, L, width): CLS, prompts?, patches, prompts?
+        assert tokens.shape[1] >= first + patches, tokens.shape
+        local = visual.ln_post(tokens[:, first : first + patches]) @ visual.proj
+        collected.append(torch.nn.functional.normalize(local.detach().float(), dim=-1).cpu())
+
+    handle = visual.transformer.register_forward_hook(keep)
+    try:
+        yield collected
+    finally:
+        handle.remove()
 
 
 def open_set_scores(
@@ -99,8 +132,9 @@ def open_set_scores(
     content_free = [image for _, image in content_free_images(10, 32)]
 
     def scores(inputs: list) -> dict[str, np.ndarray]:
-        features, probabilities = classifier.features_and_probabilities(inputs, batch_size=256)
-        return candidate_scores(features, probabilities, reference, labels, text)
+        with patch_features(classifier) as local:
+            features, probabilities = classifier.features_and_probabilities(inputs, batch_size=256)
+        return candidate_scores(features, torch.cat(local), probabilities, reference, labels, text)
 
     test_scores, free_scores = scores(paths), scores(content_free)
     validation_scores = scores([str(images / path) for path, _, _ in validation])

@@ -175,3 +175,26 @@ def test_nola_fit_benchmark_runs_without_prompts_for_one_epoch(tmp_path):
     (run,) = results["runs"]
     assert run["prompts"] == 0 and 0 <= run["figures"]["final_vs_dino"] <= 1
     assert results["linear_bound"]["teacher_accuracy"] == pytest.approx(run["pool_accuracy"]["dino"])
+
+
+@pytest.mark.parametrize("builder", ["CoOp", "NoLA", "MaPLe"])  # plain, prompts after CLS, prompts after patches
+def test_open_set_candidates_take_the_patch_tokens_of_any_encoder(builder, tmp_path):
+    import torch
+
+    from benchmarks.open_set import CANDIDATES, candidate_scores, patch_features
+    from promptlab.deploy.classifier import Classifier
+    from promptlab.export import export_classifier
+    from tests.builders import BUILDERS
+
+    classifier = Classifier.load(export_classifier(BUILDERS[builder][0](), tmp_path / "c.safetensors"), device="cpu")
+    visual, size = classifier.backbone.model.visual, classifier.meta["preprocess"]["size"]
+    images = torch.rand(3, 3, size, size) * 2 - 1
+    with patch_features(classifier) as local:
+        features, probabilities = classifier.features_and_probabilities(images)
+    (patches,) = local
+    assert patches.shape == (3, visual.grid_size[0] * visual.grid_size[1], features.shape[1])
+    assert torch.allclose(patches.norm(dim=-1), torch.ones(patches.shape[:2]), atol=1e-5)
+    text = classifier.head.weight.detach()
+    scores = candidate_scores(features, patches, probabilities, features, torch.tensor([0, 1, 0]), text)
+    assert set(scores) == set(CANDIDATES)
+    assert (scores["gl_mcm"] >= scores["mcm"] + 1 / len(text) - 1e-6).all()  # a patch's MCM is at least 1/C

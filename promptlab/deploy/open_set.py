@@ -10,11 +10,11 @@ images. The familiarity of an L2-normalised image feature ``f`` is
 
 with ``r_n`` the reference features (the training images, at most :data:`MAX_REFERENCE_PER_CLASS`
 per class) and ``m_c`` their normalised class means: the nearest class prototype and the nearest
-neighbour (Sun et al., 2022), which the benchmark measured best together (AUROC 0.93-0.95 for every
-method, 97-100% of content-free pictures rejected) against the top probability, MCM (Ming et al.,
-2022) on the zero-shot text features and either part alone. Its range is [-2, 2]. The threshold is
-fitted at test time on images the reference does not hold (see :func:`held_out_familiarity`) to keep
-:data:`KEEP_KNOWN` of known images.
+neighbour (Sun et al., 2022), which the benchmark measured best together (AUROC 0.925-0.945 for every
+method, 94-98% of content-free pictures rejected) against the top probability, MCM (Ming et al.,
+2022) on the zero-shot text features, GL-MCM (Miyai et al., 2023) and either part alone. Its range is
+[-2, 2]. The threshold is fitted at test time on images the reference does not hold (see
+:func:`held_out_familiarity`) to keep :data:`KEEP_KNOWN` of known images.
 """
 
 from __future__ import annotations

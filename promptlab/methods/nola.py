@@ -203,6 +203,9 @@ class NoLA(CLIPClassifier):
         data = self.data
         if data is None or not len(self.pool_labels) or not getattr(data, "label_free", False):
             return
+        out_dir = run_dir(self.trainer)  # every process asks (a broadcast under DDP); the main one reports
+        if not self.trainer.is_global_zero:
+            return
         final = torch.full_like(self.pool_labels.cpu(), -1)
         training, _ = self.training, self.eval()
         for batch in data.pool_dataloader(test_transform(self.preprocess)):
@@ -218,7 +221,6 @@ class NoLA(CLIPClassifier):
             zero_shot = self.zero_shot_pool_labels.cpu()
             self.stage_report["pool_agreement_final_vs_zero_shot"] = pool_agreement(final, zero_shot)
             self.stage_report["pool_agreement_dino_vs_zero_shot"] = pool_agreement(teacher, zero_shot)
-        out_dir = run_dir(self.trainer)
         if out_dir is not None:
             (out_dir / STAGES_FILE).write_text(json.dumps(self.stage_report, indent=2))
 

@@ -125,3 +125,4 @@ def test_nola_under_ddp_labels_its_pool_once_as_one_process_does(engine, image_f
         assert torch.equal(labels[0][key], labels[1][key]), key
     stages = [json.loads((run / "nola_stages.json").read_text()) for run in (single, ddp)]
     assert stages[0]["pool_label_agreement_stage1_vs_dino"] == stages[1]["pool_label_agreement_stage1_vs_dino"]
+    assert 0 <= stages[1]["pool_agreement_final_vs_dino"] <= 1  # the main process's pass after training
