@@ -12,8 +12,8 @@
    the zero-shot text features (``mcm``, Ming et al. 2022, temperature 1), GL-MCM (``gl_mcm``, Miyai et
    al. 2023: MCM plus the largest MCM over the patch tokens, each projected as the CLS token is), the
    cosine to the nearest training image (``knn``), to the nearest class mean (``prototype``), and the
-   sum of the last two,
-   the familiarity promptlab's classifiers carry (``familiarity``), for which the table also reports
+   sum of the last two, the familiarity promptlab's classifiers carry (``familiarity``), for which the
+   table also reports
    the classifier file's own default threshold: known test images kept, accuracy on all known images
    and on the kept ones, unknown and content-free pictures rejected. NoLA is left out: it learns from
    an unlabelled pool that holds all 8 shapes, so nothing is unknown to it.
@@ -97,7 +97,7 @@ def patch_features(classifier) -> Iterator[list[torch.Tensor]]:
     """
     visual = classifier.backbone.model.visual
     patches = visual.grid_size[0] * visual.grid_size[1]
-    first = 1 + (visual.visual_prompts.shape[0] if getattr(visual, "visual_prompts", None) is not None else 0)
+    first = 1 + classifier.backbone.visual_prompt_count
     collected: list[torch.Tensor] = []
 
     def keep(_module, _inputs, tokens: torch.Tensor) -> None:  # (B, L, width): CLS, prompts?, patches, prompts?

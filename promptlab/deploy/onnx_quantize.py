@@ -5,9 +5,8 @@ tools, the head and the familiarity reference kept in float32.
 ``static`` also fixes the activations' scales from calibration images (QDQ format). Weights get one
 scale per output channel: a projection's rows differ in range, and one scale for the whole matrix
 rounds the small rows coarsely (measured in the manual's int8 section: the same speed, and fewer
-answers changed on the toy test images). What is quantized,
-how, and the top-1 agreement with the float32 file measured at export time go into the metadata
-(``quantization`` in the ``promptlab`` JSON).
+answers changed on the toy test images). What is quantized, how, and the top-1 agreement with the
+float32 file measured at export time go into the metadata (``quantization`` in the ``promptlab`` JSON).
 """
 
 from __future__ import annotations
@@ -110,15 +109,15 @@ def _quantize(
 ) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    # How the weights are quantized, the same in both modes.
+    weights = {
+        "weight_type": QuantType.QInt8,
+        "op_types_to_quantize": QUANTIZED_OPS,
+        "nodes_to_exclude": keep,
+        "per_channel": True,
+    }
     if mode == "dynamic":
-        quantize_dynamic(
-            str(fp32),
-            str(output),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=keep,
-            per_channel=True,
-        )
+        quantize_dynamic(str(fp32), str(output), **weights)
     else:
         if calibration is None or not len(calibration):
             raise QuantizeError("Static int8 quantization needs calibration images; pass --quantize_images FOLDER.")
@@ -128,10 +127,7 @@ def _quantize(
             _Batches(input_name, calibration),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=keep,
-            per_channel=True,
+            **weights,
         )
 
 
